@@ -1,0 +1,131 @@
+"""The unit model: what a parsed, validated unit file says.
+
+Frozen dataclasses only; durations are float seconds, sizes are int bytes,
+signals are ints. Two units compare equal exactly when their definitions are
+the same, which is how the daemon decides whether an edited file "really
+changed" (and whether only `[resources]` changed, which is applied live).
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+RestartPolicy = Literal["no", "on-failure", "on-abnormal", "always"]
+Writable = Literal["persistent", "ephemeral", "readonly"]
+Network = Literal["host", "none"]
+HealthAction = Literal["restart", "freeze", "stop", "none"]
+
+
+@dataclass(frozen=True)
+class UnitSection:
+    description: str = ""
+    slice: str | None = None  # "web" -> supd-web.slice; None -> supd.slice
+    after: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    enabled: bool = True
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    command: tuple[str, ...]
+    environment: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
+    working_directory: str = "/"
+    user: str | None = None  # a name (looked up in the rootfs) or "uid[:gid]"
+
+
+@dataclass(frozen=True)
+class BindSpec:
+    source: Path  # absolute, resolved against the unit file's folder
+    target: str  # absolute path inside the container
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class RootfsSpec:
+    layers: tuple[Path, ...] = ()  # lowest first, absolute
+    image: str | None = None  # "DIR:TAG" (an OCI image layout and a tag)
+    writable: Writable = "persistent"
+    hostname: str | None = None
+    network: Network = "host"
+    binds: tuple[BindSpec, ...] = ()
+    init: bool = False
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_max: int | None = None  # bytes
+    memory_high: int | None = None  # bytes
+    cpu_weight: int | None = None  # 1..10000 (systemd's CPUWeight)
+    cpu_quota: float | None = None  # fraction of one CPU: "50%" -> 0.5, "200%" -> 2.0
+    pids_max: int | None = None
+    io_weight: int | None = None  # 1..10000 (systemd's IOWeight)
+    cpuset: str | None = None  # canonical cpu list, e.g. "0-1,3"
+
+    def is_empty(self) -> bool:
+        return self == Resources()
+
+
+@dataclass(frozen=True)
+class RestartSpec:
+    policy: RestartPolicy = "no"
+    delay: float = 0.1
+    max_delay: float = 30.0
+    reset_after: float = 60.0
+    limit_burst: int = 5
+    limit_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class StopSpec:
+    signal: int = int(signal.SIGTERM)
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    command: tuple[str, ...]
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+    on_failure: HealthAction = "none"
+
+
+@dataclass(frozen=True)
+class FreezeSpec:
+    near_memory_max: float | None = None  # fraction of memory_max, in (0, 1]
+    on_host_pressure: tuple[tuple[str, float], ...] = ()  # (("memory", 40.0),) PSI some avg10, in (0, 100]
+    max_frozen: float | None = None  # seconds
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    file: Path
+    exec: ExecSpec
+    unit: UnitSection = field(default_factory=UnitSection)
+    rootfs: RootfsSpec | None = None
+    resources: Resources = field(default_factory=Resources)
+    restart: RestartSpec = field(default_factory=RestartSpec)
+    stop: StopSpec = field(default_factory=StopSpec)
+    health: HealthSpec | None = None
+    freeze: FreezeSpec | None = None
+
+    @property
+    def slice_name(self) -> str:
+        """The systemd slice unit name: supd.slice or supd-<slice>.slice."""
+        return "supd.slice" if self.unit.slice is None else f"supd-{self.unit.slice}.slice"
+
+    @property
+    def scope_name(self) -> str:
+        return f"supd-{self.name}.scope"
+
+    def differs_only_in_resources(self, other: Unit) -> bool:
+        """True when `other` is this unit with nothing but `[resources]` changed."""
+        from dataclasses import replace
+
+        return self != other and replace(self, resources=other.resources) == other
