@@ -1,0 +1,412 @@
+"""Crash-safe per-unit state, so that a restarted supd can re-adopt the units
+a previous supd left running (live-restore).
+
+One JSON file per unit at `state_dir/state/<name>.json`:
+`{"version": 1, "unit": {...UnitRecord...}}`. A save writes a temporary file
+in the same folder, fsyncs it, renames it over the old one and fsyncs the
+folder, so after a crash at any point the file is either the old record or
+the new one, never a mix (crun's status.c does the same write-then-rename).
+
+Reading never fails the daemon: a file that is torn, corrupt, of the wrong
+shape or of another format version is reported as a human-readable problem
+and moved aside to `<name>.json.corrupt` for a human to look at.
+
+A pid alone is not an identity: after a reboot or a long downtime the kernel
+may have given it to an unrelated process. A record therefore keeps the
+process's start time (field 22 of /proc/<pid>/stat, clock ticks since boot),
+and `same_process` compares both, as runc's `hasInit` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger()
+
+FORMAT_VERSION = 1
+STATE_SUBDIR = "state"
+RECORD_SUFFIX = ".json"
+CORRUPT_SUFFIX = ".corrupt"
+TEMP_SUFFIX = ".tmp"
+
+PROC = Path("/proc")
+# /proc/<pid>/stat: field 3 is the state, field 22 the start time; both are
+# counted after the comm field, which may itself contain spaces and ')'.
+STAT_STATE_FIELD = 3
+STAT_STARTTIME_FIELD = 22
+DEAD_STATES = frozenset({"Z", "X", "x"})  # zombie, dead
+
+
+class StateStoreError(Exception):
+    """A record that cannot be saved, or a state file that cannot be read."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """What supd must remember about a unit across its own restarts."""
+
+    name: str
+    state: str
+    since: float  # wall-clock epoch seconds of the last transition
+    pid: int | None = None
+    pid_start_time: int | None = None  # /proc/<pid>/stat field 22
+    cgroup: dict[str, Any] | None = None  # a CgroupRef as JSON
+    restarts: int = 0
+    last_exit: dict[str, Any] | None = None  # {"code", "signal", "reason"}
+    definition: str = ""  # hash of the unit definition it was started from
+    started_at: float | None = None  # wall-clock epoch seconds
+    user_stopped: bool = False
+    frozen_by_user: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# field name -> (accepted Python types, what a human should be told was expected)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "a string"),
+    "state": ((str,), "a string"),
+    "since": ((int, float), "a number"),
+    "pid": ((int, type(None)), "an integer or null"),
+    "pid_start_time": ((int, type(None)), "an integer or null"),
+    "cgroup": ((dict, type(None)), "an object or null"),
+    "restarts": ((int,), "an integer"),
+    "last_exit": ((dict, type(None)), "an object or null"),
+    "definition": ((str,), "a string"),
+    "started_at": ((int, float, type(None)), "a number or null"),
+    "user_stopped": ((bool,), "true or false"),
+    "frozen_by_user": ((bool,), "true or false"),
+    "extra": ((dict,), "an object"),
+}
+_REQUIRED = ("name", "state", "since")
+_FLOAT_FIELDS = ("since", "started_at")
+
+
+def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    # bool is an int subclass; `"pid": true` is not a pid
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def record_from_json(data: Any, where: str) -> UnitRecord:
+    """Build a record from the `"unit"` object of a state file; raises
+    StateStoreError naming the key and what was expected."""
+    if not isinstance(data, dict):
+        raise StateStoreError(where, f'"unit": expected an object, got {type(data).__name__}')
+    unknown = sorted(set(data) - set(_FIELD_TYPES))
+    if unknown:
+        raise StateStoreError(where, f"unknown keys {unknown} in \"unit\" (format version {FORMAT_VERSION})")
+    for key in _REQUIRED:
+        if key not in data:
+            raise StateStoreError(where, f'"unit.{key}" is missing')
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        types, expected = _FIELD_TYPES[key]
+        if not _type_ok(value, types):
+            raise StateStoreError(where, f'"unit.{key}": expected {expected}, got {json.dumps(value)}')
+        values[key] = float(value) if key in _FLOAT_FIELDS and value is not None else value
+    return UnitRecord(**values)
+
+
+def _check_name(name: str) -> None:
+    # the name becomes a file name; unit names never contain these anyway
+    if not name or "/" in name or "\0" in name or name.startswith("."):
+        raise StateStoreError(name, "expected a unit name usable as a file name")
+
+
+class StateStore:
+    """The `state_dir/state/` folder of one supd instance."""
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self.state_dir = Path(state_dir)
+        self.folder = self.state_dir / STATE_SUBDIR
+
+    def path_for(self, name: str) -> Path:
+        _check_name(name)
+        return self.folder / f"{name}{RECORD_SUFFIX}"
+
+    def _display(self, path: Path) -> str:
+        return f"{STATE_SUBDIR}/{path.name}"
+
+    def save(self, record: UnitRecord) -> None:
+        """Atomically replace the unit's state file with `record`."""
+        target = self.path_for(record.name)
+        # serialise first: a record that can't be written must not cost us the old file
+        payload = json.dumps({"version": FORMAT_VERSION, "unit": record.to_json()}, indent=1, sort_keys=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=self.folder, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(payload)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+        self._fsync_folder()
+
+    def remove(self, name: str) -> None:
+        """Forget a unit; removing one that has no file is not an error."""
+        try:
+            self.path_for(name).unlink()
+        except FileNotFoundError:
+            return
+        self._fsync_folder()
+
+    def _fsync_folder(self) -> None:
+        # makes the rename/unlink itself durable, not just the file's data
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def load_all(self) -> tuple[dict[str, UnitRecord], list[str]]:
+        """Every readable record by unit name, and the problems found on the way.
+
+        Temporary files left by a crash in the middle of `save` are deleted
+        (the previous record is still in place). Files that cannot be used
+        are moved aside to `<file>.corrupt`.
+        """
+        records: dict[str, UnitRecord] = {}
+        problems: list[str] = []
+        if not self.folder.is_dir():
+            return records, problems
+        for path in sorted(self.folder.iterdir()):
+            if path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX):
+                log.info("state_temp_file_removed", path=str(path), reason="interrupted save")
+                path.unlink(missing_ok=True)
+                continue
+            if not path.name.endswith(RECORD_SUFFIX) or not path.is_file():
+                continue
+            try:
+                record = self._read(path)
+            except StateStoreError as error:
+                problems.append(self._set_aside(path, str(error)))
+                continue
+            records[record.name] = record
+        return records, problems
+
+    def _read(self, path: Path) -> UnitRecord:
+        where = self._display(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise StateStoreError(where, f"cannot read it ({error})") from error
+        if not text.strip():
+            raise StateStoreError(where, "file is empty (torn write?)")
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise StateStoreError(where, f"not valid JSON ({error})") from error
+        if not isinstance(document, dict):
+            raise StateStoreError(where, f"expected a JSON object, got {type(document).__name__}")
+        version = document.get("version")
+        if not _type_ok(version, (int,)):
+            raise StateStoreError(where, f'"version": expected an integer, got {json.dumps(version)}')
+        if version > FORMAT_VERSION:
+            raise StateStoreError(
+                where,
+                f"format version {version} is newer than this supd understands ({FORMAT_VERSION}); ignoring it",
+            )
+        if version < FORMAT_VERSION:
+            raise StateStoreError(
+                where,
+                f"format version {version} is older than this supd understands ({FORMAT_VERSION}); ignoring it",
+            )
+        record = record_from_json(document.get("unit"), where)
+        if record.name != path.name.removesuffix(RECORD_SUFFIX):
+            raise StateStoreError(where, f'"unit.name" is {json.dumps(record.name)}, expected the file name\'s')
+        return record
+
+    def _set_aside(self, path: Path, problem: str) -> str:
+        aside = path.with_name(path.name + CORRUPT_SUFFIX)
+        try:
+            os.replace(path, aside)
+        except OSError as error:
+            message = f"{problem}; could not move it aside ({error})"
+        else:
+            message = f"{problem}; moved to {self._display(aside)}"
+        log.warning("state_file_unusable", problem=message)
+        return message
+
+
+def parse_stat(text: str) -> tuple[str, int] | None:
+    """(state, start time) from the text of /proc/<pid>/stat, or None if it
+    does not look like one.
+
+    comm (field 2) is in parentheses and may contain spaces and ')', so the
+    fields are counted from the LAST ')'.
+    """
+    _, paren, rest = text.rpartition(")")
+    if not paren:
+        return None
+    fields = rest.split()
+    # fields[0] is field 3
+    try:
+        state = fields[STAT_STATE_FIELD - 3]
+        start_time = int(fields[STAT_STARTTIME_FIELD - 3])
+    except (IndexError, ValueError):
+        return None
+    return state, start_time
+
+
+def _read_stat(pid: int) -> tuple[str, int] | None:
+    try:
+        text = (PROC / str(pid) / "stat").read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    return parse_stat(text)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot), None if there is no such process."""
+    stat = _read_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def same_process(pid: int | None, start_time: int | None) -> bool:
+    """True only if `pid` is alive (not a zombie) and started at `start_time`:
+    the process we recorded, not a later one that was given the same pid."""
+    if pid is None or start_time is None or pid <= 0:
+        return False
+    stat = _read_stat(pid)
+    if stat is None:
+        return False
+    state, actual = stat
+    return state not in DEAD_STATES and actual == start_time
+
+
+# --- which cgroup a process is in -------------------------------------------
+
+CGROUP_FSTYPES = ("cgroup", "cgroup2")
+
+
+@dataclass(frozen=True)
+class CgroupMount:
+    """One cgroup hierarchy as mounted in this mount namespace."""
+
+    mount_point: Path
+    root: str  # the hierarchy path that appears at mount_point
+    controllers: frozenset[str]  # empty for cgroup2; "name=systemd" for named v1
+
+
+def parse_cgroup_mounts(mountinfo: str) -> list[CgroupMount]:
+    """Cgroup mounts from the text of /proc/<pid>/mountinfo."""
+    mounts: list[CgroupMount] = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        before, after = left.split(), right.split()
+        if len(before) < 5 or len(after) < 3 or after[0] not in CGROUP_FSTYPES:
+            continue
+        root, mount_point = _unescape(before[3]), _unescape(before[4])
+        if after[0] == "cgroup2":
+            controllers: frozenset[str] = frozenset()
+        else:
+            options = after[2].split(",")
+            controllers = frozenset(
+                o
+                for o in options
+                if o not in _V1_NON_CONTROLLER_OPTIONS and ("=" not in o or o.startswith("name="))
+            )
+        mounts.append(CgroupMount(Path(mount_point), root, controllers))
+    return mounts
+
+
+_V1_NON_CONTROLLER_OPTIONS = frozenset(
+    {"rw", "ro", "noprefix", "xattr", "clone_children", "cpuset_v2_mode", "nsdelegate", "none"}
+)
+
+
+def _unescape(field_text: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    if "\\" not in field_text:
+        return field_text
+    return field_text.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+
+
+def cgroup_dirs(proc_cgroup: str, mounts: Iterable[CgroupMount]) -> list[Path]:
+    """The cgroupfs directories a process is in, from the text of
+    /proc/<pid>/cgroup (`id:controllers:path` lines) and the cgroup mounts."""
+    mounts = list(mounts)
+    dirs: list[Path] = []
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _hierarchy_id, controller_list, cgroup_path = parts
+        wanted = frozenset(c for c in controller_list.split(",") if c)
+        for mount in mounts:
+            # cgroup2 is the "0::" line and the mount without controllers;
+            # a v1 hierarchy matches on its exact controller set
+            if mount.controllers != wanted:
+                continue
+            relative = _relative_to_root(cgroup_path, mount.root)
+            if relative is not None:
+                dirs.append(mount.mount_point / relative if relative else mount.mount_point)
+    return dirs
+
+
+def _relative_to_root(cgroup_path: str, root: str) -> str | None:
+    cgroup_path = cgroup_path.rstrip("/") or "/"
+    root = root.rstrip("/") or "/"
+    if root == "/":
+        return cgroup_path.lstrip("/")
+    if cgroup_path == root:
+        return ""
+    if cgroup_path.startswith(root + "/"):
+        return cgroup_path[len(root) + 1 :]
+    return None
+
+
+def in_cgroup(pid: int, cgroup_paths: Iterable[Path | str]) -> bool:
+    """True if `pid` sits in (or below) any of `cgroup_paths`, which are
+    cgroupfs directories as seen in supd's mount namespace (a CgroupRef's
+    `paths`). False if the process is gone."""
+    try:
+        proc_cgroup = (PROC / str(pid) / "cgroup").read_text(encoding="utf-8")
+        mountinfo = (PROC / "self" / "mountinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    actual = [os.path.normpath(d) for d in cgroup_dirs(proc_cgroup, parse_cgroup_mounts(mountinfo))]
+    for wanted in cgroup_paths:
+        target = os.path.normpath(wanted)
+        if any(d == target or d.startswith(target + "/") for d in actual):
+            return True
+    return False
+
+
+def cgroup_paths_of(cgroup_ref: Mapping[str, Any] | None) -> list[str]:
+    """The directories of a CgroupRef stored as JSON in a record (its `paths`:
+    pairs of hierarchy key and directory, or a mapping of the same)."""
+    if not cgroup_ref:
+        return []
+    paths = cgroup_ref.get("paths") or []
+    if isinstance(paths, Mapping):
+        return [str(p) for p in paths.values()]
+    return [str(pair[1]) for pair in paths if isinstance(pair, (list, tuple)) and len(pair) == 2]
