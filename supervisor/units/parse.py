@@ -1,0 +1,582 @@
+"""Unit files: TOML -> validated `Unit`, or a `UnitFileError` that names the
+file, the key path, what was expected and what was found.
+
+`load_unit` is the only function here that does I/O (it reads the one file,
+refusing oversized ones before reading them); `parse_unit` is pure.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import stat
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final, TypeVar, cast, get_args
+
+from supervisor.units import values
+from supervisor.units.model import (
+    BindSpec,
+    ExecSpec,
+    FreezeSpec,
+    HealthAction,
+    HealthSpec,
+    Network,
+    Resources,
+    RestartPolicy,
+    RestartSpec,
+    RootfsSpec,
+    StopSpec,
+    Unit,
+    UnitSection,
+    Writable,
+)
+from supervisor.units.paths import container_path, resolve_host_path
+
+T = TypeVar("T")
+
+MAX_UNIT_FILE_SIZE: Final = 1024 * 1024
+UNIT_FILE_SUFFIX: Final = ".toml"
+_MAX_RENDERED: Final = 80
+_MAX_RENDER_DEPTH: Final = 8
+_MAX_INT: Final = 2**31 - 1
+
+SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "health", "freeze")
+UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
+EXEC_KEYS: Final = ("command", "environment", "working_directory", "user")
+ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init")
+BIND_KEYS: Final = ("source", "target", "readonly")
+RESOURCES_KEYS: Final = (
+    "memory_max", "memory_high", "cpu_weight", "cpu_quota", "pids_max", "io_weight", "cpuset",
+)  # fmt: skip
+RESTART_KEYS: Final = ("policy", "delay", "max_delay", "reset_after", "limit_burst", "limit_interval")
+STOP_KEYS: Final = ("signal", "timeout")
+HEALTH_KEYS: Final = ("command", "interval", "timeout", "retries", "start_period", "on_failure")
+FREEZE_KEYS: Final = ("near_memory_max", "on_host_pressure", "max_frozen")
+PRESSURE_RESOURCES: Final = ("memory", "cpu", "io")
+NO_LIMIT_WORDS: Final = ("infinity", "max")
+WEIGHT_RANGE: Final = (1, 10000)  # systemd's CPUWeight= / IOWeight=
+_IMAGE_TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class _Missing:
+    """What `got` is when a required key is absent."""
+
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+MISSING: Final = _Missing()
+
+
+class UnitFileError(Exception):
+    """A unit file that can't be used, and precisely why.
+
+    `key` is a path like `[restart].delay` or `[rootfs].binds[0].source`, or ""
+    for problems with the file as a whole (then `expected` is the whole message).
+    """
+
+    def __init__(
+        self, file: Path, key: str, expected: str, got: object = MISSING, *, unknown: bool = False
+    ) -> None:
+        super().__init__(file, key, expected, got)
+        self.file = file
+        self.key = key
+        self.expected = expected
+        self.got = got
+        self.unknown = unknown  # the key itself is not allowed here
+
+    def __str__(self) -> str:
+        if not self.key:
+            return f"{self.file}: {self.expected}"
+        if self.unknown:
+            what = "section" if "." not in self.key and self.key.startswith("[") else "key"
+            return f"{self.file}: {self.key}: unknown {what}, expected {self.expected}"
+        return f"{self.file}: {self.key}: expected {self.expected}, got {render_value(self.got)}"
+
+
+def render_value(value: object) -> str:
+    """`value` as it would look in TOML, shortened: strings quoted, numbers bare."""
+    text = _render(value, 0)
+    return text if len(text) <= _MAX_RENDERED else text[: _MAX_RENDERED - 3] + "..."
+
+
+def _render(value: object, depth: int) -> str:
+    if depth > _MAX_RENDER_DEPTH:
+        return "..."
+    if value is MISSING:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**30 else "a huge integer"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value[:_MAX_RENDERED], ensure_ascii=False)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        items = list(value.items())[:8]
+        if not items:
+            return "{}"
+        inner = ", ".join(f"{_render_key(k)} = {_render(v, depth + 1)}" for k, v in items)
+        return "{ " + inner + (", ..." if len(value) > 8 else "") + " }"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_render(v, depth + 1) for v in value[:8])
+        return "[" + inner + (", ..." if len(value) > 8 else "") + "]"
+    return repr(value)[:_MAX_RENDERED]
+
+
+def _render_key(key: object) -> str:
+    text = str(key)
+    if text and all(c.isascii() and (c.isalnum() or c in "_-") for c in text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class _Table:
+    """One TOML table of a unit file, with its key path, refusing unknown keys."""
+
+    def __init__(
+        self, file: Path, path: str, data: object, allowed: Sequence[str], *, sections: bool = False
+    ) -> None:
+        self.file = file
+        self.path = path
+        self.sections = sections  # the document itself: its keys are sections, shown as [name]
+        if not isinstance(data, Mapping):
+            raise UnitFileError(file, path, "a table", data)
+        self.data = cast(Mapping[str, object], data)
+        for key in self.data:
+            if key not in allowed:
+                raise UnitFileError(
+                    file, self.key(key), "one of: " + ", ".join(allowed), self.data[key], unknown=True
+                )
+
+    def key(self, name: object) -> str:
+        if self.sections:
+            return f"[{_render_key(name)}]"
+        return f"{self.path}.{_render_key(name)}"
+
+    def error(self, name: str, expected: str, got: object = MISSING) -> UnitFileError:
+        return UnitFileError(self.file, self.key(name), expected, got)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def get(self, name: str, parse: Callable[[object], T], default: T) -> T:
+        if name not in self.data:
+            return default
+        return self.require(name, parse)
+
+    def require(self, name: str, parse: Callable[[object], T]) -> T:
+        if name not in self.data:
+            try:
+                parse(MISSING)
+            except ValueError as exc:
+                raise self.error(name, str(exc)) from None
+            raise self.error(name, "a value")  # pragma: no cover - parsers refuse MISSING
+        value = self.data[name]
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise self.error(name, str(exc), value) from None
+
+
+# --- value parsers: raw TOML value -> model value, or ValueError(expected) ---
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str) or "\0" in value:
+        raise ValueError("a string")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
+def _int_in(low: int, high: int, expected: str | None = None) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(expected or f"an integer in {low}..{high}")
+        return value
+
+    return parse
+
+
+def _choice(options: Sequence[str]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in options:
+            raise ValueError("one of " + ", ".join(f'"{o}"' for o in options))
+        return cast(str, value)
+
+    return parse
+
+
+def _duration(minimum_exclusive: bool = False) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        seconds = values.parse_duration(value)
+        if minimum_exclusive and seconds <= 0:
+            raise ValueError(f"{values.DURATION_EXPECTED} above 0")
+        return seconds
+
+    return parse
+
+
+def _positive_size_or_unlimited(value: object) -> int | None:
+    if isinstance(value, str) and value.strip().lower() in NO_LIMIT_WORDS:
+        return None
+    try:
+        size = values.parse_size(value)
+    except ValueError:
+        raise ValueError(f'{values.SIZE_EXPECTED}, or "infinity"') from None
+    if size <= 0:
+        raise ValueError(f"{values.SIZE_EXPECTED} above 0")
+    return size
+
+
+def _pids_max(value: object) -> int | None:
+    if isinstance(value, str) and value.strip().lower() in NO_LIMIT_WORDS:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**62:
+        raise ValueError('an integer of at least 1, or "infinity"')
+    return value
+
+
+def _command(value: object) -> tuple[str, ...]:
+    expected = "a non-empty list of non-empty strings"
+    if not isinstance(value, list) or not value:
+        raise ValueError(expected)
+    if not all(isinstance(arg, str) and arg and "\0" not in arg for arg in value):
+        raise ValueError(expected)
+    return tuple(value)
+
+
+def _via(parse: Callable[[object], T], valid: Callable[[object], bool], expected: str) -> Callable[[object], T]:
+    def checked(value: object) -> T:
+        if not valid(value):
+            raise ValueError(expected)
+        return parse(value)
+
+    return checked
+
+
+def _fraction_up_to_one(value: object) -> float:
+    expected = "a number in (0, 1] like 0.95"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(expected)
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise ValueError(expected)
+    return float(value)
+
+
+def _pressure_percent(value: object) -> float:
+    expected = "a PSI percentage in (0, 100] like 40.0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(expected)
+    if not (math.isfinite(value) and 0 < value <= 100):
+        raise ValueError(expected)
+    return float(value)
+
+
+# --- sections ---
+
+
+def parse_unit(name: str, data: Mapping[str, object], file: Path) -> Unit:
+    """Validate a parsed TOML document as the unit `name` from `file`."""
+    if not values.valid_unit_name(name):
+        raise UnitFileError(
+            file, "", f"expected the file name to be {values.UNIT_NAME_EXPECTED} plus .toml, got {render_value(name)}"
+        )
+    if not isinstance(data, Mapping):
+        raise UnitFileError(file, "", f"expected a TOML document of tables, got {render_value(data)}")
+    top = _Table(file, "", data, SECTIONS, sections=True)
+    if not top.has("exec"):
+        raise UnitFileError(file, "[exec]", "a table with at least command", MISSING)
+    unit_dir = Path(file).parent
+
+    section = _unit_section(name, _Table(file, "[unit]", top.data["unit"], UNIT_KEYS)) if top.has("unit") else UnitSection()
+    exec_spec = _exec_section(_Table(file, "[exec]", top.data["exec"], EXEC_KEYS))
+    rootfs = _rootfs_section(_Table(file, "[rootfs]", top.data["rootfs"], ROOTFS_KEYS), unit_dir) if top.has("rootfs") else None
+    resources = _resources_section(_Table(file, "[resources]", top.data["resources"], RESOURCES_KEYS)) if top.has("resources") else Resources()
+    restart = _restart_section(_Table(file, "[restart]", top.data["restart"], RESTART_KEYS)) if top.has("restart") else RestartSpec()
+    stop = _stop_section(_Table(file, "[stop]", top.data["stop"], STOP_KEYS)) if top.has("stop") else StopSpec()
+    health = _health_section(_Table(file, "[health]", top.data["health"], HEALTH_KEYS)) if top.has("health") else None
+    freeze = _freeze_section(_Table(file, "[freeze]", top.data["freeze"], FREEZE_KEYS), resources) if top.has("freeze") else None
+    return Unit(
+        name=name, file=Path(file), exec=exec_spec, unit=section, rootfs=rootfs,
+        resources=resources, restart=restart, stop=stop, health=health, freeze=freeze,
+    )  # fmt: skip
+
+
+def _unit_names(table: _Table, key: str, own_name: str) -> tuple[str, ...]:
+    raw = table.data.get(key, [])
+    if not isinstance(raw, list):
+        raise table.error(key, "a list of unit names", raw)
+    names: list[str] = []
+    for index, item in enumerate(raw):
+        path = f"{table.key(key)}[{index}]"
+        if not values.valid_unit_name(item):
+            raise UnitFileError(table.file, path, values.UNIT_NAME_EXPECTED, item)
+        if item == own_name:
+            raise UnitFileError(table.file, path, "the name of another unit (not this one)", item)
+        if item not in names:
+            names.append(cast(str, item))
+    return tuple(names)
+
+
+def _unit_section(name: str, table: _Table) -> UnitSection:
+    return UnitSection(
+        description=table.get("description", _string, ""),
+        slice=table.get("slice", _via(_string, values.valid_slice_name, values.SLICE_NAME_EXPECTED), None),
+        after=_unit_names(table, "after", name),
+        requires=_unit_names(table, "requires", name),
+        enabled=table.get("enabled", _bool, True),
+        priority=table.get("priority", _int_in(-_MAX_INT, _MAX_INT, "an integer"), 0),
+    )
+
+
+def _environment(table: _Table) -> tuple[tuple[str, str], ...]:
+    raw = table.data.get("environment", {})
+    if not isinstance(raw, Mapping):
+        raise table.error("environment", "a table of NAME = \"value\" strings", raw)
+    env = _Table(table.file, table.key("environment"), raw, tuple(raw))
+    pairs: list[tuple[str, str]] = []
+    for key, value in raw.items():
+        if not values.valid_env_name(key):
+            raise UnitFileError(table.file, env.key(key), "an environment variable name like TZ or MY_VAR", key)
+        pairs.append((key, env.require(key, _string)))
+    return tuple(sorted(pairs))
+
+
+def _exec_section(table: _Table) -> ExecSpec:
+    return ExecSpec(
+        command=table.require("command", _command),
+        environment=_environment(table),
+        working_directory=table.get("working_directory", container_path, "/"),
+        user=table.get("user", _via(_string, values.valid_user, values.USER_EXPECTED), None),
+    )
+
+
+def _image_ref(unit_dir: Path) -> Callable[[object], str]:
+    expected = 'an OCI image layout and tag like "images/alpine:3.20"'
+
+    def parse(value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(expected)
+        layout, colon, tag = value.rpartition(":")
+        if not colon or not layout or not tag or len(tag) > 128 or not set(tag) <= _IMAGE_TAG_CHARS:
+            raise ValueError(expected)
+        if tag[0] in ".-" or "/" in tag:
+            raise ValueError(expected)
+        try:
+            resolved = resolve_host_path(layout, unit_dir)
+        except ValueError:
+            raise ValueError(expected) from None
+        return f"{resolved}:{tag}"
+
+    return parse
+
+
+def _layers(table: _Table, unit_dir: Path) -> tuple[Path, ...]:
+    raw = table.data.get("layers", [])
+    if not isinstance(raw, list):
+        raise table.error("layers", "a list of layer directories, lowest first", raw)
+    layers: list[Path] = []
+    for index, item in enumerate(raw):
+        try:
+            layers.append(resolve_host_path(item, unit_dir))
+        except ValueError as exc:
+            raise UnitFileError(table.file, f"{table.key('layers')}[{index}]", str(exc), item) from None
+    return tuple(layers)
+
+
+def _binds(table: _Table, unit_dir: Path) -> tuple[BindSpec, ...]:
+    raw = table.data.get("binds", [])
+    if not isinstance(raw, list):
+        raise table.error("binds", 'a list of tables like { source = "/srv", target = "/srv" }', raw)
+    binds: list[BindSpec] = []
+    for index, item in enumerate(raw):
+        bind = _Table(table.file, f"{table.key('binds')}[{index}]", item, BIND_KEYS)
+        spec = BindSpec(
+            source=bind.require("source", lambda v: resolve_host_path(v, unit_dir)),
+            target=bind.require("target", container_path),
+            readonly=bind.get("readonly", _bool, False),
+        )
+        if any(other.target == spec.target for other in binds):
+            raise bind.error("target", "a target not bound by an earlier entry", bind.data["target"])
+        binds.append(spec)
+    return tuple(binds)
+
+
+def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
+    layers = _layers(table, unit_dir)
+    image = table.get("image", _image_ref(unit_dir), None)
+    if layers and image is not None:
+        raise table.error("image", "either layers or image, not both", table.data["image"])
+    if not layers and image is None:
+        if table.has("layers"):
+            raise table.error("layers", "at least one layer directory", table.data["layers"])
+        raise UnitFileError(table.file, table.path, "layers or image", MISSING)
+    return RootfsSpec(
+        layers=layers,
+        image=image,
+        writable=cast(Writable, table.get("writable", _choice(get_args(Writable)), "persistent")),
+        hostname=table.get("hostname", _via(_string, values.valid_hostname, values.HOSTNAME_EXPECTED), None),
+        network=cast(Network, table.get("network", _choice(get_args(Network)), "host")),
+        binds=_binds(table, unit_dir),
+        init=table.get("init", _bool, False),
+    )
+
+
+def _resources_section(table: _Table) -> Resources:
+    weight = _int_in(*WEIGHT_RANGE)
+    resources = Resources(
+        memory_max=table.get("memory_max", _positive_size_or_unlimited, None),
+        memory_high=table.get("memory_high", _positive_size_or_unlimited, None),
+        cpu_weight=table.get("cpu_weight", weight, None),
+        cpu_quota=table.get("cpu_quota", values.parse_percent, None),
+        pids_max=table.get("pids_max", _pids_max, None),
+        io_weight=table.get("io_weight", weight, None),
+        cpuset=table.get("cpuset", values.parse_cpuset, None),
+    )
+    if resources.memory_max is not None and resources.memory_high is not None:
+        if resources.memory_high > resources.memory_max:
+            raise table.error(
+                "memory_high",
+                f"a size at most memory_max ({resources.memory_max} bytes)",
+                table.data["memory_high"],
+            )
+    return resources
+
+
+def _restart_section(table: _Table) -> RestartSpec:
+    defaults = RestartSpec()
+    spec = RestartSpec(
+        policy=cast(RestartPolicy, table.get("policy", _choice(get_args(RestartPolicy)), defaults.policy)),
+        delay=table.get("delay", _duration(), defaults.delay),
+        max_delay=table.get("max_delay", _duration(), defaults.max_delay),
+        reset_after=table.get("reset_after", _duration(), defaults.reset_after),
+        limit_burst=table.get("limit_burst", _int_in(1, 10000, "an integer in 1..10000"), defaults.limit_burst),
+        limit_interval=table.get("limit_interval", _duration(), defaults.limit_interval),
+    )
+    if spec.max_delay < spec.delay:
+        raise table.error(
+            "max_delay" if table.has("max_delay") else "delay",
+            f"max_delay ({spec.max_delay:g}s) at least delay ({spec.delay:g}s)",
+            table.data.get("max_delay", table.data.get("delay")),
+        )
+    return spec
+
+
+def _stop_section(table: _Table) -> StopSpec:
+    defaults = StopSpec()
+    return StopSpec(
+        signal=table.get("signal", values.parse_signal, defaults.signal),
+        timeout=table.get("timeout", _duration(), defaults.timeout),
+    )
+
+
+def _health_section(table: _Table) -> HealthSpec:
+    defaults = HealthSpec(command=("true",))
+    return HealthSpec(
+        command=table.require("command", _command),
+        interval=table.get("interval", _duration(minimum_exclusive=True), defaults.interval),
+        timeout=table.get("timeout", _duration(minimum_exclusive=True), defaults.timeout),
+        retries=table.get("retries", _int_in(1, 1000, "an integer in 1..1000"), defaults.retries),
+        start_period=table.get("start_period", _duration(), defaults.start_period),
+        on_failure=cast(HealthAction, table.get("on_failure", _choice(get_args(HealthAction)), defaults.on_failure)),
+    )
+
+
+def _host_pressure(table: _Table) -> tuple[tuple[str, float], ...]:
+    raw = table.data.get("on_host_pressure", {})
+    if not isinstance(raw, Mapping):
+        raise table.error("on_host_pressure", "a table like { memory = 40.0 }", raw)
+    pressure = _Table(table.file, table.key("on_host_pressure"), raw, PRESSURE_RESOURCES)
+    return tuple(sorted((key, pressure.require(key, _pressure_percent)) for key in raw))
+
+
+def _freeze_section(table: _Table, resources: Resources) -> FreezeSpec:
+    near = table.get("near_memory_max", _fraction_up_to_one, None)
+    if near is not None and resources.memory_max is None:
+        raise table.error(
+            "near_memory_max", "[resources].memory_max to be set as well", table.data["near_memory_max"]
+        )
+    return FreezeSpec(
+        near_memory_max=near,
+        on_host_pressure=_host_pressure(table),
+        max_frozen=table.get("max_frozen", _duration(minimum_exclusive=True), None),
+    )
+
+
+# --- the file ---
+
+
+def unit_name_for(path: Path) -> str:
+    """The unit name a file stands for: its stem (checked by `load_unit`)."""
+    return Path(path).name.removesuffix(UNIT_FILE_SUFFIX)
+
+
+def load_unit(path: Path) -> Unit:
+    """Read, parse and validate one unit file; every problem is a `UnitFileError`."""
+    path = Path(path)
+    if not path.name.endswith(UNIT_FILE_SUFFIX):
+        raise UnitFileError(path, "", f"expected a file name ending in {UNIT_FILE_SUFFIX}")
+    name = unit_name_for(path)
+    if not values.valid_unit_name(name):
+        raise UnitFileError(
+            path, "", f"expected the file name to be {values.UNIT_NAME_EXPECTED} plus .toml, got {render_value(name)}"
+        )
+    raw = _read_bounded(path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnitFileError(path, "", f"expected UTF-8 text, got an invalid byte at offset {exc.start}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UnitFileError(path, "", f"expected valid TOML: {exc}") from None
+    except RecursionError:
+        raise UnitFileError(path, "", "expected valid TOML: nested too deeply") from None
+    return parse_unit(name, data, path)
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, refusing non-regular and oversized files without reading them."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang the daemon; no effect on regular files.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise UnitFileError(path, "", f"expected a readable file, got: {os.strerror(exc.errno or 0)}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnitFileError(path, "", f"expected a regular file, got {_file_kind(info.st_mode)}")
+        if info.st_size > MAX_UNIT_FILE_SIZE:
+            raise UnitFileError(
+                path, "", f"expected a file of at most {MAX_UNIT_FILE_SIZE} bytes, got {info.st_size} bytes"
+            )
+        # The file may grow between fstat and read: never read more than the cap + 1.
+        data = f.read(MAX_UNIT_FILE_SIZE + 1)
+    if len(data) > MAX_UNIT_FILE_SIZE:
+        raise UnitFileError(path, "", f"expected a file of at most {MAX_UNIT_FILE_SIZE} bytes, got more")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {
+        stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+        stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+    }  # fmt: skip
+    return kinds.get(stat.S_IFMT(mode), "a special file")
