@@ -1,0 +1,130 @@
+"""Daemon configuration: /etc/supd/supd.toml, every key also a `supd` flag.
+
+Flags win over the file; the file wins over the defaults. Errors name the
+file, the key and what was expected, like unit-file errors do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_CONFIG_FILE = Path("/etc/supd/supd.toml")
+
+CgroupDriverKind = Literal["auto", "systemd", "cgroupfs"]
+LogFormat = Literal["auto", "console", "json"]
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, key: str, expected: str, got: object = None) -> None:
+        self.source, self.key, self.expected, self.got = source, key, expected, got
+        shown = f", got {got!r}" if got is not None else ""
+        super().__init__(f"{source}: {key}: expected {expected}{shown}")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    units_dir: Path = Path("/etc/supd/units")
+    state_dir: Path = Path("/var/lib/supd")
+    runtime_dir: Path = Path("/run/supd")
+    cgroup_driver: CgroupDriverKind = "auto"
+    cgroup_root: str | None = None
+    socket_group: str | None = None
+    log_format: LogFormat = "auto"
+    live_restore: bool = False
+    log_max_bytes: int = 10 * 1024 * 1024  # per-unit log file size that triggers rotation
+    log_keep: int = 2  # rotated files kept: web.log.1, web.log.2
+
+    @property
+    def socket_path(self) -> Path:
+        return self.runtime_dir / "supd.sock"
+
+
+_PATH_KEYS = {"units_dir", "state_dir", "runtime_dir"}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "cgroup_driver": ("auto", "systemd", "cgroupfs"),
+    "log_format": ("auto", "console", "json"),
+}
+
+
+def _coerce(source: str, key: str, value: Any, base: Path) -> Any:
+    if key in _PATH_KEYS:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(source, key, "a path string", value)
+        path = Path(value)
+        return path if path.is_absolute() else (base / path)
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            raise ConfigError(source, key, "one of " + ", ".join(_CHOICES[key]), value)
+        return value
+    if key in ("cgroup_root", "socket_group"):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(source, key, "a non-empty string", value)
+        return value
+    if key == "live_restore":
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, "true or false", value)
+        return value
+    if key in ("log_max_bytes", "log_keep"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(source, key, "a positive integer", value)
+        return value
+    raise ConfigError(source, key, "one of " + ", ".join(f.name for f in fields(DaemonConfig)))
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), "", f"valid TOML ({e})") from None
+    except OSError as e:
+        raise ConfigError(str(path), "", f"a readable file ({e.strerror})") from None
+    section = data.get("supd", data)  # both a bare file and a [supd] table are fine
+    if not isinstance(section, dict):
+        raise ConfigError(str(path), "[supd]", "a table", section)
+    return {k: _coerce(str(path), k, v, path.parent) for k, v in section.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="supd", description="supd: a container supervisor for one Linux host")
+    p.add_argument("--config", type=Path, help=f"daemon config file (default {DEFAULT_CONFIG_FILE} if present)")
+    p.add_argument("--units", "--units-dir", dest="units_dir", help="folder of *.toml unit files")
+    p.add_argument("--state-dir", dest="state_dir")
+    p.add_argument("--runtime-dir", dest="runtime_dir")
+    p.add_argument("--cgroup-driver", dest="cgroup_driver", choices=_CHOICES["cgroup_driver"])
+    p.add_argument("--cgroup-root", dest="cgroup_root")
+    p.add_argument("--socket-group", dest="socket_group")
+    p.add_argument("--log-format", dest="log_format", choices=_CHOICES["log_format"])
+    p.add_argument("--live-restore", dest="live_restore", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--log-max-bytes", dest="log_max_bytes", type=int)
+    p.add_argument("--version", action="version", version="supd 0.1.0")
+    return p
+
+
+def load_config(argv: list[str] | None = None) -> DaemonConfig:
+    args = build_parser().parse_args(argv)
+    config = DaemonConfig()
+    config_file = args.config or (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    if config_file is not None:
+        config = replace(config, **load_file(Path(config_file)))
+    overrides = {
+        f.name: _coerce("command line", "--" + f.name.replace("_", "-"), getattr(args, f.name), Path.cwd())
+        for f in fields(DaemonConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    config = replace(config, **overrides)
+    return replace(
+        config,
+        units_dir=config.units_dir.absolute(),
+        state_dir=config.state_dir.absolute(),
+        runtime_dir=config.runtime_dir.absolute(),
+    )

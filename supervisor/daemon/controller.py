@@ -1,0 +1,161 @@
+"""The daemon's side of the control API (`api.commands.Controller`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from supervisor.api.commands import ConflictError, NoSuchUnitError
+from supervisor.cgroups.driver import CgroupError
+from supervisor.daemon import logs as unit_logs
+from supervisor.daemon import status as unit_status
+from supervisor.daemon.spawnspec import build_exec_spec
+from supervisor.daemon.supervisor import StartFailure, Supervisor
+from supervisor.daemon.unitrun import UnitRun
+from supervisor.policy import state as states
+from supervisor.runtime.spawn import SpawnError
+
+VERSION = "0.1.0"
+
+
+class ExecSession:
+    """A command running inside a unit, waited on through the reaper."""
+
+    def __init__(self, pid: int, wait: Callable[[], Awaitable[Any]]) -> None:
+        self.pid = pid
+        self._wait = wait
+
+    async def wait(self) -> int:
+        status = await self._wait()
+        if status.signal is not None:
+            return 128 + int(status.signal)
+        return int(status.code or 0)
+
+    def kill(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class DaemonController:
+    def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: Any = None) -> None:
+        self.sup = sup
+        self._reload = reload
+        self._info = info
+        self._images = images
+
+    def _unit(self, name: str) -> UnitRun:
+        u = self.sup.units.get(name)
+        if u is None:
+            raise NoSuchUnitError(name)
+        return u
+
+    def info(self) -> dict[str, Any]:
+        return self._info()
+
+    def list_units(self) -> list[dict[str, Any]]:
+        return [unit_status.unit_status(u, self.sup.driver, detail=False) for _n, u in sorted(self.sup.units.items())]
+
+    def unit_status(self, name: str) -> dict[str, Any]:
+        return unit_status.unit_status(self._unit(name), self.sup.driver)
+
+    async def command(self, name: str, verb: str) -> dict[str, Any]:
+        u = self._unit(name)
+        if u.unit is None and verb in ("start", "restart"):
+            raise ConflictError(f"{name} has an invalid unit file: {u.error}")
+        try:
+            if verb == "start":
+                if not u.active:
+                    self.sup.start(u)
+                    await self._settle(u)
+            elif verb == "stop":
+                await self.sup.stop(u)
+                await self._settle(u)
+            elif verb == "restart":
+                await self.sup.restart(u)
+                await self._settle(u)
+            elif verb == "freeze":
+                if not states.can_freeze(u.state):
+                    raise ConflictError(f"{name} is {u.state.value}; only a running unit can be frozen")
+                await self.sup.freeze(u)
+            elif verb == "thaw":
+                if u.state != states.UnitState.FROZEN:
+                    raise ConflictError(f"{name} is {u.state.value}, not frozen")
+                await self.sup.thaw(u)
+            else:
+                raise ConflictError(f"unknown verb {verb}")
+        except (StartFailure, CgroupError, OSError) as e:
+            raise ConflictError(f"{name}: {verb} failed: {e}") from None
+        return self.unit_status(name)
+
+    async def _settle(self, u: UnitRun, timeout: float = 0) -> None:
+        """Wait until the unit is no longer in a transitional state, so that the
+        reply to `supctl start` says running (or why not). The stop timeout
+        bounds how long a stop can take."""
+        limit = (u.unit.stop.timeout + 15.0) if u.unit else 15.0
+        with anyio.move_on_after(timeout or limit):
+            while True:
+                # A start that was just requested has not reached the task yet.
+                pending_start = u.want_running and u.state in (states.UnitState.INACTIVE, states.UnitState.EXITED)
+                if u.state not in (states.UnitState.STARTING, states.UnitState.STOPPING) and not pending_start:
+                    if not (u.active and not u.want_running):
+                        return
+                await self.sup.wait_changed()
+
+    async def reload(self) -> dict[str, Any]:
+        return await self._reload()
+
+    def log_file(self, name: str) -> Path:
+        self._unit(name)
+        return unit_logs.log_path(self.sup.config.state_dir, name)
+
+    def recent_events(self, n: int) -> list[dict[str, Any]]:
+        return self.sup.events.recent(n)
+
+    def subscribe_events(self) -> AbstractContextManager[ObjectReceiveStream[dict[str, Any]]]:
+        return self.sup.events.subscribe()
+
+    def tree(self) -> dict[str, Any]:
+        return unit_status.tree(list(self.sup.units.values()), self.sup.driver)
+
+    async def start_exec(
+        self,
+        name: str,
+        argv: list[str],
+        fds: tuple[int, int, int],
+        *,
+        user: str | None,
+        env: dict[str, str],
+        cwd: str | None,
+    ) -> ExecSession:
+        u = self._unit(name)
+        if u.pid is None or u.unit is None or u.state not in (states.UnitState.RUNNING,):
+            raise ConflictError(f"{name} is {u.state.value}; exec needs a running unit")
+        procs: tuple[str, ...] = ()
+        if u.cgroup is not None:
+            procs = tuple(str(Path(p) / "cgroup.procs") for _k, p in u.cgroup.paths)
+        spec = build_exec_spec(u.unit, u.pid, procs, argv, user=user, env=env, cwd=cwd)
+        try:
+            pending = await self.sup.spawner.spawn(spec, stdio=fds)
+            await pending.go()
+        except SpawnError as e:
+            raise ConflictError(f"exec in {name}: {e}") from None
+        return ExecSession(pending.pid, lambda: self.sup.reaper.wait(pending.pid))
+
+    def images(self) -> list[dict[str, Any]]:
+        if self._images is None:
+            return []
+        return [img.to_json() if hasattr(img, "to_json") else dict(vars(img)) for img in self._images.images()]
+
+    async def import_image(self, path: str, tag: str) -> dict[str, Any]:
+        if self._images is None:
+            raise ConflictError("no image store")
+        image = await anyio.to_thread.run_sync(self._images.import_image, Path(path), tag)
+        return image.to_json() if hasattr(image, "to_json") else dict(vars(image))

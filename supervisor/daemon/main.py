@@ -1,0 +1,267 @@
+"""`supd`: the daemon's entry point and its top-level task tree.
+
+Order matters at start: the child-subreaper flag and the spawner come first,
+before anything (anyio's worker threads, watchfiles' watcher thread) makes the
+process multi-threaded — all forking happens in the single-threaded spawner.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+from typing import Any
+
+import anyio
+import structlog
+
+from supervisor import log as logsetup
+from supervisor.api import server as api_server
+from supervisor.daemon import logs as unit_logs
+from supervisor.daemon import unitdir
+from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
+from supervisor.daemon.controller import VERSION, DaemonController
+from supervisor.daemon.events import EventBus
+from supervisor.daemon.notify import Notifier
+from supervisor.daemon.supervisor import Supervisor
+from supervisor.policy.state import UnitState
+from supervisor.runtime.reaper import Reaper
+from supervisor.runtime.spawn import Spawner
+from supervisor.units import deps
+
+log = structlog.get_logger()
+
+# Housekeeping (log rotation) runs this often; everything else is event-driven.
+HOUSEKEEPING_INTERVAL = 30.0
+
+
+def raise_nofile_limit() -> None:
+    """One pidfd and one log fd per unit: lift the soft fd limit to the hard one
+    (a service under systemd starts with a soft limit of 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, spawner: Spawner, reaper: Reaper) -> None:
+        self.config = config
+        self.spawner = spawner
+        self.reaper = reaper
+        self.events = EventBus()
+        self.notifier = Notifier.from_env()
+        self.shutdown = anyio.Event()
+        self.driver: Any = None
+        self.store: Any = None
+        self.sup: Supervisor | None = None
+        self._reload_lock = anyio.Lock()
+
+    # ------------------------------------------------------------ helpers
+    def info(self) -> dict[str, Any]:
+        assert self.sup is not None
+        counts: dict[str, int] = {}
+        for u in self.sup.units.values():
+            counts[u.state.value] = counts.get(u.state.value, 0) + 1
+        return {
+            "version": VERSION,
+            "pid": os.getpid(),
+            "driver": self.driver.name if self.driver else None,
+            "cgroup": self.driver.describe() if self.driver else "none",
+            "units_dir": str(self.config.units_dir),
+            "state_dir": str(self.config.state_dir),
+            "runtime_dir": str(self.config.runtime_dir),
+            "live_restore": self.config.live_restore,
+            "units": len(self.sup.units),
+            "states": counts,
+        }
+
+    def _status_line(self) -> str:
+        assert self.sup is not None
+        states = [u.state for u in self.sup.units.values()]
+        running = sum(s in (UnitState.RUNNING, UnitState.FROZEN) for s in states)
+        failed = sum(s in (UnitState.FAILED, UnitState.ERROR) for s in states)
+        return f"{len(states)} units: {running} running, {failed} failed"
+
+    def _open_driver(self) -> Any:
+        from supervisor.cgroups.select import open_driver
+
+        return open_driver(self.config.cgroup_driver, self.config.cgroup_root)
+
+    def _open_store(self) -> Any:
+        try:
+            from supervisor.rootfs.store import LayerStore
+        except ImportError:
+            return None
+        return LayerStore(self.config.state_dir)
+
+    def _prepare_rootfs(self, unit: Any) -> Any:
+        from supervisor.rootfs.overlay import prepare
+
+        return prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
+
+    def _cleanup_rootfs(self, unit: Any) -> None:
+        from supervisor.rootfs.overlay import cleanup
+
+        assert unit.rootfs is not None
+        cleanup(unit.name, unit.rootfs.writable, self.config.state_dir, self.config.runtime_dir)
+
+    # ------------------------------------------------------------- reload
+    def _scan(self) -> dict[str, unitdir.Loaded]:
+        loaded = unitdir.scan(self.config.units_dir)
+        units = {n: entry.unit for n, entry in loaded.items() if entry.unit is not None}
+        for name, problem in deps.check(units).items():
+            entry = loaded[name]
+            loaded[name] = unitdir.Loaded(entry.name, entry.file, None, f"{entry.file}: [unit]: {problem}")
+        return loaded
+
+    async def reload(self) -> dict[str, Any]:
+        assert self.sup is not None
+        async with self._reload_lock:
+            self.notifier.reloading()
+            loaded = self._scan()
+            result: dict[str, Any] = {"added": [], "changed": [], "removed": [], "errors": {}}
+            for name, u in list(self.sup.units.items()):
+                if name not in loaded:
+                    result["removed"].append(name)
+                    await self.sup.remove(u)
+            for name, entry in loaded.items():
+                if entry.error is not None:
+                    result["errors"][name] = entry.error
+                u = self.sup.units.get(name)
+                if u is None:
+                    self.sup.add(entry)
+                    result["added"].append(name)
+                elif entry.unit != u.unit or entry.error != u.error:
+                    if entry.error is not None and entry.error == u.error:
+                        continue
+                    what = await self.sup.redefine(u, entry)
+                    result["changed"].append({"name": name, "action": what})
+            self.notifier.ready(self._status_line())
+            return result
+
+    # --------------------------------------------------------------- tasks
+    async def _watch_units(self) -> None:
+        async for _ in unitdir.watch(self.config.units_dir, self.shutdown):
+            result = await self.reload()
+            if any(result[k] for k in ("added", "changed", "removed")):
+                log.info("units_dir_changed", **{k: v for k, v in result.items() if v})
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("reload_requested", signal="SIGHUP")
+                    await self.reload()
+                else:
+                    log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                    self.shutdown.set()
+                    return
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await anyio.sleep(HOUSEKEEPING_INTERVAL)
+            assert self.sup is not None
+            for name in list(self.sup.units):
+                unit_logs.rotate_if_needed(
+                    unit_logs.log_path(self.config.state_dir, name), self.config.log_max_bytes, self.config.log_keep
+                )
+            if self.notifier.enabled:
+                self.notifier.status(self._status_line())
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await anyio.sleep(interval)
+
+    async def _stop_all(self) -> None:
+        assert self.sup is not None
+        sup = self.sup
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for u in list(sup.units.values()):
+                    if u.active or u.want_running:
+                        tg.start_soon(sup.stop, u, "supd shutdown")
+            while any(u.active for u in sup.units.values()):
+                await sup.wait_changed()
+
+    async def run(self) -> None:
+        config = self.config
+        for d in (config.state_dir, config.runtime_dir, config.state_dir / "logs"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.driver = self._open_driver()
+        self.store = self._open_store()
+        self.sup = Supervisor(
+            config,
+            self.spawner,
+            self.reaper,
+            self.driver,
+            self.events,
+            prepare_rootfs=self._prepare_rootfs,
+            cleanup_rootfs=self._cleanup_rootfs,
+        )
+        controller = DaemonController(self.sup, self.reload, self.info, self.store)
+        log.info(
+            "supd_starting",
+            version=VERSION,
+            pid=os.getpid(),
+            units_dir=str(config.units_dir),
+            cgroup=self.driver.describe() if self.driver else "none",
+        )
+        async with anyio.create_task_group() as tg:
+            self.sup.attach(tg)
+            tg.start_soon(self.reaper.run)
+            await tg.start(api_server.serve, config.socket_path, controller, group=config.socket_group)
+            tg.start_soon(self._signals)
+            loaded = self._scan()
+            if self.driver is not None:
+                removed = await self.driver.remove_stale(keep=set(loaded))
+                if removed:
+                    log.info("stale_scopes_removed", scopes=removed)
+            for entry in loaded.values():
+                self.sup.add(entry)
+            tg.start_soon(self._watch_units)
+            tg.start_soon(self._housekeeping)
+            interval = self.notifier.watchdog_interval()
+            if interval:
+                tg.start_soon(self._watchdog, interval)
+            self.notifier.ready(self._status_line())
+            log.info("supd_ready", units=len(loaded), socket=str(config.socket_path))
+            await self.shutdown.wait()
+            self.notifier.stopping()
+            if config.live_restore:
+                self.sup.detaching = True
+                log.info("supd_detaching", reason="live_restore", running=sum(u.active for u in self.sup.units.values()))
+            else:
+                await self._stop_all()
+            tg.cancel_scope.cancel()
+        if self.driver is not None:
+            await self.driver.aclose()
+        log.info("supd_stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        config = load_config(argv)
+    except ConfigError as e:
+        print(f"supd: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logsetup.configure(config.log_format)
+    raise_nofile_limit()
+    reaper = Reaper.install()
+    spawner = Spawner.launch(reaper)
+    daemon = Daemon(config, spawner, reaper)
+    try:
+        anyio.run(daemon.run, backend="asyncio")
+    except api_server.SocketInUseError as e:
+        print(f"supd: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        spawner.close()
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,77 @@
+"""Unit (+ its mounted-rootfs plan) → the SpawnSpec the spawner runs. Pure."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, SpawnSpec
+from supervisor.units.model import Unit
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Debian's tini ships a static build: it runs in any rootfs, whatever its libc.
+INIT_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/tini", "/sbin/tini")
+
+
+def find_init() -> str | None:
+    for candidate in INIT_CANDIDATES:
+        if shutil.which(candidate):
+            return candidate
+    return None
+
+
+def unit_environment(unit: Unit, extra: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    env = {"PATH": DEFAULT_PATH, "SUPD_UNIT": unit.name}
+    if unit.rootfs is not None:
+        env["container"] = "supd"
+    env.update(dict(unit.exec.environment))
+    env.update(extra or {})
+    return tuple(sorted(env.items()))
+
+
+def build_spawn_spec(unit: Unit, plan: Any | None, init_path: str | None = None) -> SpawnSpec:
+    container = None
+    if unit.rootfs is not None:
+        if plan is None:
+            raise ValueError(f"{unit.file}: [rootfs]: no root filesystem plan was prepared")
+        init = None
+        if unit.rootfs.init:
+            init = init_path or find_init()
+            if init is None:
+                raise ValueError(f"{unit.file}: [rootfs].init: no tini binary on this host (apt-get install tini)")
+        container = ContainerSpec(
+            rootfs=RootfsMount.of(plan),
+            hostname=unit.rootfs.hostname or unit.name.replace("_", "-").replace(".", "-"),
+            network=unit.rootfs.network,
+            binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
+            init=init,
+        )
+    return SpawnSpec(
+        argv=unit.exec.command,
+        env=unit_environment(unit),
+        cwd=unit.exec.working_directory,
+        user=unit.exec.user,
+        container=container,
+        no_new_privs=container is not None,
+    )
+
+
+def build_exec_spec(
+    unit: Unit,
+    main_pid: int,
+    cgroup_procs: tuple[str, ...],
+    argv: list[str],
+    *,
+    user: str | None,
+    env: dict[str, str],
+    cwd: str | None,
+) -> SpawnSpec:
+    """A command run inside a running unit (supctl exec, health checks)."""
+    return SpawnSpec(
+        argv=tuple(argv),
+        env=unit_environment(unit, env),
+        cwd=cwd or unit.exec.working_directory,
+        user=user if user is not None else unit.exec.user,
+        join=JoinSpec(pid=main_pid, cgroup_procs=cgroup_procs),
+        no_new_privs=True,
+    )

@@ -1,0 +1,164 @@
+"""Status objects (`supctl status --json`) and the slice/scope tree. Reads
+the cgroup files through the driver; everything else is the daemon's record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupStats
+from supervisor.daemon.events import iso
+from supervisor.daemon.unitrun import UnitRun
+from supervisor.policy.state import UnitState
+
+
+def cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return " ".join(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
+
+
+def _stats(driver: CgroupDriver | None, u: UnitRun) -> CgroupStats | None:
+    if driver is None or u.cgroup is None:
+        return None
+    try:
+        return driver.stats(u.cgroup)
+    except (CgroupError, OSError):
+        return None
+
+
+def _processes(driver: CgroupDriver | None, u: UnitRun) -> list[dict[str, Any]]:
+    if driver is None or u.cgroup is None:
+        return [] if u.pid is None else [{"pid": u.pid, "cmdline": cmdline(u.pid)}]
+    try:
+        pids = sorted(driver.pids(u.cgroup))
+    except (CgroupError, OSError):
+        pids = [] if u.pid is None else [u.pid]
+    return [{"pid": p, "cmdline": cmdline(p)} for p in pids]
+
+
+def cgroup_display_path(u: UnitRun) -> str | None:
+    if u.cgroup is None:
+        return None
+    # The slice/scope part is the same in every hierarchy; show it once, like systemd.
+    for _key, path in u.cgroup.paths:
+        parts = Path(path).parts
+        for i, part in enumerate(parts):
+            if part == "supd.slice":
+                return "/" + "/".join(parts[i:])
+        return str(path)
+    return None
+
+
+def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True) -> dict[str, Any]:
+    unit = u.unit
+    stats = _stats(driver, u)
+    resources = {
+        "memory_current": stats.memory_current if stats else None,
+        "memory_peak": stats.memory_peak if stats else None,
+        "cpu_usage_ns": stats.cpu_usage_ns if stats else None,
+        "pids_current": stats.pids_current if stats else None,
+        "oom_kills": stats.oom_kills if stats else None,
+    }
+    limits = None
+    if unit is not None:
+        r = unit.resources
+        limits = {
+            "memory_max": r.memory_max,
+            "memory_high": r.memory_high,
+            "pids_max": r.pids_max,
+            "cpu_quota": r.cpu_quota,
+            "cpu_weight": r.cpu_weight,
+            "io_weight": r.io_weight,
+            "cpuset": r.cpuset,
+        }
+    last_exit = None
+    if u.last_exit is not None:
+        sig = u.last_exit.signal
+        last_exit = {
+            "code": u.last_exit.code,
+            "signal": _signal_name(sig),
+            "reason": u.last_exit.reason,
+        }
+    status: dict[str, Any] = {
+        "name": u.name,
+        "state": u.state.value,
+        "pid": u.pid,
+        "since": iso(u.since),
+        "restarts": u.restarts,
+        "last_exit": last_exit,
+        "error": u.error,
+        "file": str(u.file),
+        "cgroup": cgroup_display_path(u),
+        "frozen": u.state == UnitState.FROZEN,
+        "freeze_reason": u.freeze_reason,
+        "health": u.health,
+        "health_output": u.health_output,
+        "resources": resources,
+        "limits": limits,
+        "description": unit.unit.description if unit else "",
+        "enabled": unit.unit.enabled if unit else False,
+        "slice": unit.slice_name if unit else None,
+        "container": unit.rootfs is not None if unit else False,
+        "driver": driver.name if driver else None,
+        "warnings": list(u.warnings),
+    }
+    if detail:
+        status["processes"] = _processes(driver, u)
+        status["tasks_max"] = stats.pids_max if stats else None
+        status["memory_max"] = stats.memory_max if stats else None
+    return status
+
+
+def _signal_name(sig: int | str | None) -> str | None:
+    if sig is None or isinstance(sig, str):
+        return sig
+    import signal as _signal
+
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def tree(units: list[UnitRun], driver: CgroupDriver | None) -> dict[str, Any]:
+    """supd.slice → unit slices → scopes, with live figures, like systemd-cgls
+    with systemd-cgtop's columns."""
+    root: dict[str, Any] = {"name": "supd.slice", "children": {}}
+    for u in sorted(units, key=lambda x: x.name):
+        if u.unit is None:
+            continue
+        slice_name = u.unit.slice_name
+        node = root
+        if slice_name != "supd.slice":
+            # supd-a-b.slice nests as supd.slice/supd-a.slice/supd-a-b.slice
+            parts = slice_name[: -len(".slice")].split("-")
+            for i in range(2, len(parts) + 1):
+                name = "-".join(parts[:i]) + ".slice"
+                node = node["children"].setdefault(name, {"name": name, "children": {}})
+        stats = _stats(driver, u)
+        node["children"][u.unit.scope_name] = {
+            "name": u.unit.scope_name,
+            "unit": u.name,
+            "state": u.state.value,
+            "path": cgroup_display_path(u),
+            "memory_current": stats.memory_current if stats else None,
+            "cpu_usage_ns": stats.cpu_usage_ns if stats else None,
+            "tasks": stats.pids_current if stats else None,
+            "processes": _processes(driver, u) if u.cgroup is not None else [],
+            "children": {},
+        }
+    return _finish(root)
+
+
+def _finish(node: dict[str, Any]) -> dict[str, Any]:
+    children = [_finish(c) for c in node["children"].values()]
+    node = dict(node, children=children)
+    if "unit" not in node:  # a slice: sum its children
+        for key in ("memory_current", "cpu_usage_ns", "tasks"):
+            values = [c.get(key) for c in children if c.get(key) is not None]
+            node[key] = sum(values) if values else None
+        node.setdefault("processes", [])
+    return node
