@@ -1,0 +1,263 @@
+"""supctl's side of the control socket: blocking, stdlib + h11 only.
+
+supctl must start fast, so nothing here imports anyio or structlog.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import h11
+
+from supervisor.api import commands
+
+DEFAULT_SOCKET = Path("/run/supd/supd.sock")
+SOCKET_ENV = "SUPD_SOCKET"
+RECEIVE_SIZE = 64 * 1024
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_HOST = (b"host", b"supd")
+_UNREACHABLE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR)
+
+
+def default_socket_path() -> Path:
+    return Path(os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
+
+
+class ClientError(Exception):
+    """Anything that keeps supctl from getting an answer; `str()` is one line for the user."""
+
+
+class DaemonNotRunningError(ClientError):
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot reach supd at {path}: {reason} (is supd running?)")
+        self.path = path
+
+
+class RequestError(ClientError):
+    """supd answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ProtocolError(ClientError):
+    pass
+
+
+class Client:
+    """One keep-alive connection to supd, opened on first use."""
+
+    def __init__(self, socket_path: Path | str | None = None) -> None:
+        self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
+        self._sock: socket.socket | None = None
+        self._http: h11.Connection | None = None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._http = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ----------------------------------------------------------
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(os.fspath(self.socket_path))
+        except OSError as e:
+            sock.close()
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            if e.errno in _UNREACHABLE:
+                raise DaemonNotRunningError(self.socket_path, reason) from None
+            if e.errno in (errno.EACCES, errno.EPERM):
+                raise ClientError(
+                    f"cannot reach supd at {self.socket_path}: {reason} (expected root or a member of the socket's group)"
+                ) from None
+            raise ClientError(f"cannot reach supd at {self.socket_path}: {reason}") from None
+        return sock
+
+    def _ensure(self) -> tuple[socket.socket, h11.Connection, bool]:
+        reused = self._sock is not None
+        if self._sock is None or self._http is None:
+            self._sock = self._connect()
+            self._http = h11.Connection(h11.CLIENT)
+        return self._sock, self._http, reused
+
+    @staticmethod
+    def _next_event(sock: socket.socket, http: h11.Connection) -> Any:
+        while True:
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as e:
+                raise ProtocolError(f"supd sent a malformed response: {e}") from None
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = sock.recv(RECEIVE_SIZE)
+            except ConnectionResetError:
+                data = b""
+            http.receive_data(data)
+
+    @staticmethod
+    def _request_events(method: str, path: str, body: Any, extra: list[tuple[bytes, bytes]] | None = None) -> list[Any]:
+        data = json.dumps(body).encode() if body is not None else b""
+        headers = [_HOST, (b"content-length", str(len(data)).encode())]
+        if body is not None:
+            headers.append((b"content-type", b"application/json"))
+        headers.extend(extra or [])
+        return [h11.Request(method=method, target=path, headers=headers), h11.Data(data=data), h11.EndOfMessage()]
+
+    def _send_request(self, method: str, path: str, body: Any) -> tuple[socket.socket, h11.Connection, h11.Response]:
+        """Send one request and read the response head, retrying once on a keep-alive
+        connection the daemon had already closed (idle timeout)."""
+        while True:
+            sock, http, reused = self._ensure()
+            try:
+                for event in self._request_events(method, path, body):
+                    sock.sendall(http.send(event) or b"")
+                response = self._next_event(sock, http)
+            except (BrokenPipeError, ConnectionResetError):
+                response = h11.ConnectionClosed()
+            if isinstance(response, h11.Response):
+                return sock, http, response
+            self.close()
+            if not reused:
+                raise ProtocolError("supd closed the connection without answering")
+
+    def _read_body(self, sock: socket.socket, http: h11.Connection) -> bytes:
+        body = bytearray()
+        while True:
+            event = self._next_event(sock, http)
+            if isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                raise ProtocolError("supd closed the connection in the middle of a response")
+        if http.our_state is h11.DONE and http.their_state is h11.DONE:
+            http.start_next_cycle()
+        else:
+            self.close()
+        return bytes(body)
+
+    # -- API ----------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON body)."""
+        sock, http, response = self._send_request(method, path, body)
+        raw = self._read_body(sock, http)
+        try:
+            return response.status_code, json.loads(raw) if raw.strip() else None
+        except json.JSONDecodeError:
+            return response.status_code, raw.decode(errors="replace")
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """The decoded JSON answer; `RequestError` for an error status."""
+        status, data = self.request(method, path, body)
+        if status >= 400:
+            raise RequestError(status, _error_message(status, data))
+        return data
+
+    def stream(self, method: str, path: str) -> Iterator[bytes]:
+        """The response body, line by line (each with its newline), as it arrives."""
+        sock, http, response = self._send_request(method, path, None)
+        if response.status_code >= 400:
+            raw = self._read_body(sock, http)
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError:
+                data = raw.decode(errors="replace")
+            raise RequestError(response.status_code, _error_message(response.status_code, data))
+        pending = b""
+        try:
+            while True:
+                event = self._next_event(sock, http)
+                if isinstance(event, h11.Data):
+                    pending += event.data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line + b"\n"
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+            if pending:
+                yield pending
+        finally:
+            # A stream ends only when one side hangs up; never reuse its connection.
+            self.close()
+
+    def exec(
+        self,
+        name: str,
+        argv: list[str],
+        user: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        fds: tuple[int, int, int] = (0, 1, 2),
+    ) -> int:
+        """Run argv in the unit with our stdio; forwards SIGINT/SIGTERM/SIGHUP; the exit code."""
+        route = commands.ROUTES_BY_COMMAND["exec"]
+        spec = commands.ExecRequest(argv=list(argv), user=user, env=dict(env or {}), cwd=cwd)
+        sock = self._connect()
+        http = h11.Connection(h11.CLIENT)
+        upgrade = [(b"connection", b"upgrade"), (b"upgrade", commands.EXEC_UPGRADE_TOKEN.encode())]
+        try:
+            for event in self._request_events("POST", route.path(name=name), spec.to_json(), upgrade):
+                sock.sendall(http.send(event) or b"")
+            response = self._next_event(sock, http)
+            if isinstance(response, h11.Response):
+                raw = self._read_body(sock, http)
+                data = json.loads(raw) if raw.strip() else None
+                raise RequestError(response.status_code, _error_message(response.status_code, data))
+            if not isinstance(response, h11.InformationalResponse) or response.status_code != 101:
+                raise ProtocolError(f"supd did not switch to the exec protocol: {response!r}")
+            socket.send_fds(sock, [b"\0"], list(fds))
+            return self._exec_session(sock, http.trailing_data[0])
+        finally:
+            sock.close()
+
+    @staticmethod
+    def _exec_session(sock: socket.socket, pending: bytes) -> int:
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            try:
+                sock.sendall(commands.encode_json({"signal": signum}))
+            except OSError:
+                pass
+
+        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+        try:
+            while True:
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    message = json.loads(line)
+                    if "exit" in message:
+                        return int(message["exit"])
+                    if "error" in message:
+                        raise RequestError(int(message.get("status", 500)), str(message["error"]))
+                data = sock.recv(RECEIVE_SIZE)
+                if not data:
+                    raise ProtocolError("supd closed the exec connection without an exit code")
+                pending += data
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _error_message(status: int, data: Any) -> str:
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    return f"supd answered HTTP {status}: {data!r}"

@@ -1,0 +1,342 @@
+"""The control API, defined once for the server and the client (circus pattern).
+
+Pure: routes, parameter and body validation, error types and the `Controller`
+protocol the daemon implements. No I/O here, and nothing that slows supctl's
+start-up (anyio is only named for type checkers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from anyio.abc import ObjectReceiveStream
+
+VERBS = ("start", "stop", "restart", "freeze", "thaw")
+API_PREFIX = "/v1"
+EXEC_UPGRADE_TOKEN = "supd-exec"
+MAX_BODY_BYTES = 1024 * 1024
+# Same shape as the unit-name rule in DESIGN "Unit files"; checked here so a
+# bad name is a 400 before it reaches the daemon (or a path join).
+UNIT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+DEFAULT_EVENTS_N = 50
+DEFAULT_LOG_LINES = 100
+MAX_LINES_N = 1_000_000
+
+
+class ApiError(Exception):
+    """An error the API reports to the client as `{"error": message}` with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message}
+
+
+class BadRequestError(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
+class ForbiddenError(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(403, message)
+
+
+class NoSuchUnitError(ApiError):
+    def __init__(self, name: str) -> None:
+        super().__init__(404, f"no such unit: {name}")
+        self.name = name
+
+
+class NotFoundError(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(404, message)
+
+
+class MethodNotAllowedError(ApiError):
+    def __init__(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(405, f"method {method} not allowed on {path}; expected {' or '.join(allowed)}")
+        self.allowed = allowed
+
+
+class ConflictError(ApiError):
+    def __init__(self, message: str) -> None:
+        super().__init__(409, message)
+
+
+class PayloadTooLargeError(ApiError):
+    def __init__(self, size: int, limit: int = MAX_BODY_BYTES) -> None:
+        super().__init__(413, f"request body of {size} bytes is over the limit of {limit} bytes")
+
+
+class ExecHandle(Protocol):
+    pid: int
+
+    async def wait(self) -> int:
+        """Exit code of the process (128+signal when a signal ended it)."""
+        ...
+
+    def kill(self, sig: int) -> None: ...
+
+
+class Controller(Protocol):
+    """What the API needs from the daemon. Implemented by `daemon.supervisor`."""
+
+    def info(self) -> dict: ...
+
+    def list_units(self) -> list[dict]: ...
+
+    def unit_status(self, name: str) -> dict: ...
+
+    async def command(self, name: str, verb: str) -> dict: ...
+
+    async def reload(self) -> dict: ...
+
+    def log_file(self, name: str) -> Path: ...
+
+    def recent_events(self, n: int) -> list[dict]: ...
+
+    def subscribe_events(self) -> AbstractContextManager[ObjectReceiveStream[dict]]: ...
+
+    def tree(self) -> dict: ...
+
+    async def start_exec(
+        self,
+        name: str,
+        argv: list[str],
+        fds: tuple[int, int, int],
+        *,
+        user: str | None,
+        env: dict[str, str],
+        cwd: str | None,
+    ) -> ExecHandle:
+        """Start argv inside the unit with `fds` as its stdin/stdout/stderr.
+
+        The fds stay owned by the caller (the server closes them once this returns)."""
+        ...
+
+    def images(self) -> list[dict]: ...
+
+    async def import_image(self, path: str, tag: str) -> dict: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API command: its HTTP method, path pattern and response kind."""
+
+    command: str
+    method: str
+    pattern: str  # "/v1/units/{name}/{verb}"
+    has_body: bool = False
+    streams: bool = False  # may answer with a chunked stream (follow=1)
+    upgrade: bool = False  # HTTP upgrade to the exec protocol
+
+    def path(self, **params: str) -> str:
+        """The request path for these parameters (client side)."""
+        return self.pattern.format(**{k: quote(str(v), safe="") for k, v in params.items()})
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """The path parameters if `path` fits this route's pattern (server side)."""
+        want = self.pattern.strip("/").split("/")
+        got = path.strip("/").split("/")
+        if len(want) != len(got):
+            return None
+        params: dict[str, str] = {}
+        for w, g in zip(want, got):
+            if w.startswith("{") and w.endswith("}"):
+                if not g:
+                    return None
+                params[w[1:-1]] = g
+            elif w != g:
+                return None
+        return params
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("info", "GET", "/v1/info"),
+    Route("list_units", "GET", "/v1/units"),
+    Route("unit_status", "GET", "/v1/units/{name}"),
+    Route("logs", "GET", "/v1/units/{name}/logs", streams=True),
+    Route("exec", "POST", "/v1/units/{name}/exec", has_body=True, upgrade=True),
+    Route("command", "POST", "/v1/units/{name}/{verb}"),
+    Route("reload", "POST", "/v1/reload"),
+    Route("events", "GET", "/v1/events", streams=True),
+    Route("tree", "GET", "/v1/tree"),
+    Route("images", "GET", "/v1/images"),
+    Route("import_image", "POST", "/v1/images", has_body=True),
+)
+ROUTES_BY_COMMAND: dict[str, Route] = {r.command: r for r in ROUTES}
+
+
+@dataclass(frozen=True)
+class Request:
+    """A resolved request: which command, with validated path and query parameters."""
+
+    route: Route
+    params: dict[str, str]
+    query: dict[str, str]
+
+
+def resolve(method: str, target: str) -> Request:
+    """Find the route for `method target`; 404 for an unknown path, 405 for a wrong method."""
+    split = urlsplit(target)
+    path = split.path
+    allowed: list[str] = []
+    for route in ROUTES:
+        params = route.match(path)
+        if params is None or params.get("verb", VERBS[0]) not in VERBS:
+            continue
+        if route.method != method:
+            allowed.append(route.method)
+            continue
+        validate_params(params)
+        return Request(route, params, parse_query(split.query))
+    if allowed:
+        raise MethodNotAllowedError(method, path, tuple(dict.fromkeys(allowed)))
+    raise NotFoundError(f"no such API path: {path}")
+
+
+def parse_query(query: str) -> dict[str, str]:
+    try:
+        parsed = parse_qs(query, keep_blank_values=True, strict_parsing=False)
+    except ValueError as e:
+        raise BadRequestError(f"malformed query string {query!r}: {e}") from e
+    return {k: v[-1] for k, v in parsed.items()}
+
+
+def validate_params(params: Mapping[str, str]) -> None:
+    name = params.get("name")
+    if name is not None and not UNIT_NAME_RE.fullmatch(name):
+        raise BadRequestError(f"invalid unit name {name!r}: expected [a-z0-9][a-z0-9_.-]{{0,63}}")
+
+
+def query_int(query: Mapping[str, str], key: str, default: int) -> int:
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequestError(f"query parameter {key}: expected a non-negative integer, got {raw!r}") from None
+    if not 0 <= value <= MAX_LINES_N:
+        raise BadRequestError(f"query parameter {key}: expected 0..{MAX_LINES_N}, got {value}")
+    return value
+
+
+def query_flag(query: Mapping[str, str], key: str) -> bool:
+    raw = query.get(key, "0")
+    if raw in ("0", "", "false"):
+        return False
+    if raw in ("1", "true"):
+        return True
+    raise BadRequestError(f"query parameter {key}: expected 0 or 1, got {raw!r}")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """Decode a request body; an empty body is `None`."""
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequestError(f"malformed JSON body: {e}") from e
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    argv: list[str]
+    user: str | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"argv": self.argv, "user": self.user, "env": self.env or {}, "cwd": self.cwd}
+
+
+def _expect_object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequestError(f"{what}: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _optional_str(body: Mapping[str, Any], key: str, what: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadRequestError(f"{what}.{key}: expected a string or null, got {value!r}")
+    return value
+
+
+def parse_exec_body(body: Any) -> ExecRequest:
+    what = "exec request"
+    obj = _expect_object(body, what)
+    unknown = set(obj) - {"argv", "user", "env", "cwd"}
+    if unknown:
+        raise BadRequestError(f"{what}: unknown keys {sorted(unknown)}; expected argv, user, env, cwd")
+    argv = obj.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise BadRequestError(f"{what}.argv: expected a non-empty list of strings, got {argv!r}")
+    env = obj.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise BadRequestError(f"{what}.env: expected an object of strings, got {env!r}")
+    return ExecRequest(
+        argv=argv, user=_optional_str(obj, "user", what), env=env, cwd=_optional_str(obj, "cwd", what)
+    )
+
+
+@dataclass(frozen=True)
+class ImportImageRequest:
+    path: str
+    tag: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "tag": self.tag}
+
+
+def parse_import_image_body(body: Any) -> ImportImageRequest:
+    what = "image import request"
+    obj = _expect_object(body, what)
+    path, tag = obj.get("path"), obj.get("tag", "latest")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise BadRequestError(f"{what}.path: expected an absolute path, got {path!r}")
+    if not isinstance(tag, str) or not tag:
+        raise BadRequestError(f"{what}.tag: expected a non-empty string, got {tag!r}")
+    return ImportImageRequest(path, tag)
+
+
+def parse_signal_message(line: bytes) -> int:
+    """One line the exec client sends after the upgrade: `{"signal": N}`."""
+    obj = parse_json_body(line)
+    sig = obj.get("signal") if isinstance(obj, dict) else None
+    if not isinstance(sig, int) or isinstance(sig, bool) or not 1 <= sig <= 64:
+        raise BadRequestError(f'exec control message: expected {{"signal": 1..64}}, got {line[:100]!r}')
+    return sig
+
+
+def logs_path(name: str, n: int, follow: bool) -> str:
+    return ROUTES_BY_COMMAND["logs"].path(name=name) + "?" + urlencode({"n": n, "follow": int(follow)})
+
+
+def events_path(n: int, follow: bool) -> str:
+    return ROUTES_BY_COMMAND["events"].path() + "?" + urlencode({"n": n, "follow": int(follow)})
+
+
+def command_path(name: str, verb: str) -> str:
+    if verb not in VERBS:
+        raise ValueError(f"unknown verb {verb!r}; expected one of {VERBS}")
+    return ROUTES_BY_COMMAND["command"].path(name=name, verb=verb)
+
+
+def encode_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"

@@ -1,0 +1,85 @@
+"""Who is on the other end of the control socket, and may they talk to supd.
+
+SO_PEERCRED gives the peer's pid, uid and gid as of connect(). Supplementary
+groups are not part of it, so they come from /proc/<pid>/status (`Groups:`),
+falling back to the group database when the process is already gone.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+STATUS_GROUPS = "Groups:"
+STATUS_GID = "Gid:"
+
+
+class SocketGroupError(Exception):
+    """The configured socket_group does not exist."""
+
+    def __init__(self, group: str) -> None:
+        super().__init__(f'socket_group "{group}": no such group in the group database; expected an existing group name or gid')
+        self.group = group
+
+
+@dataclass(frozen=True)
+class PeerCredentials:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> PeerCredentials:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
+    pid, uid, gid = UCRED.unpack(raw)
+    return PeerCredentials(pid=pid, uid=uid, gid=gid)
+
+
+def resolve_group(group: str) -> int:
+    """A group name (or a numeric gid) → gid; `SocketGroupError` if unknown."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        if group.isdigit():
+            return int(group)
+        raise SocketGroupError(group) from None
+
+
+def parse_status_groups(status_text: str) -> set[int]:
+    """Every gid in a /proc/<pid>/status text: the `Gid:` line (real, effective,
+    saved, fs) and the supplementary `Groups:` line."""
+    gids: set[int] = set()
+    for line in status_text.splitlines():
+        if line.startswith(STATUS_GROUPS) or line.startswith(STATUS_GID):
+            gids.update(int(g) for g in line.split(":", 1)[1].split())
+    return gids
+
+
+def peer_groups(cred: PeerCredentials, proc: Path = PROC) -> set[int]:
+    try:
+        text = (proc / str(cred.pid) / "status").read_text()
+    except OSError:
+        text = ""
+    if text:
+        return parse_status_groups(text) | {cred.gid}
+    try:
+        name = pwd.getpwuid(cred.uid).pw_name
+        return set(os.getgrouplist(name, cred.gid)) | {cred.gid}
+    except KeyError:
+        return {cred.gid}
+
+
+def is_allowed(cred: PeerCredentials, group_gid: int | None, proc: Path = PROC) -> bool:
+    """Root, or a member of the socket's group."""
+    if cred.uid == 0:
+        return True
+    if group_gid is None:
+        return False
+    return group_gid in peer_groups(cred, proc)
