@@ -39,6 +39,10 @@ V1_PIDS_MAX = "pids.max"
 V1_BLKIO_WEIGHT = "blkio.weight"
 V1_CPUSET_CPUS = "cpuset.cpus"
 V1_CPUSET_MEMS = "cpuset.mems"
+V1_BLKIO_BFQ_WEIGHT = "blkio.bfq.weight"  # same 10..1000 range; the only one with BFQ
+
+# Where a v1 file may be missing, the files that mean the same thing.
+V1_FILE_ALTERNATIVES: dict[str, tuple[str, ...]] = {V1_BLKIO_WEIGHT: (V1_BLKIO_BFQ_WEIGHT,)}
 
 # --- systemd properties
 SD_MEMORY_MAX = "MemoryMax"

@@ -1,0 +1,302 @@
+"""The cgroupfs driver: supd makes and manages scopes by writing cgroup files
+itself, on unified (v2), hybrid and legacy (v1) hosts.
+
+Layout, the same relative path in every hierarchy used:
+    <hierarchy>/<cgroup_root>/supd.slice/[supd-x.slice/]supd-<unit>.scope
+On a hybrid host, v1 carries every controller and the cgroup2 mount gets the
+same directories too, for cgroup.freeze, cgroup.kill and cgroup.events.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import structlog
+
+from supervisor.cgroups import names, translate, tree
+from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
+from supervisor.cgroups.layout import Hierarchy, Layout, LayoutKind
+from supervisor.units.model import Resources
+
+log = structlog.get_logger()
+
+DRIVER_NAME = "cgroupfs"
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+SYSTEMD_RUNNING = Path("/run/systemd/system")
+CGROUP_PROCS = "cgroup.procs"
+CGROUP_CONTROLLERS = "cgroup.controllers"
+SUBTREE_CONTROL = "cgroup.subtree_control"
+# On v2 a cgroup with controllers enabled for its children may hold no process;
+# supd's own processes move here when supd's own cgroup is the root it is given.
+OWN_LEAF = "supd-daemon.scope"
+
+# v1 hierarchies a scope is made in (DESIGN "cgroups").
+V1_USED = frozenset({"memory", "cpu", "cpuacct", "pids", "blkio", "cpuset", "freezer", "devices", "name=systemd"})
+# v2 controllers supd enables for its subtree.
+V2_WANTED = ("cpuset", "cpu", "io", "memory", "pids")
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """/proc/<pid>/cgroup -> hierarchy key ("memory", "cpu,cpuacct", "unified") -> path."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _id, controllers, path = parts
+        out[controllers or UNIFIED] = path
+    return out
+
+
+def default_cgroup_paths(own: Mapping[str, str], under_systemd: bool) -> dict[str, str] | None:
+    """Under systemd (Delegate=yes), supd works inside its own service cgroup;
+    otherwise at each hierarchy's root (None)."""
+    if not under_systemd:
+        return None
+    marker = own.get("name=systemd") or own.get(UNIFIED) or ""
+    if not marker.endswith(".service"):
+        return None
+    return dict(own)
+
+
+class CgroupfsDriver:
+    name = DRIVER_NAME
+
+    def __init__(self, layout: Layout, cgroup_root: str | None = None, *, own_cgroups: Mapping[str, str] | None = None) -> None:
+        """`cgroup_root` is a path inside every hierarchy ("/" or "/supdtest1a2b");
+        None picks supd's own delegated cgroup under systemd, else "/"."""
+        self.layout = layout
+        self.hierarchies: tuple[Hierarchy, ...] = tuple(
+            h for h in layout.v1 if h.controllers & V1_USED
+        ) + ((layout.unified,) if layout.unified is not None else ())
+        if own_cgroups is None:
+            try:
+                own_cgroups = parse_proc_cgroup(PROC_SELF_CGROUP.read_text())
+            except OSError:
+                own_cgroups = {}
+        per_hierarchy = None if cgroup_root is not None else default_cgroup_paths(own_cgroups, SYSTEMD_RUNNING.exists())
+        self.roots: dict[str, Path] = {}
+        for h in self.hierarchies:
+            if per_hierarchy is not None and h.key in per_hierarchy:
+                inside = os.path.relpath(per_hierarchy[h.key], h.mount_root)
+            else:
+                inside = (cgroup_root or "/").lstrip("/") or "."
+            if inside.startswith(".."):
+                raise CgroupError(h.mount, cgroup_root, "expected a cgroup root inside the mounted hierarchy")
+            self.roots[h.key] = Path(os.path.normpath(h.mount / inside))
+        self._own = own_cgroups
+
+    # --- paths
+
+    def _scope_paths(self, spec: ScopeSpec) -> tuple[tuple[str, Path], ...]:
+        rel = Path(*names.slice_dirs(spec.slice), spec.scope)
+        return tuple(sorted((key, root / rel) for key, root in self.roots.items()))
+
+    def _hierarchy(self, key: str) -> Hierarchy:
+        for h in self.hierarchies:
+            if h.key == key:
+                return h
+        raise KeyError(key)
+
+    # --- creating directories
+
+    def _mkdirs(self, key: str, path: Path, created: list[Path]) -> None:
+        h = self._hierarchy(key)
+        levels = [path, *path.parents]
+        missing = [p for p in reversed(levels) if h.mount in p.parents and not p.exists()]
+        for level in missing:
+            try:
+                level.mkdir()
+            except FileExistsError:
+                continue  # made by someone else meanwhile
+            except OSError as e:
+                raise CgroupError(level, None, f"cannot create cgroup: {e.strerror}") from e
+            created.append(level)
+            if "cpuset" in h.controllers:
+                # A new v1 cpuset refuses tasks until cpus and mems are filled.
+                for write in translate.v1_cpuset_init():
+                    tree.write(level, write.file, tree.read(level.parent, write.file).strip() or "\n")
+        if self.layout.kind is LayoutKind.UNIFIED:
+            self._enable_v2_controllers(path)
+
+    def _enable_v2_controllers(self, scope: Path) -> None:
+        root = self.roots[UNIFIED]
+        mount = self._hierarchy(UNIFIED).mount
+        if root != mount:
+            self._evacuate_root(root)
+        chain = [root, *[p for p in reversed(scope.parents) if root in p.parents]]
+        for level in chain:
+            available = tree.read(level, CGROUP_CONTROLLERS).split()
+            enabled = tree.read(level, SUBTREE_CONTROL).split()
+            todo = [c for c in V2_WANTED if c in available and c not in enabled]
+            if todo:
+                tree.write(level, SUBTREE_CONTROL, " ".join("+" + c for c in todo))
+
+    def _evacuate_root(self, root: Path) -> None:
+        """No internal processes on v2: if the root we were handed still holds
+        processes (supd itself, under systemd), move them into a leaf first."""
+        pids = tree.procs(root)
+        if not pids:
+            return
+        leaf = root / OWN_LEAF
+        leaf.mkdir(exist_ok=True)
+        for pid in pids:
+            try:
+                tree.write(leaf, CGROUP_PROCS, str(pid))
+            except CgroupError:
+                if Path(f"/proc/{pid}").exists():
+                    raise
+        log.info("cgroup_root_evacuated", root=str(root), leaf=str(leaf), pids=pids)
+
+    # --- limits
+
+    def _apply(self, ref: CgroupRef, resources: Resources, *, clear_unset: bool) -> list[str]:
+        warnings: dict[str, str] = {}
+        if self.layout.kind is LayoutKind.UNIFIED:
+            unified = ref.path(UNIFIED)
+            available = set(tree.read(unified, CGROUP_CONTROLLERS).split()) if unified else set()
+            for w in translate.v2_files(resources, clear_unset=clear_unset):
+                if unified is None or w.controller not in available:
+                    self._warn(warnings, ref, resources, w, f'controller "{w.controller}" not available')
+                    continue
+                self._write(unified, w)
+            return list(warnings.values())
+        for w in translate.v1_files(resources, clear_unset=clear_unset):
+            directory = ref.hierarchy_for(w.controller)
+            if directory is None:
+                self._warn(warnings, ref, resources, w, f'controller "{w.controller}" not available')
+                continue
+            file = next(
+                (f for f in (w.file, *translate.V1_FILE_ALTERNATIVES.get(w.file, ())) if (directory / f).exists()),
+                None,
+            )
+            if file is None:
+                self._warn(warnings, ref, resources, w, f'file "{w.file}" not available')
+                continue
+            self._write(directory, translate.FileWrite(w.controller, file, w.value, w.key))
+        return list(warnings.values())
+
+    @staticmethod
+    def _write(directory: Path, w: translate.FileWrite) -> None:
+        value = w.value
+        if isinstance(value, translate.CopyFromParent):
+            value = tree.read(directory.parent, w.file).strip()
+        tree.write(directory, w.file, value if value else "\n")
+
+    @staticmethod
+    def _warn(warnings: dict[str, str], ref: CgroupRef, resources: Resources, w: translate.FileWrite, why: str) -> None:
+        attribute = w.key.rsplit(".", 1)[-1]
+        if getattr(resources, attribute, None) is None:
+            return  # clearing a limit that cannot exist here is not worth a warning
+        warnings.setdefault(w.key, f"{ref.unit}: {w.key}: {why}; limit not applied")
+
+    # --- the protocol
+
+    async def create(self, spec: ScopeSpec, pid: int) -> tuple[CgroupRef, list[str]]:
+        paths = self._scope_paths(spec)
+        ref = CgroupRef(unit=spec.unit, scope=spec.scope, slice=spec.slice, paths=paths, driver=DRIVER_NAME)
+        created: list[Path] = []
+        try:
+            for key, path in paths:
+                self._mkdirs(key, path, created)
+            warnings = self._apply(ref, spec.resources, clear_unset=False)
+            for _key, path in paths:
+                tree.write(path, CGROUP_PROCS, str(pid))
+        except BaseException:
+            for level in reversed(created):
+                try:
+                    level.rmdir()
+                except OSError:
+                    pass
+            raise
+        for w in warnings:
+            log.warning("cgroup_limit_not_applied", unit=spec.unit, warning=w)
+        log.info("cgroup_created", unit=spec.unit, scope=spec.scope, pid=pid, driver=DRIVER_NAME)
+        return ref, warnings
+
+    async def update(self, ref: CgroupRef, resources: Resources) -> list[str]:
+        warnings = self._apply(ref, resources, clear_unset=True)
+        log.info("cgroup_updated", unit=ref.unit, scope=ref.scope)
+        return warnings
+
+    async def freeze(self, ref: CgroupRef) -> None:
+        await tree.freeze(ref)
+
+    async def thaw(self, ref: CgroupRef) -> None:
+        await tree.thaw(ref)
+
+    async def kill(self, ref: CgroupRef, sig: int) -> None:
+        await tree.kill_all(ref, sig)
+
+    async def remove(self, ref: CgroupRef) -> None:
+        if tree.pids_in(ref):
+            await tree.kill_all(ref, signal.SIGKILL)
+        for _key, path in ref.paths:
+            await tree.rmdir_tree(path)
+        self._remove_empty_unit_slices(ref)
+        log.info("cgroup_removed", unit=ref.unit, scope=ref.scope)
+
+    def _remove_empty_unit_slices(self, ref: CgroupRef) -> None:
+        roots = set(self.roots.values())
+        for _key, path in ref.paths:
+            level = path.parent
+            while level.name.endswith(names.SLICE_SUFFIX) and level.name != names.ROOT_SLICE and level not in roots:
+                try:
+                    level.rmdir()
+                except OSError:
+                    break  # still used by another unit
+                level = level.parent
+
+    def stats(self, ref: CgroupRef) -> CgroupStats:
+        return tree.stats(ref)
+
+    def pids(self, ref: CgroupRef) -> list[int]:
+        return tree.pids_in(ref)
+
+    def find(self, spec: ScopeSpec) -> CgroupRef | None:
+        existing = tuple((k, p) for k, p in self._scope_paths(spec) if p.is_dir())
+        if not existing:
+            return None
+        return CgroupRef(unit=spec.unit, scope=spec.scope, slice=spec.slice, paths=existing, driver=DRIVER_NAME)
+
+    def _scopes_under_supd(self) -> dict[Path, list[tuple[str, Path]]]:
+        """relative scope path -> [(hierarchy key, absolute path)], only
+        supd-*.scope directories inside supd.slice and its supd-*.slice children."""
+        found: dict[Path, list[tuple[str, Path]]] = {}
+        for key, root in self.roots.items():
+            stack = [root / names.ROOT_SLICE]
+            while stack:
+                directory = stack.pop()
+                try:
+                    children = [c for c in directory.iterdir() if c.is_dir()]
+                except FileNotFoundError:
+                    continue
+                for child in children:
+                    if child.name.startswith(names.SCOPE_PREFIX) and child.name.endswith(names.SLICE_SUFFIX):
+                        stack.append(child)
+                    elif names.unit_of_scope(child.name) is not None:
+                        found.setdefault(child.relative_to(root), []).append((key, child))
+        return found
+
+    async def remove_stale(self, keep: Collection[str]) -> list[str]:
+        removed: list[str] = []
+        for rel, paths in sorted(self._scopes_under_supd().items()):
+            unit = names.unit_of_scope(rel.name)
+            if unit is None or unit in keep:
+                continue
+            ref = CgroupRef(
+                unit=unit, scope=rel.name, slice=rel.parent.name, paths=tuple(sorted(paths)), driver=DRIVER_NAME
+            )
+            await self.remove(ref)
+            removed.append(rel.name)
+            log.info("cgroup_stale_removed", unit=unit, scope=rel.name)
+        return removed
+
+    def describe(self) -> str:
+        return f"{DRIVER_NAME}, {self.layout.describe()}"
+
+    async def aclose(self) -> None:
+        return None
