@@ -1,0 +1,524 @@
+"""SystemdDriver: unit scopes made and managed by systemd over D-Bus.
+
+Like runc's and youki's systemd managers: the scope is a transient unit
+(StartTransientUnit "supd-<unit>.scope" in mode "fail") carrying the PID, the
+slice, Delegate=yes and the unit's resources as systemd properties; we then
+wait for the start job's JobRemoved. systemd owns the cgroup, so limits are
+changed with SetUnitProperties, and freeze/kill/stop go through the unit.
+Reading (stats, pids) uses the cgroup files, found by mapping the scope's
+ControlGroup onto this process's cgroup mounts.
+
+A property systemd refuses (too old, or unknown to it) is dropped with a
+warning and the start retried, never leaving half a scope behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from supervisor.cgroups import dbus, translate
+from supervisor.cgroups.dbus import MANAGER, Connection, DBusError
+from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
+from supervisor.cgroups.names import ROOT_SLICE, SCOPE_PREFIX, SCOPE_SUFFIX, unit_of_scope
+from supervisor.units.model import Resources
+
+log = structlog.get_logger()
+
+DRIVER_NAME = "systemd"
+
+# --- systemd properties (besides the resource ones in translate)
+PIDS = "PIDs"
+SLICE = "Slice"
+DESCRIPTION = "Description"
+DELEGATE = "Delegate"
+COLLECT_MODE = "CollectMode"
+DEFAULT_DEPENDENCIES = "DefaultDependencies"
+MEMORY_ACCOUNTING = "MemoryAccounting"
+CPU_ACCOUNTING = "CPUAccounting"
+TASKS_ACCOUNTING = "TasksAccounting"
+CONTROL_GROUP = "ControlGroup"
+ACTIVE_STATE = "ActiveState"
+FREEZER_STATE = "FreezerState"
+VERSION = "Version"
+MEMORY_CURRENT = "MemoryCurrent"
+CPU_USAGE_NSEC = "CPUUsageNSec"
+TASKS_CURRENT = "TasksCurrent"
+
+# --- D-Bus error names
+ERR_UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
+ERR_NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+ERR_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
+ERR_PROPERTY_READ_ONLY = "org.freedesktop.DBus.Error.PropertyReadOnly"
+ERR_UNKNOWN_PROPERTY = "org.freedesktop.DBus.Error.UnknownProperty"
+ERR_NOT_SUPPORTED = "org.freedesktop.DBus.Error.NotSupported"
+REFUSED_PROPERTY_ERRORS = frozenset({ERR_INVALID_ARGS, ERR_PROPERTY_READ_ONLY, ERR_UNKNOWN_PROPERTY})
+
+JOB_MODE_FAIL = "fail"
+JOB_DONE = "done"
+KILL_WHO_ALL = "all"
+COLLECT_INACTIVE_OR_FAILED = "inactive-or-failed"
+UINT64_MAX = 2**64 - 1  # systemd's "not set / infinity" for t properties
+
+JOB_TIMEOUT = 30.0
+KILL_TIMEOUT = 10.0
+POLL_INTERVAL = 0.02
+
+# First systemd version that knows a property / method (from systemd's NEWS).
+MIN_VERSION: dict[str, int] = {
+    translate.SD_ALLOWED_CPUS: 244,
+    translate.SD_MEMORY_MAX: 231,
+    translate.SD_MEMORY_HIGH: 231,
+    translate.SD_CPU_WEIGHT: 231,
+    translate.SD_IO_WEIGHT: 230,
+    translate.SD_TASKS_MAX: 227,
+    translate.SD_CPU_QUOTA_PER_SEC: 213,
+    COLLECT_MODE: 236,
+}
+FREEZE_MIN_VERSION = 246
+
+# systemd property -> the unit-file key it comes from, for warnings
+PROPERTY_KEYS: dict[str, str] = {
+    translate.SD_MEMORY_MAX: translate.KEY_MEMORY_MAX,
+    translate.SD_MEMORY_HIGH: translate.KEY_MEMORY_HIGH,
+    translate.SD_CPU_WEIGHT: translate.KEY_CPU_WEIGHT,
+    translate.SD_CPU_QUOTA_PER_SEC: translate.KEY_CPU_QUOTA,
+    translate.SD_TASKS_MAX: translate.KEY_PIDS_MAX,
+    translate.SD_IO_WEIGHT: translate.KEY_IO_WEIGHT,
+    translate.SD_ALLOWED_CPUS: translate.KEY_CPUSET,
+}
+# Properties a scope cannot do without: a refusal of one of these is an error.
+ESSENTIAL = frozenset({PIDS, SLICE, DESCRIPTION, DELEGATE})
+
+# --- kernel files read here (path-level stats/pids)
+CGROUP_PROCS = "cgroup.procs"
+CGROUP_FREEZE = "cgroup.freeze"
+CGROUP_EVENTS = "cgroup.events"
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+Property = tuple[str, tuple[str, Any]]
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def parse_version(text: str) -> int:
+    """Manager.Version ("252.38-1~deb12u1", "v255", "249") -> 252."""
+    m = re.search(r"\d+", text)
+    if m is None:
+        raise CgroupError("org.freedesktop.systemd1.Manager.Version", text, "expected a version number")
+    return int(m.group())
+
+
+def gate_by_version(unit: str, props: Sequence[Property], version: int) -> tuple[list[Property], list[str]]:
+    """Drop properties this systemd is too old to know, with a warning each."""
+    kept: list[Property] = []
+    warnings: list[str] = []
+    for prop in props:
+        need = MIN_VERSION.get(prop[0], 0)
+        if version < need:
+            warnings.append(_warning(unit, prop[0], f"needs systemd >= {need}, this is {version}"))
+        else:
+            kept.append(prop)
+    return kept, warnings
+
+
+def refused_property(error: DBusError, props: Sequence[Property]) -> str | None:
+    """Which optional property a refusal names ("Cannot set property Foo, or
+    unknown property."), or None when the error is about something else."""
+    if error.name not in REFUSED_PROPERTY_ERRORS:
+        return None
+    # longest names first: "MemoryMax" must not shadow "MemoryMaxFoo"
+    for name in sorted((p[0] for p in props), key=len, reverse=True):
+        if name not in ESSENTIAL and re.search(rf"\b{re.escape(name)}\b", error.message):
+            return name
+    return None
+
+
+def _warning(unit: str, prop: str, why: str) -> str:
+    key = PROPERTY_KEYS.get(prop, prop)
+    return f"{unit}: {key}: systemd property {prop} {why}; limit not applied"
+
+
+@dataclass(frozen=True)
+class CgroupMount:
+    key: str  # "unified", "memory", "cpu,cpuacct", "name=systemd"
+    root: str  # the hierarchy path mounted (mountinfo field 4)
+    mountpoint: Path
+
+
+def parse_mountinfo(text: str) -> list[CgroupMount]:
+    """The cgroup mounts visible in a mountinfo text; a later mount on (or
+    above) a path hides the earlier ones, as it does for path lookups."""
+    mounts: list[CgroupMount] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        fstype, options = fields[sep + 1], fields[sep + 3] if len(fields) > sep + 3 else ""
+        mountpoint = _unescape(fields[4])
+        mounts = [m for m in mounts if not _is_under(m.mountpoint, mountpoint)]
+        if fstype == "cgroup2":
+            key = UNIFIED
+        elif fstype == "cgroup":
+            wanted = [o for o in options.split(",") if o not in ("rw", "ro") and not _is_mount_flag(o)]
+            if not wanted:
+                continue
+            key = ",".join(wanted)
+        else:
+            continue
+        mounts.append(CgroupMount(key, _unescape(fields[3]), Path(mountpoint)))
+    return mounts
+
+
+def _is_mount_flag(option: str) -> bool:
+    return option in ("nosuid", "nodev", "noexec", "relatime", "xattr", "clone_children") or "=" in option and not option.startswith("name=")
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _is_under(path: Path, top: str) -> bool:
+    return str(path) == top or str(path).startswith(top.rstrip("/") + "/")
+
+
+def scope_paths(control_group: str, mounts: Iterable[CgroupMount]) -> tuple[tuple[str, Path], ...]:
+    """A ControlGroup ("/supd.slice/supd-web.scope") in every visible hierarchy
+    that has the directory (systemd only makes v1 dirs for controllers in use)."""
+    found: list[tuple[str, Path]] = []
+    for m in mounts:
+        root = m.root.rstrip("/")
+        if root and control_group != root and not control_group.startswith(root + "/"):
+            continue  # the mount shows another part of the hierarchy
+        rel = control_group[len(root):].lstrip("/")
+        found.append((m.key, m.mountpoint / rel))
+    return tuple(sorted(found))
+
+
+# ---------------------------------------------------------------- the driver
+
+
+class SystemdDriver:
+    """The CgroupDriver protocol through systemd's D-Bus API."""
+
+    name = DRIVER_NAME
+
+    def __init__(self, conn: Connection, version: int, mountinfo: Path = MOUNTINFO) -> None:
+        self._conn = conn
+        self.version = version
+        self._mountinfo = mountinfo
+
+    @classmethod
+    async def connect(cls, address: str | None = None, mountinfo: Path = MOUNTINFO) -> SystemdDriver:
+        conn = await dbus.open_connection(address)
+        try:
+            version = parse_version(await conn.get_property(dbus.SYSTEMD_PATH, dbus.MANAGER_INTERFACE, VERSION))
+        except BaseException:
+            await conn.aclose()
+            raise
+        return cls(conn, version, mountinfo)
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()
+
+    def describe(self) -> str:
+        layout = "cgroup v2" if self._has_unified_root() else "cgroup v1/hybrid"
+        via = "D-Bus" if self._conn.is_bus else "private socket"
+        return f"systemd {self.version} ({via}), {layout}"
+
+    # -- create ------------------------------------------------------------
+
+    def _base_properties(self, spec: ScopeSpec, pid: int) -> list[Property]:
+        return [
+            (PIDS, ("au", [pid])),
+            (SLICE, ("s", spec.slice)),
+            (DESCRIPTION, ("s", spec.description)),
+            (DELEGATE, ("b", True)),
+            (COLLECT_MODE, ("s", COLLECT_INACTIVE_OR_FAILED)),
+            # a scope needs no ordering against shutdown/sysinit; supd stops it itself
+            (DEFAULT_DEPENDENCIES, ("b", False)),
+            (MEMORY_ACCOUNTING, ("b", True)),
+            (CPU_ACCOUNTING, ("b", True)),
+            (TASKS_ACCOUNTING, ("b", True)),
+        ]
+
+    async def create(self, spec: ScopeSpec, pid: int) -> tuple[CgroupRef, list[str]]:
+        props, warnings = gate_by_version(
+            spec.unit,
+            self._base_properties(spec, pid) + translate.systemd_properties(spec.resources),
+            self.version,
+        )
+        reset_done = False
+        while True:
+            try:
+                (job,) = await self._conn.call(
+                    MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", (spec.scope, JOB_MODE_FAIL, props, [])
+                )
+            except DBusError as e:
+                if e.name == ERR_UNIT_EXISTS and not reset_done:
+                    # a failed leftover of an earlier run blocks the name until reset
+                    reset_done = True
+                    await self._ignore_no_such_unit("ResetFailedUnit", spec.scope)
+                    continue
+                refused = refused_property(e, props)
+                if refused is None:
+                    raise CgroupError(spec.scope, None, f"systemd refused StartTransientUnit: {e}") from e
+                log.warning("systemd_property_refused", unit=spec.unit, property=refused, error=str(e))
+                warnings.append(_warning(spec.unit, refused, f"refused by systemd {self.version} ({e.message})"))
+                props = [p for p in props if p[0] != refused]
+                continue
+            break
+        try:
+            result = await self._wait_job(job, spec.scope, "start")
+            if result != JOB_DONE:
+                raise CgroupError(
+                    spec.scope, None,
+                    f"start job {job} ended with result {result!r}, expected 'done' "
+                    f"(pid {pid} in systemd's pid namespace?)",
+                )  # fmt: skip
+            ref = await self._ref_for(spec)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._stop_quietly(spec.scope)
+            raise
+        log.info("scope_created", unit=spec.unit, scope=spec.scope, pid=pid, paths=[str(p) for _, p in ref.paths])
+        return ref, warnings
+
+    async def _wait_job(self, job: str, scope: str, what: str) -> str:
+        try:
+            return await self._conn.wait_job(job, JOB_TIMEOUT)
+        except TimeoutError as e:
+            raise CgroupError(scope, None, f"{what} job {job} did not finish within {JOB_TIMEOUT:g}s") from e
+
+    async def _ref_for(self, spec: ScopeSpec) -> CgroupRef:
+        (unit_path,) = await self._conn.call(MANAGER, "GetUnit", "s", (spec.scope,))
+        control_group = await self._conn.get_property(unit_path, dbus.SCOPE_INTERFACE, CONTROL_GROUP)
+        return self._make_ref(spec.unit, spec.scope, spec.slice, control_group)
+
+    def _make_ref(self, unit: str, scope: str, slice_: str, control_group: str) -> CgroupRef:
+        paths: tuple[tuple[str, Path], ...] = ()
+        if control_group:
+            paths = tuple(
+                (k, p) for k, p in scope_paths(control_group, self._mounts()) if p.is_dir()
+            )
+        return CgroupRef(unit=unit, scope=scope, slice=slice_, paths=paths, driver=DRIVER_NAME)
+
+    def _mounts(self) -> list[CgroupMount]:
+        try:
+            return parse_mountinfo(self._mountinfo.read_text())
+        except OSError:
+            return []
+
+    def _has_unified_root(self) -> bool:
+        return any(m.key == UNIFIED and m.mountpoint == Path("/sys/fs/cgroup") for m in self._mounts())
+
+    # -- update ------------------------------------------------------------
+
+    async def update(self, ref: CgroupRef, resources: Resources) -> list[str]:
+        props, warnings = gate_by_version(
+            ref.unit, translate.systemd_properties(resources, clear_unset=True), self.version
+        )
+        while props:
+            try:
+                await self._conn.call(MANAGER, "SetUnitProperties", "sba(sv)", (ref.scope, True, props))
+                break
+            except DBusError as e:
+                refused = refused_property(e, props)
+                if refused is None:
+                    raise CgroupError(ref.scope, None, f"systemd refused SetUnitProperties: {e}") from e
+                warnings.append(_warning(ref.unit, refused, f"refused by systemd {self.version} ({e.message})"))
+                props = [p for p in props if p[0] != refused]
+        return warnings
+
+    # -- freeze / thaw -------------------------------------------------------
+
+    async def freeze(self, ref: CgroupRef) -> None:
+        await self._freezer(ref, "FreezeUnit", True)
+
+    async def thaw(self, ref: CgroupRef) -> None:
+        await self._freezer(ref, "ThawUnit", False)
+
+    async def _freezer(self, ref: CgroupRef, method: str, frozen: bool) -> None:
+        if self.version >= FREEZE_MIN_VERSION:
+            try:
+                await self._conn.call(MANAGER, method, "s", (ref.scope,))
+                return
+            except DBusError as e:
+                if e.name != ERR_NOT_SUPPORTED:
+                    raise CgroupError(ref.scope, None, f"{method} failed: {e}") from e
+                log.info("systemd_freeze_unsupported", unit=ref.unit, method=method, error=e.message)
+        await _path_freeze(ref, frozen)
+
+    # -- kill / remove -------------------------------------------------------
+
+    async def kill(self, ref: CgroupRef, sig: int) -> None:
+        try:
+            await self._conn.call(MANAGER, "KillUnit", "ssi", (ref.scope, KILL_WHO_ALL, int(sig)))
+        except DBusError as e:
+            if e.name == ERR_NO_SUCH_UNIT:
+                return  # the scope already ended with its last process
+            raise CgroupError(ref.scope, None, f"KillUnit {signal.Signals(sig).name} failed: {e}") from e
+        if sig == signal.SIGKILL:
+            await self._wait_empty(ref, KILL_TIMEOUT)
+
+    async def _wait_empty(self, ref: CgroupRef, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            while True:
+                if ref.paths:
+                    if not self.pids(ref):
+                        return
+                elif not await self._unit_exists(ref.scope):
+                    return
+                await anyio.sleep(POLL_INTERVAL)
+        raise CgroupError(ref.scope, None, f"processes left {timeout:g}s after SIGKILL: {self.pids(ref)}")
+
+    async def _unit_exists(self, scope: str) -> bool:
+        try:
+            await self._conn.call(MANAGER, "GetUnit", "s", (scope,))
+        except DBusError as e:
+            if e.name == ERR_NO_SUCH_UNIT:
+                return False
+            raise
+        return True
+
+    async def remove(self, ref: CgroupRef) -> None:
+        await self._stop(ref.scope)
+        await self._ignore_no_such_unit("ResetFailedUnit", ref.scope)
+        log.info("scope_removed", unit=ref.unit, scope=ref.scope)
+
+    async def _stop(self, scope: str) -> None:
+        try:
+            (job,) = await self._conn.call(MANAGER, "StopUnit", "ss", (scope, JOB_MODE_FAIL))
+        except DBusError as e:
+            if e.name == ERR_NO_SUCH_UNIT:
+                return
+            raise CgroupError(scope, None, f"StopUnit failed: {e}") from e
+        result = await self._wait_job(job, scope, "stop")
+        if result != JOB_DONE:
+            raise CgroupError(scope, None, f"stop job {job} ended with result {result!r}, expected 'done'")
+
+    async def _stop_quietly(self, scope: str) -> None:
+        try:
+            await self._stop(scope)
+            await self._ignore_no_such_unit("ResetFailedUnit", scope)
+        except (CgroupError, DBusError) as e:
+            log.warning("scope_cleanup_failed", scope=scope, error=str(e))
+
+    async def _ignore_no_such_unit(self, method: str, scope: str) -> None:
+        try:
+            await self._conn.call(MANAGER, method, "s", (scope,))
+        except DBusError as e:
+            if e.name != ERR_NO_SUCH_UNIT and not (method == "ResetFailedUnit" and e.name == ERR_INVALID_ARGS):
+                raise CgroupError(scope, None, f"{method} failed: {e}") from e
+
+    # -- reading ------------------------------------------------------------
+
+    def pids(self, ref: CgroupRef) -> list[int]:
+        top = ref.path(UNIFIED) or ref.path("name=systemd")
+        if top is None:
+            return []
+        found: list[int] = []
+        for dirpath, _dirs, files in os.walk(top):
+            if CGROUP_PROCS in files:
+                try:
+                    found.extend(int(p) for p in (Path(dirpath) / CGROUP_PROCS).read_text().split())
+                except OSError:
+                    pass  # a sub-cgroup removed while we walked
+        return found
+
+    def stats(self, ref: CgroupRef) -> CgroupStats:
+        from supervisor.cgroups import tree
+
+        return tree.stats(ref)
+
+    async def unit_stats(self, ref: CgroupRef) -> CgroupStats:
+        """Stats from the unit's properties, for when the cgroup files are not
+        visible here (supd in another cgroup namespace than systemd)."""
+        unit_path = await self._unit_path(ref.scope)
+
+        async def prop(name: str) -> int | None:
+            value = await self._conn.get_property(unit_path, dbus.SCOPE_INTERFACE, name)
+            return None if value == UINT64_MAX else int(value)
+
+        frozen = await self._conn.get_property(unit_path, dbus.UNIT_INTERFACE, FREEZER_STATE) == "frozen" \
+            if self.version >= FREEZE_MIN_VERSION else False
+        return CgroupStats(
+            memory_current=await prop(MEMORY_CURRENT),
+            cpu_usage_ns=await prop(CPU_USAGE_NSEC),
+            pids_current=await prop(TASKS_CURRENT),
+            frozen=frozen,
+        )
+
+    async def _unit_path(self, scope: str) -> str:
+        try:
+            (unit_path,) = await self._conn.call(MANAGER, "GetUnit", "s", (scope,))
+        except DBusError as e:
+            raise CgroupError(scope, None, f"GetUnit failed: {e}") from e
+        return str(unit_path)
+
+    async def get_unit_property(self, ref: CgroupRef, interface: str, name: str) -> Any:
+        """One property of the scope (tests, `supctl status` details)."""
+        return await self._conn.get_property(await self._unit_path(ref.scope), interface, name)
+
+    def find(self, spec: ScopeSpec) -> CgroupRef | None:
+        """The scope's cgroup, found on the filesystem (this method is sync): the
+        slice path systemd uses, in every visible hierarchy."""
+        from supervisor.cgroups.names import slice_dirs
+
+        control_group = "/" + "/".join([*slice_dirs(spec.slice), spec.scope])
+        ref = self._make_ref(spec.unit, spec.scope, spec.slice, control_group)
+        return ref if ref.paths else None
+
+    async def afind(self, spec: ScopeSpec) -> CgroupRef | None:
+        """`find` through systemd: GetUnit + ControlGroup; None if not loaded."""
+        try:
+            return await self._ref_for(spec)
+        except DBusError as e:
+            if e.name == ERR_NO_SUCH_UNIT:
+                return None
+            raise CgroupError(spec.scope, None, f"GetUnit failed: {e}") from e
+
+    async def remove_stale(self, keep: Collection[str]) -> list[str]:
+        (units,) = await self._conn.call(
+            MANAGER, "ListUnitsByPatterns", "asas", ([], [f"{SCOPE_PREFIX}*{SCOPE_SUFFIX}"])
+        )
+        removed: list[str] = []
+        for entry in units:
+            scope = entry[0]
+            unit = unit_of_scope(scope)
+            if unit is None or unit in keep:
+                continue
+            if not await self._in_supd_slice(str(entry[6])):
+                continue
+            await self._stop(scope)
+            await self._ignore_no_such_unit("ResetFailedUnit", scope)
+            log.info("stale_scope_removed", scope=scope)
+            removed.append(scope)
+        return removed
+
+    async def _in_supd_slice(self, unit_path: str) -> bool:
+        try:
+            slice_ = await self._conn.get_property(unit_path, dbus.SCOPE_INTERFACE, SLICE)
+        except DBusError:
+            return False
+        return slice_ == ROOT_SLICE or (slice_.startswith("supd-") and slice_.endswith(".slice"))
+
+
+async def _path_freeze(ref: CgroupRef, frozen: bool) -> None:
+    """Fallback for systemd < 246 or without cgroup2 freezing."""
+    from supervisor.cgroups import tree
+
+    if frozen:
+        await tree.freeze(ref)
+    else:
+        await tree.thaw(ref)
