@@ -1,0 +1,212 @@
+"""What the spawner needs to start one process, as plain JSON.
+
+Pure: no I/O. The daemon builds a `SpawnSpec`, `to_json()` turns it into a
+dict the stdlib-only shim (runtime/shim.py) reads with plain key access, and
+`SpawnSpec.from_json()` reads it back (round-trip, used by tests and by
+anything that stores a spec).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Network = Literal["host", "none"]
+
+NETWORKS: tuple[str, ...] = ("host", "none")
+
+
+class SpecError(ValueError):
+    """A spawn spec (or its JSON form) is not what the shim can run."""
+
+    def __init__(self, key: str, expected: str, got: object) -> None:
+        self.key = key
+        self.expected = expected
+        self.got = got
+        super().__init__(f"spawn spec {key}: expected {expected}, got {got!r}")
+
+
+@dataclass(frozen=True)
+class RootfsMount:
+    """How the container's pid 1 builds its root (same fields as
+    `rootfs.overlay.RootfsPlan`, whose dict form `from_json` accepts).
+
+    `lowerdirs` are LOWEST FIRST (the order of `[rootfs].layers`); the shim
+    reverses them for overlay's `lowerdir=top:...:bottom` option. When `chdir`
+    is set the shim changes into it before mounting, so `lowerdirs` may be
+    short names relative to it (100+ layers under the page-size option limit).
+    One lower and no upper is bind-mounted instead of overlaid.
+    """
+
+    lowerdirs: tuple[str, ...]
+    target: str
+    upperdir: str | None = None
+    workdir: str | None = None
+    readonly: bool = False
+    chdir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.lowerdirs:
+            raise SpecError("rootfs.lowerdirs", "at least one layer", list(self.lowerdirs))
+        if not self.target.startswith("/"):
+            raise SpecError("rootfs.target", "an absolute path", self.target)
+        if (self.upperdir is None) != (self.workdir is None):
+            raise SpecError("rootfs.workdir", "upperdir and workdir both set or both unset",
+                            (self.upperdir, self.workdir))
+
+    @classmethod
+    def of(cls, plan: Any) -> RootfsMount:
+        """From any object with the RootfsPlan attributes (or a mapping)."""
+        if isinstance(plan, Mapping):
+            return cls.from_json(plan)
+        return cls(
+            lowerdirs=tuple(str(p) for p in plan.lowerdirs),
+            target=str(plan.target),
+            upperdir=None if plan.upperdir is None else str(plan.upperdir),
+            workdir=None if plan.workdir is None else str(plan.workdir),
+            readonly=bool(plan.readonly),
+            chdir=None if plan.chdir is None else str(plan.chdir),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lowerdirs": list(self.lowerdirs),
+            "upperdir": self.upperdir,
+            "workdir": self.workdir,
+            "target": self.target,
+            "readonly": self.readonly,
+            "chdir": self.chdir,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RootfsMount:
+        return cls(
+            lowerdirs=tuple(str(p) for p in data["lowerdirs"]),
+            target=str(data["target"]),
+            upperdir=_opt_str(data.get("upperdir")),
+            workdir=_opt_str(data.get("workdir")),
+            readonly=bool(data.get("readonly", False)),
+            chdir=_opt_str(data.get("chdir")),
+        )
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str  # host path
+    target: str  # absolute path inside the container
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """New mount, pid, uts, ipc (and net when network="none") namespaces,
+    and a cgroup namespace entered after the daemon's go."""
+
+    rootfs: RootfsMount
+    hostname: str | None = None
+    network: Network = "host"
+    binds: tuple[Bind, ...] = ()
+    init: str | None = None  # host path of an init binary, run as pid 1 from /dev/init
+
+    def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise SpecError("container.network", " or ".join(NETWORKS), self.network)
+        for bind in self.binds:
+            if not bind.target.startswith("/"):
+                raise SpecError("container.binds.target", "an absolute path", bind.target)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rootfs": self.rootfs.to_json(),
+            "hostname": self.hostname,
+            "network": self.network,
+            "binds": [[b.source, b.target, b.readonly] for b in self.binds],
+            "init": self.init,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ContainerSpec:
+        return cls(
+            rootfs=RootfsMount.from_json(data["rootfs"]),
+            hostname=_opt_str(data.get("hostname")),
+            network=data.get("network", "host"),
+            binds=tuple(Bind(str(s), str(t), bool(ro)) for s, t, ro in data.get("binds", ())),
+            init=_opt_str(data.get("init")),
+        )
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """Exec into a running container: enter the namespaces of its pid 1 and
+    write the new process into these (host) cgroup.procs files."""
+
+    pid: int
+    cgroup_procs: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "cgroup_procs": list(self.cgroup_procs)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JoinSpec:
+        return cls(pid=int(data["pid"]), cgroup_procs=tuple(str(p) for p in data.get("cgroup_procs", ())))
+
+
+@dataclass(frozen=True)
+class SpawnSpec:
+    """One process to start. `user` is a name or "uid[:gid]", looked up in the
+    host's /etc/passwd for a plain process and in the container's otherwise.
+    Containers (and joins) always get no_new_privs."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str = "/"
+    user: str | None = None
+    container: ContainerSpec | None = None
+    join: JoinSpec | None = None
+    no_new_privs: bool = False
+    umask: int | None = None
+    setsid: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.argv or not self.argv[0]:
+            raise SpecError("argv", "a non-empty command", list(self.argv))
+        if self.container is not None and self.join is not None:
+            raise SpecError("join", "either container or join, not both", self.join)
+        for key, _value in self.env:
+            if not key or "=" in key:
+                raise SpecError("env", "names without '='", key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "argv": list(self.argv),
+            "env": [[k, v] for k, v in self.env],
+            "cwd": self.cwd,
+            "user": self.user,
+            "container": None if self.container is None else self.container.to_json(),
+            "join": None if self.join is None else self.join.to_json(),
+            "no_new_privs": self.no_new_privs,
+            "umask": self.umask,
+            "setsid": self.setsid,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SpawnSpec:
+        container = data.get("container")
+        join = data.get("join")
+        umask = data.get("umask")
+        return cls(
+            argv=tuple(str(a) for a in data["argv"]),
+            env=tuple((str(k), str(v)) for k, v in data.get("env", ())),
+            cwd=str(data.get("cwd", "/")),
+            user=_opt_str(data.get("user")),
+            container=None if container is None else ContainerSpec.from_json(container),
+            join=None if join is None else JoinSpec.from_json(join),
+            no_new_privs=bool(data.get("no_new_privs", False)),
+            umask=None if umask is None else int(umask),
+            setsid=bool(data.get("setsid", True)),
+        )
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
