@@ -559,8 +559,8 @@ def _read_bounded(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
         raise UnitFileError(path, "", f"expected a readable file, got: {os.strerror(exc.errno or 0)}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnitFileError(path, "", f"expected a regular file, got {_file_kind(info.st_mode)}")
         if info.st_size > MAX_UNIT_FILE_SIZE:
@@ -568,7 +568,19 @@ def _read_bounded(path: Path) -> bytes:
                 path, "", f"expected a file of at most {MAX_UNIT_FILE_SIZE} bytes, got {info.st_size} bytes"
             )
         # The file may grow between fstat and read: never read more than the cap + 1.
-        data = f.read(MAX_UNIT_FILE_SIZE + 1)
+        chunks: list[bytes] = []
+        budget = MAX_UNIT_FILE_SIZE + 1
+        while budget > 0:
+            chunk = os.read(fd, budget)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            budget -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise UnitFileError(path, "", f"expected a readable file, got: {os.strerror(exc.errno or 0)}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_UNIT_FILE_SIZE:
         raise UnitFileError(path, "", f"expected a file of at most {MAX_UNIT_FILE_SIZE} bytes, got more")
     return data
