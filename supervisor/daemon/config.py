@@ -56,6 +56,15 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def _coerce(source: str, key: str, value: Any, base: Path) -> Any:
+    try:
+        return _coerce_key(source, key, value, base)
+    except ConfigError as e:
+        if source == "command line":  # name the flag, not the file key
+            raise ConfigError(source, "--" + key.replace("_", "-"), e.expected, e.got) from None
+        raise
+
+
+def _coerce_key(source: str, key: str, value: Any, base: Path) -> Any:
     if key in _PATH_KEYS:
         if not isinstance(value, str) or not value:
             raise ConfigError(source, key, "a path string", value)
@@ -117,7 +126,7 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
     if config_file is not None:
         config = replace(config, **load_file(Path(config_file)))
     overrides = {
-        f.name: _coerce("command line", "--" + f.name.replace("_", "-"), getattr(args, f.name), Path.cwd())
+        f.name: _coerce("command line", f.name, getattr(args, f.name), Path.cwd())
         for f in fields(DaemonConfig)
         if getattr(args, f.name, None) is not None
     }

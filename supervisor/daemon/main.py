@@ -7,6 +7,7 @@ process multi-threaded — all forking happens in the single-threaded spawner.
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import signal
@@ -83,10 +84,10 @@ class Daemon:
         failed = sum(s in (UnitState.FAILED, UnitState.ERROR) for s in states)
         return f"{len(states)} units: {running} running, {failed} failed"
 
-    def _open_driver(self) -> Any:
+    async def _open_driver(self) -> Any:
         from supervisor.cgroups.select import open_driver
 
-        return open_driver(self.config.cgroup_driver, self.config.cgroup_root)
+        return await open_driver(self.config.cgroup_driver, self.config.cgroup_root)
 
     def _open_store(self) -> Any:
         try:
@@ -189,7 +190,7 @@ class Daemon:
         config = self.config
         for d in (config.state_dir, config.runtime_dir, config.state_dir / "logs"):
             d.mkdir(parents=True, exist_ok=True)
-        self.driver = self._open_driver()
+        self.driver = await self._open_driver()
         self.store = self._open_store()
         self.sup = Supervisor(
             config,
@@ -211,7 +212,7 @@ class Daemon:
         async with anyio.create_task_group() as tg:
             self.sup.attach(tg)
             tg.start_soon(self.reaper.run)
-            await tg.start(api_server.serve, config.socket_path, controller, group=config.socket_group)
+            await tg.start(functools.partial(api_server.serve, group=config.socket_group), config.socket_path, controller)
             tg.start_soon(self._signals)
             loaded = self._scan()
             if self.driver is not None:

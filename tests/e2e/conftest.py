@@ -1,0 +1,197 @@
+"""A real `supd` process on temporary folders, driven by the real `supctl`.
+
+Each test gets its own units/state/runtime folders and its own cgroup root
+(`/<unique>` inside every hierarchy), so tests never touch a real supd.slice
+and can run beside other sessions on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """Every mounted hierarchy a supd scope can appear in."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return [CGROUP_ROOT]
+    return sorted(p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})")
+
+
+@dataclass
+class Supd:
+    root: Path
+    cgroup_root: str
+    units: Path = field(init=False)
+    state: Path = field(init=False)
+    runtime: Path = field(init=False)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+    extra_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.units = self.root / "units"
+        self.state = self.root / "state"
+        self.runtime = self.root / "runtime"
+        self.log_path = self.root / "supd.log"
+        self.units.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime / "supd.sock"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, SUPD_SOCKET=str(self.socket), PYTHONPATH=str(REPO))
+        env.pop("NOTIFY_SOCKET", None)
+        return env
+
+    def start(self, *args: str, wait: bool = True) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "--units",
+            str(self.units),
+            "--state-dir",
+            str(self.state),
+            "--runtime-dir",
+            str(self.runtime),
+            "--cgroup-driver",
+            "cgroupfs",
+            "--cgroup-root",
+            self.cgroup_root,
+            "--log-format",
+            "json",
+            *self.extra_args,
+            *args,
+        ]
+        logf = self.log_path.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, env=self.env(), cwd=REPO)
+        logf.close()
+        if wait:
+            wait_for(lambda: self.socket.exists() and self.ctl("info").returncode == 0, timeout=20, what="supd socket")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def ctl(self, *args: str, timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "supervisor.cli.main", *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=timeout,
+            cwd=REPO,
+            input=None if input is None else input.decode(),
+        )
+
+    def status(self, unit: str) -> dict[str, Any]:
+        r = self.ctl("status", unit, "--json")
+        assert r.returncode in (0, 3), f"supctl status {unit}: rc={r.returncode} {r.stderr}"
+        return json.loads(r.stdout)
+
+    def state_of(self, unit: str) -> str | None:
+        r = self.ctl("status", unit, "--json")
+        if r.returncode not in (0, 3):
+            return None
+        return json.loads(r.stdout)["state"]
+
+    def wait_state(self, unit: str, *states: str, timeout: float = 20) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            r = self.ctl("status", unit, "--json")
+            if r.returncode in (0, 3):
+                st = json.loads(r.stdout)
+                if st["state"] in states:
+                    return st
+            return None
+
+        return wait_for(check, timeout=timeout, interval=0.1, what=f"{unit} in {states}")
+
+    def events(self, unit: str | None = None) -> list[dict[str, Any]]:
+        r = self.ctl("events", "-n", "2000", "--json")
+        assert r.returncode == 0, r.stderr
+        evs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        return [e for e in evs if unit is None or e["unit"] == unit]
+
+    def write_unit(self, name: str, text: str) -> Path:
+        path = self.units / f"{name}.toml"
+        tmp = self.units / f".{name}.toml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)  # atomic, like a careful editor
+        return path
+
+    def daemon_log(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except FileNotFoundError:
+            return ""
+
+
+def _remove_cgroup_root(name: str) -> list[str]:
+    left = []
+    for h in cgroup_hierarchies():
+        root = h / name
+        if not root.exists():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda t: -t[0].count("/")):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                left.append(dirpath)
+    return left
+
+
+@pytest.fixture
+def supd(tmp_path: Path, unique_name: str) -> Iterator[Supd]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    d = Supd(root=tmp_path, cgroup_root="/" + unique_name)
+    try:
+        yield d
+    finally:
+        d.stop()
+        scopes_left = []
+        for h in cgroup_hierarchies():
+            root = h / unique_name
+            if root.exists():
+                scopes_left += [p for p, _d, _f in os.walk(root) if p.endswith(".scope")]
+        left = _remove_cgroup_root(unique_name)
+        if os.environ.get("SUPD_TEST_SHOW_LOG"):
+            print(d.daemon_log())
+        assert not scopes_left, f"supd left scopes behind: {scopes_left}"
+        assert not left, f"cgroups left behind: {left}"
