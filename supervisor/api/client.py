@@ -157,14 +157,29 @@ class Client:
 
     # -- API ----------------------------------------------------------------
 
+    def raw(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        """(HTTP status, body bytes): for text answers such as logs."""
+        sock, http, response = self._send_request(method, path, body)
+        return response.status_code, self._read_body(sock, http)
+
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """(HTTP status, decoded JSON body)."""
-        sock, http, response = self._send_request(method, path, body)
-        raw = self._read_body(sock, http)
+        status, raw = self.raw(method, path, body)
         try:
-            return response.status_code, json.loads(raw) if raw.strip() else None
+            return status, json.loads(raw) if raw.strip() else None
         except json.JSONDecodeError:
-            return response.status_code, raw.decode(errors="replace")
+            return status, raw.decode(errors="replace")
+
+    def text(self, method: str, path: str) -> bytes:
+        """A text answer's bytes; `RequestError` for an error status."""
+        status, raw = self.raw(method, path)
+        if status >= 400:
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError:
+                data = raw.decode(errors="replace")
+            raise RequestError(status, _error_message(status, data))
+        return raw
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """The decoded JSON answer; `RequestError` for an error status."""

@@ -1,0 +1,342 @@
+"""supctl: ask the running supd for status and send it commands.
+
+Exit codes follow systemctl: 0 success; 1 an error from supd or the
+transport; 3 `status` of a unit that is not running; 4 no such unit.
+Imports are kept to the client's (stdlib + h11) so that supctl starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from supervisor.api import commands
+from supervisor.api.client import Client, ClientError, RequestError
+from supervisor.cli import render
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_NO_SUCH_UNIT = 4
+STATUS_LOG_LINES = 10
+NO_SUCH_UNIT_PREFIX = "no such unit: "
+
+Handler = Callable[[Client, argparse.Namespace, "Output"], int]
+
+
+class Output:
+    """Where supctl writes, and whether humans are reading it."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self.stdout, self.stderr = stdout, stderr
+        self.color = stdout.isatty() and "NO_COLOR" not in os.environ
+
+    def write(self, text: str) -> None:
+        self.stdout.write(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        buffer = getattr(self.stdout, "buffer", None)
+        if buffer is None:
+            self.stdout.write(data.decode(errors="replace"))
+        else:
+            self.stdout.flush()
+            buffer.write(data)
+            buffer.flush()
+
+    def json(self, obj: Any) -> None:
+        self.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+    def json_line(self, obj: Any) -> None:
+        self.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.stdout.flush()
+
+    def error(self, message: str) -> None:
+        self.stderr.write(f"supctl: {message}\n")
+
+
+def exit_code_for(err: ClientError) -> int:
+    if isinstance(err, RequestError) and err.status == 404 and err.message.startswith(NO_SUCH_UNIT_PREFIX):
+        return EXIT_NO_SUCH_UNIT
+    return EXIT_ERROR
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- commands ---------------------------------------------------------------
+
+
+def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int:
+    units = client.call("GET", commands.ROUTES_BY_COMMAND["list_units"].path())
+    if args.json:
+        out.json(units)
+    else:
+        out.write(render.render_list(units, _now()))
+    return EXIT_OK
+
+
+def _status_text(client: Client, status: dict[str, Any], out: Output, with_logs: bool) -> str:
+    logs: list[str] = []
+    if with_logs:
+        try:
+            raw = client.text("GET", commands.logs_path(status["name"], STATUS_LOG_LINES, follow=False))
+            logs = raw.decode(errors="replace").splitlines()
+        except RequestError:
+            logs = []
+    return render.render_status(status, _now(), logs, color=out.color)
+
+
+def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> int:
+    route = commands.ROUTES_BY_COMMAND["unit_status"]
+    names = list(args.units)
+    if not names:
+        names = [u["name"] for u in client.call("GET", commands.ROUTES_BY_COMMAND["list_units"].path())]
+    code = EXIT_OK
+    found: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            found.append(client.call("GET", route.path(name=name)))
+        except RequestError as e:
+            out.error(e.message)
+            code = max(code, exit_code_for(e))
+    if args.units and code == EXIT_OK and any(s.get("state") not in render.ACTIVE_STATES for s in found):
+        code = EXIT_NOT_RUNNING
+    if args.json:
+        out.json(found[0] if len(args.units) == 1 and found else found)
+    else:
+        out.write("\n".join(_status_text(client, s, out, with_logs=bool(args.units)) for s in found))
+    return code
+
+
+def cmd_verb(client: Client, args: argparse.Namespace, out: Output) -> int:
+    code = EXIT_OK
+    results = []
+    for name in args.units:
+        try:
+            results.append(client.call("POST", commands.command_path(name, args.command)))
+        except RequestError as e:
+            out.error(e.message)
+            code = max(code, exit_code_for(e))
+    if args.json:
+        out.json(results[0] if len(args.units) == 1 and results else results)
+    return code
+
+
+def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.call("POST", commands.ROUTES_BY_COMMAND["reload"].path())
+    if args.json:
+        out.json(result)
+    else:
+        out.write(render.render_reload(result))
+    return EXIT_OK
+
+
+def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
+    path = commands.logs_path(args.unit, args.lines, args.follow)
+    if args.follow:
+        lines: Iterable[bytes] = client.stream("GET", path)
+    else:
+        lines = client.text("GET", path).splitlines(keepends=True)
+    for line in lines:
+        if args.json:
+            out.json_line({"unit": args.unit, "line": line.decode(errors="replace").rstrip("\n")})
+        else:
+            out.write_bytes(line)
+    return EXIT_OK
+
+
+def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
+    path = commands.events_path(args.lines, args.follow)
+    events: Iterable[dict[str, Any]]
+    if args.follow:
+        events = (json.loads(line) for line in client.stream("GET", path) if line.strip())
+    else:
+        events = client.call("GET", path)
+    for event in events:
+        if args.json:
+            out.json_line(event)
+        else:
+            out.write(render.render_event(event) + "\n")
+            out.stdout.flush()
+    return EXIT_OK
+
+
+def cmd_tree(client: Client, args: argparse.Namespace, out: Output) -> int:
+    tree = client.call("GET", commands.ROUTES_BY_COMMAND["tree"].path())
+    if args.json:
+        out.json(tree)
+    else:
+        out.write(render.render_tree(tree))
+    return EXIT_OK
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-e {pair!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def cmd_exec(client: Client, args: argparse.Namespace, out: Output) -> int:
+    argv = list(args.cmd)
+    if not argv:
+        raise UsageError("exec: expected a command after the unit, e.g. supctl exec web -- /bin/sh")
+    out.stdout.flush()
+    return client.exec(args.unit, argv, user=args.user, env=parse_env(args.env), cwd=args.workdir)
+
+
+def split_image_ref(ref: str) -> tuple[str, str]:
+    """PATH[:TAG] → (absolute path, tag); a colon inside the last path part is the tag."""
+    path, tag = ref, "latest"
+    head, sep, tail = ref.rpartition(":")
+    if sep and head and "/" not in tail and tail:
+        path, tag = head, tail
+    return os.path.abspath(path), tag
+
+
+def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
+    route_images = commands.ROUTES_BY_COMMAND["images"]
+    if args.image_command == "import":
+        path, tag = split_image_ref(args.ref)
+        body = commands.ImportImageRequest(path, tag).to_json()
+        result = client.call("POST", commands.ROUTES_BY_COMMAND["import_image"].path(), body)
+        if args.json:
+            out.json(result)
+        else:
+            out.write(f"{result.get('name') or f'{path}:{tag}'} {result.get('digest', '')}\n")
+        return EXIT_OK
+    images = client.call("GET", route_images.path())
+    if args.json:
+        out.json(images)
+    else:
+        out.write(render.render_images(images))
+    return EXIT_OK
+
+
+def cmd_info(client: Client, args: argparse.Namespace, out: Output) -> int:
+    info = client.call("GET", commands.ROUTES_BY_COMMAND["info"].path())
+    if args.json:
+        out.json(info)
+    else:
+        out.write(render.render_info(info))
+    return EXIT_OK
+
+
+# -- argument parsing -------------------------------------------------------
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: the flag may come before or after the command without one hiding the other.
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+
+    parser = argparse.ArgumentParser(prog="supctl", description="Control a running supd.", parents=[common])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("list", cmd_list, "list units")
+    p = add("status", cmd_status, "show unit status (exit 0 running, 3 not running, 4 no such unit)")
+    p.add_argument("units", nargs="*", metavar="UNIT")
+    for verb in commands.VERBS:
+        p = add(verb, cmd_verb, f"{verb} units")
+        p.add_argument("units", nargs="+", metavar="UNIT")
+    add("reload", cmd_reload, "re-read the units folder")
+    p = add("logs", cmd_logs, "show a unit's output")
+    p.add_argument("unit", metavar="UNIT")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_LOG_LINES, help="how many lines from the end")
+    p = add("events", cmd_events, "show state changes")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_EVENTS_N, help="how many recent events")
+    add("tree", cmd_tree, "show the cgroup tree with figures")
+    p = add("exec", cmd_exec, "run a command inside a running unit")
+    p.add_argument("unit", metavar="UNIT")
+    p.add_argument("--user", "-u", help="user name or uid[:gid] inside the unit")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-w", "--workdir", metavar="DIR")
+    p.add_argument("cmd", nargs="*", metavar="-- CMD")
+    p = add("image", cmd_image, "import or list OCI images")
+    image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+    imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout")
+    imp.add_argument("ref", metavar="PATH[:TAG]")
+    image_sub.add_parser("list", parents=[common], help="list imported images")
+    add("info", cmd_info, "show supd's configuration and host")
+    return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is exec's command, verbatim (argparse would
+    # otherwise look for its own options in it).
+    tail: list[str] | None = None
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    if tail is not None:
+        if args.command != "exec":
+            build_parser().error(f"unexpected arguments after --: {' '.join(tail)}")
+        args.cmd = list(args.cmd) + tail
+    args.json = getattr(args, "json", False)
+    args.socket = getattr(args, "socket", None)
+    return args
+
+
+def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out = Output(stdout or sys.stdout, stderr or sys.stderr)
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # argparse printed the usage error
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    client = Client(args.socket)
+    try:
+        return args.handler(client, args, out)
+    except ClientError as e:
+        out.error(str(e))
+        return exit_code_for(e)
+    except UsageError as e:
+        out.error(str(e))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Whoever read our output (e.g. `| head`) is gone; Python would complain
+        # again when flushing stdout at exit, so point stdout at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.stdout.fileno())
+        return EXIT_ERROR
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
