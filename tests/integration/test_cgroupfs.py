@@ -1,0 +1,407 @@
+"""The cgroupfs driver and tree ops on the real kernel (root).
+
+Every test works under its own cgroup root `/<hierarchy>/supdtest<hex>` in
+each hierarchy, so it never touches a real supd.slice; the fixture removes it.
+Checks look at the kernel's files, not only at what the driver reports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from supervisor.cgroups import tree
+from supervisor.cgroups.cgroupfs import CgroupfsDriver
+from supervisor.cgroups.driver import UNIFIED, CgroupRef, ScopeSpec
+from supervisor.cgroups.layout import Layout, LayoutKind, detect
+from supervisor.units.model import Resources
+from tests.conftest import requires_root
+
+pytestmark = [requires_root, pytest.mark.root]
+
+DEADLINE = 30.0
+
+
+def wait_for(check: Callable[[], bool], timeout: float = DEADLINE, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Procs:
+    """Processes a test starts; every one is killed by pid and reaped at the end."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def python(self, code: str, *, gated: bool = False) -> subprocess.Popen[bytes]:
+        """Run `code`; with gated=True it first waits for a line on stdin, so the
+        test can place it in a cgroup before it does anything."""
+        prelude = "import sys; sys.stdin.readline()\n" if gated else ""
+        p = subprocess.Popen([sys.executable, "-c", prelude + code], stdin=subprocess.PIPE)
+        self.started.append(p)
+        return p
+
+    def go(self, p: subprocess.Popen[bytes]) -> None:
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+
+    def cleanup(self) -> None:
+        for p in self.started:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=DEADLINE)
+            if p.stdin:
+                p.stdin.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    ps = Procs()
+    yield ps
+    ps.cleanup()
+
+
+@pytest.fixture
+def layout() -> Layout:
+    return detect()
+
+
+@pytest_asyncio.fixture
+async def driver(layout: Layout, unique_name: str, no_leaks: None) -> AsyncIterator[CgroupfsDriver]:
+    d = CgroupfsDriver(layout, "/" + unique_name)
+    yield d
+    # Whatever the test left: kill it and remove the test's whole root.
+    for root in d.roots.values():
+        for cg in tree.walk(root):
+            tree.signal_pids(tree.procs(cg), signal.SIGKILL)
+    for root in d.roots.values():
+        deadline = time.monotonic() + DEADLINE
+        while any(tree.procs(cg) for cg in tree.walk(root)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        await tree.rmdir_tree(root, attempts=12)
+
+
+def spec(unit: str, resources: Resources = Resources(), slice: str = "supd.slice") -> ScopeSpec:
+    return ScopeSpec(unit=unit, slice=slice, scope=f"supd-{unit}.scope", description="test", resources=resources)
+
+
+def proc_cgroups(pid: int) -> set[str]:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return {line.rstrip("\n").split(":", 2)[2] for line in f}
+
+
+def file_of(ref: CgroupRef, controller: str, name: str) -> str:
+    directory = ref.hierarchy_for(controller)
+    assert directory is not None, f"no {controller} hierarchy in {ref.paths}"
+    return (directory / name).read_text().strip()
+
+
+def cpu_usage_ns(ref: CgroupRef) -> int:
+    usage = tree.stats(ref).cpu_usage_ns
+    assert usage is not None
+    return usage
+
+
+FIVE_LIMITS = Resources(memory_max=32 << 20, memory_high=24 << 20, cpu_weight=200, cpu_quota=0.5, pids_max=40)
+BUSY_LOOP = "while True: pass"
+
+
+def v1_host(layout: Layout) -> bool:
+    return layout.kind is not LayoutKind.UNIFIED
+
+
+@pytest.mark.asyncio
+async def test_create_writes_limits_and_places_the_process(driver: CgroupfsDriver, layout: Layout, procs: Procs) -> None:
+    p = procs.python("import time; time.sleep(600)")
+    ref, warnings = await driver.create(spec("web", FIVE_LIMITS), p.pid)
+    assert warnings == []
+    if v1_host(layout):
+        assert file_of(ref, "memory", "memory.limit_in_bytes") == str(32 << 20)
+        assert file_of(ref, "memory", "memory.soft_limit_in_bytes") == str(24 << 20)
+        assert file_of(ref, "cpu", "cpu.shares") == "2048"
+        assert file_of(ref, "cpu", "cpu.cfs_period_us") == "100000"
+        assert file_of(ref, "cpu", "cpu.cfs_quota_us") == "50000"
+        assert file_of(ref, "pids", "pids.max") == "40"
+    else:
+        unified = ref.path(UNIFIED)
+        assert unified is not None
+        assert (unified / "memory.max").read_text().strip() == str(32 << 20)
+        assert (unified / "cpu.max").read_text().strip() == "50000 100000"
+    # The kernel's view: the process is in the scope in every hierarchy.
+    expected_rel = f"/{driver.roots[ref.paths[0][0]].name}/supd.slice/supd-web.scope"
+    assert proc_cgroups(p.pid) == {expected_rel}
+    assert driver.pids(ref) == [p.pid]
+    stats = driver.stats(ref)
+    assert stats.memory_max == 32 << 20 and stats.pids_max == 40 and stats.pids_current == 1
+    assert driver.find(spec("web")) == ref
+    await driver.remove(ref)
+    assert all(not path.exists() for _k, path in ref.paths)
+    assert p.wait(timeout=DEADLINE) == -signal.SIGKILL
+
+
+@pytest.mark.asyncio
+async def test_io_weight_and_cpuset_are_applied_or_warned(driver: CgroupfsDriver, layout: Layout, procs: Procs) -> None:
+    p = procs.python("import time; time.sleep(600)")
+    ref, warnings = await driver.create(spec("io", Resources(io_weight=200, cpuset="0")), p.pid)
+    if v1_host(layout):
+        assert file_of(ref, "cpuset", "cpuset.cpus") == "0"
+        blkio = ref.hierarchy_for("blkio")
+        assert blkio is not None
+        if (blkio / "blkio.weight").exists() or (blkio / "blkio.bfq.weight").exists():
+            weight_file = "blkio.weight" if (blkio / "blkio.weight").exists() else "blkio.bfq.weight"
+            assert (blkio / weight_file).read_text().split()[-1] == "1000"
+            assert warnings == []
+        else:
+            assert warnings == ['io: [resources].io_weight: file "blkio.weight" not available; limit not applied']
+    with open(f"/proc/{p.pid}/status") as f:
+        assert "Cpus_allowed_list:\t0\n" in f.read()
+    await driver.remove(ref)
+
+
+@pytest.mark.asyncio
+async def test_nested_slice_and_remove_leaves_no_directory(driver: CgroupfsDriver, procs: Procs) -> None:
+    p = procs.python("import time; time.sleep(600)")
+    ref, _ = await driver.create(spec("api", slice="supd-web-a.slice"), p.pid)
+    for _key, path in ref.paths:
+        assert path.parts[-4:] == ("supd.slice", "supd-web.slice", "supd-web-a.slice", "supd-api.scope")
+    await driver.remove(ref)
+    for key, path in ref.paths:
+        assert not path.exists()
+        assert not path.parent.exists(), "empty unit slice should go"
+        assert not path.parent.parent.exists()
+        assert (driver.roots[key] / "supd.slice").is_dir(), "supd.slice is kept"
+
+
+@pytest.mark.asyncio
+async def test_memory_max_oom_kills_and_is_counted(driver: CgroupfsDriver, procs: Procs) -> None:
+    p = procs.python(
+        "chunks = []\nfor _ in range(200):\n    chunks.append(bytearray(1 << 20))\nprint('survived')",
+        gated=True,
+    )
+    ref, _ = await driver.create(spec("hog", Resources(memory_max=32 << 20)), p.pid)
+    assert tree.oom_kills(ref) == 0
+    procs.go(p)
+    assert p.wait(timeout=DEADLINE) == -signal.SIGKILL
+    wait_for(lambda: (tree.oom_kills(ref) or 0) >= 1, what="oom_kill count")
+    assert driver.stats(ref).oom_kills == tree.oom_kills(ref)
+    await driver.remove(ref)
+
+
+FORK_BOMB = """
+import os, time
+ok = failed = 0
+for _ in range(64):
+    try:
+        pid = os.fork()
+    except OSError:
+        failed += 1
+        continue
+    if pid == 0:
+        time.sleep(600)
+        os._exit(0)
+    ok += 1
+print(ok, failed, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.asyncio
+async def test_pids_max_stops_a_fork_bomb(driver: CgroupfsDriver, procs: Procs) -> None:
+    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()\n" + FORK_BOMB],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    procs.started.append(p)
+    ref, _ = await driver.create(spec("bomb", Resources(pids_max=16)), p.pid)
+    procs.go(p)
+    assert p.stdout is not None
+    ok, failed = map(int, p.stdout.readline().split())
+    assert ok == 15 and failed == 64 - 15, (ok, failed)
+    assert driver.stats(ref).pids_current == 16
+    await driver.kill(ref, signal.SIGKILL)
+    assert driver.pids(ref) == []
+    p.stdout.close()
+    await driver.remove(ref)
+
+
+@pytest.mark.asyncio
+async def test_cpu_quota_holds_a_busy_loop(driver: CgroupfsDriver, procs: Procs) -> None:
+    p = procs.python(BUSY_LOOP, gated=True)
+    ref, _ = await driver.create(spec("spin", Resources(cpu_quota=0.2)), p.pid)
+    procs.go(p)
+    time.sleep(0.3)  # let it start spinning
+    start_usage, start = cpu_usage_ns(ref), time.monotonic()
+    time.sleep(3.0)
+    share = (cpu_usage_ns(ref) - start_usage) / ((time.monotonic() - start) * 1e9)
+    assert 0.15 <= share <= 0.25, f"busy loop used {share:.3f} of a CPU under a 20% quota"
+    await driver.remove(ref)
+
+
+async def _check_freeze_thaw(ref: CgroupRef, freeze: Callable[[], object], thaw: Callable[[], object]) -> None:
+    await freeze()  # type: ignore[misc]
+    assert tree.is_frozen(ref)
+    unified = ref.path(UNIFIED)
+    if unified is not None and (unified / "cgroup.freeze").exists():
+        assert "frozen 1" in (unified / "cgroup.events").read_text()
+    else:
+        assert file_of(ref, "freezer", "freezer.state") == "FROZEN"
+    frozen_usage = cpu_usage_ns(ref)
+    time.sleep(0.5)
+    assert cpu_usage_ns(ref) - frozen_usage < 5_000_000, "a frozen busy loop must not use CPU"
+    await thaw()  # type: ignore[misc]
+    assert not tree.is_frozen(ref)
+    thawed_usage = cpu_usage_ns(ref)
+    wait_for(lambda: cpu_usage_ns(ref) - thawed_usage > 50_000_000, what="CPU use after thaw")
+
+
+@pytest.mark.asyncio
+async def test_freeze_stops_cpu_use_and_thaw_resumes(driver: CgroupfsDriver, procs: Procs) -> None:
+    p = procs.python(BUSY_LOOP, gated=True)
+    ref, _ = await driver.create(spec("ice", Resources(cpu_quota=0.5)), p.pid)
+    procs.go(p)
+    wait_for(lambda: cpu_usage_ns(ref) > 20_000_000, what="busy loop to run")
+    await _check_freeze_thaw(ref, lambda: driver.freeze(ref), lambda: driver.thaw(ref))
+    assert driver.stats(ref).frozen is False
+    await driver.remove(ref)
+
+
+@pytest.mark.asyncio
+async def test_v1_freezer_path_freezes_and_thaws(driver: CgroupfsDriver, layout: Layout, procs: Procs) -> None:
+    if layout.v1_for("freezer") is None:
+        pytest.skip("no v1 freezer on this host")
+    p = procs.python(BUSY_LOOP, gated=True)
+    ref, _ = await driver.create(spec("ice1", Resources(cpu_quota=0.5)), p.pid)
+    procs.go(p)
+    wait_for(lambda: cpu_usage_ns(ref) > 20_000_000, what="busy loop to run")
+    v1_only = CgroupRef(ref.unit, ref.scope, ref.slice, tuple(kp for kp in ref.paths if kp[0] != UNIFIED), ref.driver)
+    await _check_freeze_thaw(v1_only, lambda: tree.freeze(v1_only), lambda: tree.thaw(v1_only))
+    await driver.remove(ref)
+
+
+FIFTY = """
+import os, signal, time
+for i in range(49):
+    if os.fork() == 0:
+        if i == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(600)
+        os._exit(0)
+time.sleep(600)
+"""
+
+
+async def _fifty(driver: CgroupfsDriver, procs: Procs, unit: str) -> tuple[CgroupRef, subprocess.Popen[bytes]]:
+    p = procs.python(FIFTY, gated=True)
+    ref, _ = await driver.create(spec(unit), p.pid)
+    procs.go(p)
+    wait_for(lambda: len(driver.pids(ref)) == 50, what="50 processes")
+    return ref, p
+
+
+@pytest.mark.asyncio
+async def test_kill_all_empties_a_scope_of_fifty(driver: CgroupfsDriver, procs: Procs) -> None:
+    ref, p = await _fifty(driver, procs, "fifty")
+    await driver.kill(ref, signal.SIGTERM)
+    wait_for(lambda: len(driver.pids(ref)) == 1, what="all but the SIGTERM-ignoring child to exit")
+    await driver.kill(ref, signal.SIGKILL)
+    assert driver.pids(ref) == []
+    for _key, path in ref.paths:
+        assert (path / "cgroup.procs").read_text() == ""
+    assert p.wait(timeout=DEADLINE) == -signal.SIGTERM
+    await driver.remove(ref)
+
+
+@pytest.mark.asyncio
+async def test_kill_all_without_cgroup_kill_freezes_signals_thaws(driver: CgroupfsDriver, procs: Procs) -> None:
+    ref, p = await _fifty(driver, procs, "fifty1")
+    v1_only = CgroupRef(ref.unit, ref.scope, ref.slice, tuple(kp for kp in ref.paths if kp[0] != UNIFIED), ref.driver)
+    await tree.kill_all(v1_only, signal.SIGKILL)
+    assert tree.pids_in(ref) == []
+    assert not tree.is_frozen(v1_only), "kill_all must always thaw"
+    p.wait(timeout=DEADLINE)
+    await driver.remove(ref)
+
+
+@pytest.mark.asyncio
+async def test_live_update_changes_limits_on_a_running_scope(driver: CgroupfsDriver, layout: Layout, procs: Procs) -> None:
+    p = procs.python("import time; time.sleep(600)")
+    ref, _ = await driver.create(spec("live", FIVE_LIMITS), p.pid)
+    warnings = await driver.update(ref, Resources(memory_max=64 << 20, pids_max=100))
+    assert warnings == []
+    assert driver.pids(ref) == [p.pid]
+    stats = driver.stats(ref)
+    assert stats.memory_max == 64 << 20 and stats.pids_max == 100
+    assert stats.memory_high is None, "a removed limit is cleared"
+    if v1_host(layout):
+        assert file_of(ref, "cpu", "cpu.cfs_quota_us") == "-1"
+        assert file_of(ref, "cpu", "cpu.shares") == "1024"
+    await driver.remove(ref)
+
+
+@pytest.mark.asyncio
+async def test_remove_stale_removes_only_unkept_supd_scopes(driver: CgroupfsDriver, procs: Procs) -> None:
+    keep_p = procs.python("import time; time.sleep(600)")
+    stale_p = procs.python("import time; time.sleep(600)")
+    keep_ref, _ = await driver.create(spec("keep"), keep_p.pid)
+    stale_ref, _ = await driver.create(spec("stale", slice="supd-batch.slice"), stale_p.pid)
+    # Things that are not supd scopes must survive, even inside supd.slice.
+    foreign = [root / "supd.slice" / "other.scope" for root in driver.roots.values()]
+    foreign += [root / "supd-lookalike.scope" for root in driver.roots.values()]
+    for f in foreign:
+        f.mkdir()
+    try:
+        removed = await driver.remove_stale(keep={"keep"})
+        assert removed == ["supd-stale.scope"]
+        assert all(not p.exists() for _k, p in stale_ref.paths)
+        assert all(p.is_dir() for _k, p in keep_ref.paths)
+        assert all(f.is_dir() for f in foreign)
+        assert stale_p.wait(timeout=DEADLINE) == -signal.SIGKILL
+        assert keep_p.poll() is None
+    finally:
+        for f in foreign:
+            f.rmdir()
+    await driver.remove(keep_ref)
+
+
+@pytest.mark.asyncio
+async def test_stats_report_usage(driver: CgroupfsDriver, procs: Procs) -> None:
+    p = procs.python("b = bytearray(8 << 20)\nimport time; time.sleep(600)", gated=True)
+    ref, _ = await driver.create(spec("stat", Resources(memory_max=64 << 20)), p.pid)
+    procs.go(p)
+    wait_for(lambda: (driver.stats(ref).memory_current or 0) >= 8 << 20, what="8 MiB charged")
+    s = driver.stats(ref)
+    assert s.memory_peak is not None and s.memory_peak >= 8 << 20
+    assert s.pids_current == 1 and s.oom_kills == 0 and s.frozen is False
+    await driver.remove(ref)
+
+
+@pytest.mark.asyncio
+async def test_unified_code_path_warns_for_missing_controllers(layout: Layout, unique_name: str, no_leaks: None, procs: Procs) -> None:
+    """Drive the pure-v2 path on this host's cgroup2 mount. On a hybrid host it
+    has no memory/pids controllers, so limits turn into warnings and the unit still runs."""
+    if layout.unified is None:
+        pytest.skip("no cgroup2 mount")
+    v2 = Layout(LayoutKind.UNIFIED, layout.unified.mount, (), layout.unified)
+    driver = CgroupfsDriver(v2, "/" + unique_name)
+    p = procs.python("import time; time.sleep(600)")
+    try:
+        ref, warnings = await driver.create(spec("v2", Resources(memory_max=32 << 20, pids_max=8)), p.pid)
+        available = set((driver.roots[UNIFIED] / "cgroup.controllers").read_text().split())
+        if "memory" not in available:
+            assert 'v2: [resources].memory_max: controller "memory" not available; limit not applied' in warnings
+        assert proc_cgroups(p.pid) >= {f"/{unique_name}/supd.slice/supd-v2.scope"}
+        await driver.kill(ref, signal.SIGKILL)
+        assert p.wait(timeout=DEADLINE) == -signal.SIGKILL
+        await driver.remove(ref)
+    finally:
+        await tree.rmdir_tree(driver.roots[UNIFIED])
