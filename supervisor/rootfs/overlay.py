@@ -7,13 +7,16 @@ with the container and the host never holds it. What the shim does with it:
     if plan["chdir"]: chdir(plan["chdir"])   # lowerdirs are relative to it
     mount("overlay", plan["target"], "overlay",
           MS_RDONLY if plan["readonly"] else 0,
-          "lowerdir=" + ":".join(plan["lowerdirs"])
+          "lowerdir=" + ":".join(reversed(plan["lowerdirs"]))
           + (",upperdir=%s,workdir=%s" % (upperdir, workdir) if upperdir else ""))
 
-`lowerdirs` is in overlay order: the TOP layer first (a unit file lists the
-lowest first). The plan is always an overlay, never a bind: a read-only unit
-with a single layer gets the store's empty directory as a second, lowest
-layer, because overlay refuses one lowerdir without an upperdir.
+`lowerdirs` in the plan are LOWEST first, the order of `[rootfs].layers` (and
+of runtime.spec.RootfsMount); overlay's option lists the TOP layer first, so
+the option string (`mount_data()`) reverses them. A read-only unit with a
+single layer gets the store's empty directory as a second, lowest layer,
+because overlay refuses one lowerdir without an upperdir: so every plan has
+an upperdir or at least two lowerdirs and always mounts as an overlay (which
+is read-only by itself when it has no upperdir).
 
 When the option string would not fit in a page (the kernel copies at most
 PAGE_SIZE bytes of mount data, NUL included), or a layer path holds a
@@ -91,7 +94,7 @@ MNT_DETACH = 2
 
 @dataclass(frozen=True)
 class RootfsPlan:
-    lowerdirs: tuple[str, ...]  # top layer first; relative to `chdir` when it is set
+    lowerdirs: tuple[str, ...]  # LOWEST layer first; relative to `chdir` when it is set
     upperdir: str | None  # None: read-only
     workdir: str | None
     target: str  # the mount point
@@ -99,7 +102,7 @@ class RootfsPlan:
     chdir: str | None = None
 
     def mount_data(self) -> str:
-        return format_mount_data(self.lowerdirs, self.upperdir, self.workdir)
+        return format_mount_data(overlay_order(self.lowerdirs), self.upperdir, self.workdir)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,12 +128,12 @@ class RootfsPlan:
     def layer_dirs(self) -> list[Path]:
         """Every layer as an absolute path, top first, upper included."""
         base = Path(self.chdir) if self.chdir else Path("/")
-        lowers = [base / d for d in self.lowerdirs]
+        lowers = [base / d for d in overlay_order(self.lowerdirs)]
         return ([Path(self.upperdir)] if self.upperdir else []) + lowers
 
 
-def format_mount_data(lowerdirs: Sequence[str], upperdir: str | None, workdir: str | None) -> str:
-    data = "lowerdir=" + ":".join(lowerdirs)
+def format_mount_data(lowerdirs_top_first: Sequence[str], upperdir: str | None, workdir: str | None) -> str:
+    data = "lowerdir=" + ":".join(lowerdirs_top_first)
     if upperdir is not None:
         data += f",upperdir={upperdir},workdir={workdir}"
     return data
@@ -158,7 +161,8 @@ def short_id(path: str, length: int = SHORT_ID_LENGTH) -> str:
     return base64.b32encode(digest).decode().lower()[:length]
 
 
-def overlay_order(layers_lowest_first: Sequence[Path]) -> list[str]:
+def overlay_order(layers_lowest_first: Sequence[str | Path]) -> list[str]:
+    """Overlay lists the top layer first; units and plans list the lowest first."""
     return [str(p) for p in reversed(layers_lowest_first)]
 
 
@@ -265,7 +269,7 @@ def prepare(unit: Unit, state_dir: Path, runtime_dir: Path, store: LayerStore) -
     for d in (upperdir, workdir):
         if d is not None and not is_option_safe(d):
             raise RootfsError(unit.file, "", f'state_dir "{state_dir}" holds "," ":" or "\\", which overlay options cannot carry')
-    lowerdirs = overlay_order(layers)
+    lowerdirs = [str(p) for p in layers]
     chdir: str | None = None
     if needs_short_names(lowerdirs, upperdir, workdir):
         links_dir = state_dir / "layers" / SHORT_LINKS_DIR
