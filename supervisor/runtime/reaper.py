@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ log = structlog.get_logger()
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 TASKS_DIR = Path("/proc/self/task")
+# exit statuses kept for late waiters of an already reaped pid
+RECENT_EXITS = 1024
 
 try:
     from supervisor.policy.restart import ExitStatus
@@ -65,6 +68,7 @@ class Reaper:
     def __init__(self) -> None:
         self._tracked: set[int] = set()
         self._waiters: dict[int, _Waiter] = {}
+        self._recent: OrderedDict[int, ExitStatus] = OrderedDict()
 
     @classmethod
     def install(cls) -> Reaper:
@@ -78,6 +82,7 @@ class Reaper:
     def track(self, pid: int) -> None:
         """`pid` will be waited for: `run()` must leave its zombie alone."""
         self._tracked.add(pid)
+        self._recent.pop(pid, None)  # a new process with a recycled pid
 
     def untrack(self, pid: int) -> None:
         self._tracked.discard(pid)
@@ -88,8 +93,10 @@ class Reaper:
     async def wait(self, pid: int) -> ExitStatus:
         """The exit status of child `pid` (running or already a zombie).
         Many tasks may wait on the same pid at once; it is reaped once."""
-        self._tracked.add(pid)
         while True:
+            if pid in self._recent:
+                return self._recent[pid]
+            self._tracked.add(pid)
             waiter = self._waiters.get(pid)
             if waiter is not None:
                 await waiter.done.wait()
@@ -111,6 +118,9 @@ class Reaper:
                 del self._waiters[pid]
                 waiter.done.set()
             self._tracked.discard(pid)
+            self._recent[pid] = waiter.status
+            while len(self._recent) > RECENT_EXITS:
+                self._recent.popitem(last=False)
             return waiter.status
 
     async def _reap(self, pid: int) -> ExitStatus:

@@ -144,6 +144,7 @@ class Spawner:
         self._replies: dict[int, tuple[dict[str, Any], list[int]]] = {}
         self._abandoned: set[int] = set()
         self._read_lock = anyio.Lock()
+        self._send_lock = anyio.Lock()  # anyio allows one task waiting to write
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._generation = 0
@@ -213,7 +214,8 @@ class Spawner:
         request_id = next(self._ids)
         generation = self._generation
         try:
-            await _send(self._sock, {"op": "spawn", "id": request_id, "spec": spec.to_json()}, stdio)
+            async with self._send_lock:
+                await _send(self._sock, {"op": "spawn", "id": request_id, "spec": spec.to_json()}, stdio)
             reply, fds = await self._reply(request_id, generation)
         except (BrokenPipeError, ConnectionResetError):
             self._broken.add(generation)
