@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -253,7 +254,9 @@ class Client:
             except OSError:
                 pass
 
-        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
+        # Python only lets the main thread handle signals; elsewhere (tests) there is nothing to forward.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS} if in_main else {}
         try:
             while True:
                 while b"\n" in pending:
