@@ -271,7 +271,8 @@ class CgroupfsDriver:
             while stack:
                 directory = stack.pop()
                 try:
-                    children = [c for c in directory.iterdir() if c.is_dir()]
+                    with os.scandir(directory) as entries:
+                        children = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
                 except FileNotFoundError:
                     continue
                 for child in children:
