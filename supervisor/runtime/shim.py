@@ -145,9 +145,10 @@ def _check(result, what):
 
 
 def mount(source, target, fstype, flags, data=None):
-    what = f"mount {fstype or 'bind'} {source or ''} on {target}".replace("  ", " ")
-    if data:
-        what += f" ({data[:200]})"
+    if fstype is None:
+        what = f"bind {source} on {target}" if source else f"remount {target}"
+    else:
+        what = f"mount {fstype} on {target}"
     _check(libc.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)), what)
 
 
@@ -388,6 +389,10 @@ def mount_rootfs(plan):
     if plan.get("chdir"):
         os.chdir(plan["chdir"])
     lowers = list(reversed(plan["lowerdirs"]))  # overlay wants the top layer first
+    for layer in lowers + [d for d in (plan.get("upperdir"), plan.get("workdir")) if d]:
+        # overlay's own EINVAL/ENOENT would not say which one
+        if not os.path.isdir(layer):
+            raise ShimError(f"mount overlay on {target}: layer {os.path.abspath(layer)}: not a directory")
     if len(lowers) == 1 and plan.get("upperdir") is None:
         mount(lowers[0], target, None, MS_BIND | MS_REC)
     else:
@@ -610,7 +615,8 @@ def relay_exit(child):
         number = os.WTERMSIG(status)
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        signal.signal(number, signal.SIG_DFL)
+        if number not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(number, signal.SIG_DFL)
         os.kill(os.getpid(), number)
         os._exit(128 + number)
     os._exit(os.waitstatus_to_exitcode(status))
@@ -627,6 +633,7 @@ def fork_child(run, spec, stdio, ctl, report):
             run(spec, stdio, ctl)
         except BaseException as e:  # noqa: BLE001 - a forked child must never return
             try:
+                print(f"supd spawner: {e!r}", file=sys.stderr)
                 send(ctl, {"error": f"spawn: {e}"})
             finally:
                 os._exit(EXIT_SETUP_FAILED)
