@@ -25,7 +25,7 @@ from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
 from supervisor.daemon.controller import VERSION, DaemonController
 from supervisor.daemon.events import EventBus
 from supervisor.daemon.notify import Notifier
-from supervisor.daemon.supervisor import Supervisor
+from supervisor.daemon.supervisor import StartFailure, Supervisor
 from supervisor.policy.state import UnitState
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner
@@ -97,9 +97,13 @@ class Daemon:
         return LayerStore(self.config.state_dir)
 
     def _prepare_rootfs(self, unit: Any) -> Any:
+        from supervisor.rootfs.errors import RootfsError
         from supervisor.rootfs.overlay import prepare
 
-        return prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
+        try:
+            return prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
+        except RootfsError as e:
+            raise StartFailure(str(e)) from None
 
     def _cleanup_rootfs(self, unit: Any) -> None:
         from supervisor.rootfs.overlay import cleanup
@@ -219,6 +223,11 @@ class Daemon:
                 removed = await self.driver.remove_stale(keep=set(loaded))
                 if removed:
                     log.info("stale_scopes_removed", scopes=removed)
+            from supervisor.rootfs.overlay import remove_leftovers
+
+            leftovers = remove_leftovers(config.state_dir, config.runtime_dir, keep=set(loaded))
+            if leftovers:
+                log.info("rootfs_leftovers_removed", units=leftovers)
             for entry in loaded.values():
                 self.sup.add(entry)
             tg.start_soon(self._watch_units)

@@ -256,7 +256,10 @@ class Supervisor:
         ref: CgroupRef | None = None
         try:
             try:
-                plan = self.prepare_rootfs(unit) if (unit.rootfs and self.prepare_rootfs) else None
+                plan = None
+                if unit.rootfs is not None and self.prepare_rootfs is not None:
+                    # Importing an image on first use unpacks tarballs: keep it off the loop.
+                    plan = await anyio.to_thread.run_sync(self.prepare_rootfs, unit)
                 spec = build_spawn_spec(unit, plan)
                 log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
                 null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
