@@ -405,3 +405,32 @@ async def test_unified_code_path_warns_for_missing_controllers(layout: Layout, u
         await driver.remove(ref)
     finally:
         await tree.rmdir_tree(driver.roots[UNIFIED])
+
+
+@pytest.mark.asyncio
+async def test_unified_root_holding_processes_is_evacuated_to_a_leaf(
+    layout: Layout, unique_name: str, no_leaks: None, procs: Procs
+) -> None:
+    """v2's no-internal-processes rule: when supd's own cgroup is the root it is
+    handed, supd's processes move into supd-daemon.scope before the slices appear."""
+    if layout.unified is None:
+        pytest.skip("no cgroup2 mount")
+    v2 = Layout(LayoutKind.UNIFIED, layout.unified.mount, (), layout.unified)
+    driver = CgroupfsDriver(v2, "/" + unique_name)
+    root = driver.roots[UNIFIED]
+    resident = procs.python("import time; time.sleep(600)")
+    unit = procs.python("import time; time.sleep(600)")
+    root.mkdir()
+    try:
+        (root / "cgroup.procs").write_text(str(resident.pid))
+        ref, _ = await driver.create(spec("evac"), unit.pid)
+        assert tree.procs(root) == []
+        assert tree.procs(root / "supd-daemon.scope") == [resident.pid]
+        assert tree.pids_in(ref) == [unit.pid]
+        await driver.remove(ref)
+    finally:
+        for cg in tree.walk(root):
+            tree.signal_pids(tree.procs(cg), signal.SIGKILL)
+        resident.wait(timeout=DEADLINE)
+        unit.wait(timeout=DEADLINE)
+        await tree.rmdir_tree(root, attempts=12)
