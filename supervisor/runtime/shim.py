@@ -234,22 +234,19 @@ def resolve_user(user, where):
     passwd = read_db(os.path.join(where, "etc/passwd"))
     group = read_db(os.path.join(where, "etc/group"))
     spec_user, _, spec_group = (user or "0").partition(":")
-    entry = None
-    for fields in passwd or ():
-        if len(fields) >= 7 and (fields[0] == spec_user or fields[2] == spec_user):
-            # a number matches a uid, a name matches a name; names win
-            if fields[0] == spec_user or entry is None:
-                entry = fields
-    if spec_user.isdigit():
-        uid = int(spec_user)
-        if entry is not None and entry[0] != spec_user and int(entry[2]) != uid:
-            entry = None
-    elif entry is None:
-        if passwd is None:
-            raise ShimError(f'user "{spec_user}": /etc/passwd not found')
-        raise ShimError(f'user "{spec_user}" not in /etc/passwd')
-    else:
+    entries = [f for f in passwd or () if len(f) >= 7 and f[2].isdigit() and f[3].isdigit()]
+    # a name wins over a uid written the same way
+    entry = next((f for f in entries if f[0] == spec_user), None)
+    if entry is None and spec_user.isdigit():
+        entry = next((f for f in entries if int(f[2]) == int(spec_user)), None)
+    if entry is not None:
         uid = int(entry[2])
+    elif spec_user.isdigit():
+        uid = int(spec_user)
+    elif passwd is None:
+        raise ShimError(f'user "{spec_user}": /etc/passwd not found')
+    else:
+        raise ShimError(f'user "{spec_user}" not in /etc/passwd')
     # docker's default: a uid with no passwd entry gets gid 0
     gid = int(entry[3]) if entry is not None else 0
     if spec_group:
