@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from supervisor.cgroups import tree
 from supervisor.cgroups.cgroupfs import CgroupfsDriver
-from supervisor.cgroups.driver import UNIFIED, CgroupRef, ScopeSpec
+from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, ScopeSpec
 from supervisor.cgroups.layout import Layout, LayoutKind, detect
 from supervisor.units.model import Resources
 from tests.conftest import requires_root
@@ -434,3 +434,34 @@ async def test_unified_root_holding_processes_is_evacuated_to_a_leaf(
         resident.wait(timeout=DEADLINE)
         unit.wait(timeout=DEADLINE)
         await tree.rmdir_tree(root, attempts=12)
+
+
+@pytest.mark.asyncio
+async def test_create_for_a_gone_pid_fails_and_leaves_nothing(driver: CgroupfsDriver) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with pytest.raises(CgroupError, match="cgroup.procs") as e:
+        await driver.create(spec("ghost", FIVE_LIMITS), gone.pid)
+    assert e.value.data == str(gone.pid)
+    assert all(not (root / "supd.slice").exists() for root in driver.roots.values())
+
+
+@pytest.mark.asyncio
+async def test_sigkill_reaches_a_frozen_scope(driver: CgroupfsDriver, procs: Procs) -> None:
+    ref, p = await _fifty(driver, procs, "frozen-kill")
+    await driver.freeze(ref)
+    await driver.kill(ref, signal.SIGKILL)
+    assert driver.pids(ref) == []
+    p.wait(timeout=DEADLINE)
+    await driver.remove(ref)
+
+
+@pytest.mark.asyncio
+async def test_bad_cpuset_is_an_error_naming_file_and_value(driver: CgroupfsDriver, layout: Layout, procs: Procs) -> None:
+    if not v1_host(layout):
+        pytest.skip("v1 cpuset check")
+    p = procs.python("import time; time.sleep(600)")
+    with pytest.raises(CgroupError, match="cpuset.cpus") as e:
+        await driver.create(spec("badcpu", Resources(cpuset="4096")), p.pid)
+    assert e.value.data == "4096"
+    assert proc_cgroups(p.pid) != {f"/{driver.roots['memory'].name}/supd.slice/supd-badcpu.scope"}
