@@ -143,3 +143,15 @@ def test_image_errors_surface_as_rootfs_errors_on_the_unit(image: BuiltImage, tm
     assert info.value.key == "[rootfs].image"
     assert str(info.value).startswith(f"{unit.file}: [rootfs].image: ")
     assert 'tag "nope" not found' in str(info.value)
+
+
+def test_concurrent_imports_of_one_image_agree(image: BuiltImage, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = LayerStore(tmp_path / "state")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: store.resolve(image.ref), range(4)))
+    assert all(r == results[0] for r in results)
+    assert len(list((tmp_path / "state" / "layers" / "sha256").iterdir())) == 3
+    assert not list((tmp_path / "state" / "layers" / "tmp").iterdir())
+    assert len(store.images()) == 1
