@@ -1,0 +1,175 @@
+"""supctl's human output: exact lines for a few states (systemctl's shapes)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from supervisor.cli import render
+
+NOW = datetime(2026, 11, 29, 23, 50, 6, tzinfo=timezone.utc)
+
+
+def web(**changes: Any) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "name": "web",
+        "state": "running",
+        "pid": 1234,
+        "since": "2026-11-29T23:50:01.000+00:00",
+        "restarts": 2,
+        "last_exit": {"code": 1, "signal": None, "reason": "exit 1"},
+        "error": None,
+        "file": "/abs/units/web.toml",
+        "cgroup": "/supd.slice/supd-web.scope",
+        "frozen": False,
+        "health": "healthy",
+        "resources": {
+            "memory_current": 1258291,
+            "memory_peak": 2097152,
+            "cpu_usage_ns": 12_345_678,
+            "pids_current": 3,
+            "oom_kills": 0,
+        },
+        "description": "busybox httpd",
+        "enabled": True,
+        "limits": {"memory_max": 64 << 20, "memory_high": None, "pids_max": 64, "cpu_quota": None, "cpu_weight": None},
+        "processes": [{"pid": 1234, "cmdline": "/bin/httpd -f"}, {"pid": 1240, "cmdline": "/bin/sh"}],
+    }
+    status.update(changes)
+    return status
+
+
+def test_status_of_a_running_unit_reads_like_systemctl() -> None:
+    text = render.render_status(web(), NOW, ["GET / 200", "GET /x 404"])
+    assert text.splitlines() == [
+        "● web.toml - busybox httpd",
+        "     Loaded: loaded (/abs/units/web.toml; enabled)",
+        "     Active: active (running) since Sun 2026-11-29 23:50:01 UTC; 5s ago",
+        "   Main PID: 1234 (httpd)",
+        "   Restarts: 2 (last exit: exit 1)",
+        "     Health: healthy",
+        "      Tasks: 3 (limit: 64)",
+        "     Memory: 1.2M (peak: 2.0M, max: 64.0M)",
+        "        CPU: 12ms",
+        "  OOM kills: 0",
+        "     CGroup: /supd.slice/supd-web.scope",
+        "             ├─1234 /bin/httpd -f",
+        "             └─1240 /bin/sh",
+        "",
+        "GET / 200",
+        "GET /x 404",
+    ]
+
+
+def test_status_of_an_invalid_unit_shows_the_error() -> None:
+    text = render.render_status(
+        web(state="error", error="web.toml: [restart].delay: expected a duration", pid=None, resources={},
+            cgroup=None, health=None, processes=[], last_exit=None, restarts=0, enabled=False),
+        NOW,
+    )
+    assert text.splitlines() == [
+        "● web.toml - busybox httpd",
+        "     Loaded: error (/abs/units/web.toml; disabled)",
+        "     Active: error",
+        "      Error: web.toml: [restart].delay: expected a duration",
+        "   Restarts: 0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("state", "active"),
+    [
+        ("frozen", "active (frozen)"),
+        ("starting", "activating (start)"),
+        ("stopping", "deactivating (stop)"),
+        ("restarting", "activating (auto-restart)"),
+        ("exited", "inactive (dead)"),
+        ("inactive", "inactive (dead)"),
+        ("failed", "failed (Result: exit 1)"),
+    ],
+)
+def test_active_line_maps_every_state(state: str, active: str) -> None:
+    assert render.active_line(web(state=state), NOW) == f"{active} since Sun 2026-11-29 23:50:01 UTC; 5s ago"
+
+
+def test_bullet_is_colored_only_when_asked() -> None:
+    assert render.render_status(web(), NOW, color=True).startswith("\x1b[0;1;32m●\x1b[0m web.toml")
+    assert render.render_status(web(state="failed"), NOW, color=True).startswith("\x1b[0;1;31m●")
+    assert render.render_status(web(), NOW, color=False).startswith("● web.toml")
+
+
+def test_frozen_unit_names_why() -> None:
+    lines = render.render_status(web(state="frozen", frozen=True, freeze_reason="pressure"), NOW).splitlines()
+    assert "     Frozen: pressure" in lines
+
+
+def test_list_is_a_table_with_a_footer() -> None:
+    text = render.render_list([web(), web(name="batch", state="exited", pid=None, description="nightly", restarts=0)], NOW)
+    assert text.splitlines() == [
+        "UNIT   STATE    PID   UPTIME  RESTARTS  DESCRIPTION",
+        "web    running  1234  5s      2         busybox httpd",
+        "batch  exited   -     -       0         nightly",
+        "",
+        "2 units listed.",
+    ]
+    assert render.render_list([], NOW).splitlines()[-1] == "0 units listed."
+
+
+def test_tree_is_cgls_with_cgtop_columns() -> None:
+    scope = {"name": "supd-web.scope", "unit": "web", "state": "running", "memory_current": 1 << 20,
+             "cpu_usage_ns": 12_000_000, "tasks": 3, "children": [], "processes": [{"pid": 1234, "cmdline": "/bin/httpd -f"}]}
+    tree = {
+        "name": "supd.slice", "memory_current": 5 << 20, "cpu_usage_ns": 3_000_000_000, "tasks": 4, "processes": [],
+        "children": [
+            {"name": "supd-web.slice", "memory_current": 1 << 20, "cpu_usage_ns": 12_000_000, "tasks": 3,
+             "children": [scope], "processes": []},
+            {"name": "supd-db.scope", "unit": "db", "state": "exited", "memory_current": None, "cpu_usage_ns": None,
+             "tasks": None, "children": [], "processes": []},
+        ],
+    }
+    assert render.render_tree(tree).splitlines() == [
+        "CGROUP                    TASKS  MEMORY     CPU",
+        "supd.slice                    4    5.0M  3.000s",
+        "├─supd-web.slice              3    1.0M    12ms",
+        "│ └─supd-web.scope            3    1.0M    12ms",
+        "│   └─1234 /bin/httpd -f",
+        "└─supd-db.scope (exited)      -       -       -",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(None, "-"), (0, "0B"), (1023, "1023B"), (1024, "1.0K"), (1258291, "1.2M"), (64 << 20, "64.0M"), (3 << 30, "3.0G")],
+)
+def test_human_size_is_1024_based(n: int | None, text: str) -> None:
+    assert render.human_size(n) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.25, "250ms"), (5, "5s"), (59.9, "59s"), (123, "2min 3s"), (3600, "1h"), (3720, "1h 2min"),
+     (86400 + 4 * 3600 + 5, "1 day 4h"), (3 * 86400, "3 days")],
+)
+def test_human_duration_keeps_two_units(seconds: float, text: str) -> None:
+    assert render.human_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [(12_345_678, "12ms"), (1_234_000_000, "1.234s"), (123_456_000_000, "2min 3.456s"), (3_723_000_000_000, "1h 2min 3.000s")],
+)
+def test_human_cpu(ns: int, text: str) -> None:
+    assert render.human_cpu(ns) == text
+
+
+def test_event_line() -> None:
+    event = {"time": "2026-11-29T23:50:01.123+00:00", "unit": "web", "event": "frozen", "reason": "pressure"}
+    assert render.render_event(event) == "2026-11-29 23:50:01 web: frozen (pressure)"
+
+
+def test_reload_summary_and_info() -> None:
+    result = {"added": ["a"], "changed": [{"name": "b", "action": "restart"}], "removed": ["c"], "errors": {"d": "d.toml: bad"}}
+    assert render.render_reload(result) == "added: a\nchanged: b\nremoved: c\nerror: d: d.toml: bad\n"
+    assert render.render_info({"version": "0.1", "units": 2, "driver": None}) == "version: 0.1\nunits:   2\ndriver:  -\n"
