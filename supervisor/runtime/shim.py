@@ -38,7 +38,8 @@ import stat
 import struct
 import sys
 
-MAX_MESSAGE = 1 << 20
+MAX_MESSAGE = 1 << 20  # a request (a spec with many layers)
+MAX_CONTROL_MESSAGE = 1 << 16  # ready / go / error
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -208,9 +209,9 @@ def send(sock, message, fds=()):
     socket.send_fds(sock, [json.dumps(message).encode()], list(fds))
 
 
-def receive(sock):
+def receive(sock, size=MAX_CONTROL_MESSAGE):
     """(message or None at EOF, fds)."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 8)
+    data, fds, _flags, _addr = socket.recv_fds(sock, size, 8)
     if not data:
         return None, fds
     return json.loads(data), fds
@@ -690,7 +691,7 @@ def spawn(daemon, request, stdio):
 
 def serve(daemon):
     while True:
-        message, fds = receive(daemon)
+        message, fds = receive(daemon, MAX_MESSAGE)
         if message is None:
             return
         try:

@@ -32,7 +32,7 @@ from supervisor.runtime.spec import SpawnSpec
 log = structlog.get_logger()
 
 SHIM_PATH = Path(__file__).with_name("shim.py")
-MAX_MESSAGE = 1 << 20
+MAX_MESSAGE = 1 << 16  # replies and control messages are small
 # how long close() gives the spawner to notice EOF and exit
 SPAWNER_EXIT_TIMEOUT = 5.0
 
