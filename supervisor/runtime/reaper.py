@@ -40,6 +40,9 @@ except ImportError:  # pragma: no cover - policy is written in parallel
         reason: str
 
 
+UNKNOWN_EXIT = ExitStatus(code=None, signal=None, reason="exited (status unknown: not our child)")
+
+
 class ReaperError(OSError):
     """The subreaper flag could not be set."""
 
@@ -127,7 +130,13 @@ class Reaper:
         pidfd = os.pidfd_open(pid)
         try:
             while True:
-                result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+                try:
+                    result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+                except ChildProcessError:
+                    # not our child (re-adopted after a daemon restart): a
+                    # pidfd still says when it ends, but not how
+                    await anyio.wait_readable(pidfd)
+                    return UNKNOWN_EXIT
                 if result is not None:
                     return exit_status_from_siginfo(result.si_code, result.si_status)
                 await anyio.wait_readable(pidfd)

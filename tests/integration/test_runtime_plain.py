@@ -244,3 +244,21 @@ async def test_spawner_is_relaunched_after_it_died(spawner: Spawner, reaper: Rea
 
 def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.asyncio
+async def test_wait_on_a_process_that_is_not_our_child(spawner: Spawner, reaper: Reaper) -> None:
+    # like a unit re-adopted after a daemon restart: the pidfd says when it ends
+    read_end, write_end = os.pipe()
+    pending = await spawner.spawn(sh("sleep 0.3 & echo $!; wait"), stdio=(0, write_end, write_end))
+    os.close(write_end)
+    await pending.go()
+    with anyio.fail_after(DEADLINE):
+        await anyio.wait_readable(read_end)
+    grandchild = int(os.read(read_end, 100))
+    os.close(read_end)
+    with anyio.fail_after(DEADLINE):
+        status = await reaper.wait(grandchild)
+        assert (status.code, status.signal) == (None, None)
+        assert "not our child" in status.reason
+        assert (await reaper.wait(pending.pid)).code == 0
