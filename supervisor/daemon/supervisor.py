@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,9 @@ class Supervisor:
         # Set on a live-restore shutdown: tasks leave their processes running.
         self.detaching = False
         self.on_state_change: Callable[[UnitRun], None] | None = None
+        # Started beside every running process and cancelled when it ends:
+        # health checks, memory-threshold freezes (see daemon/health.py, freezer.py).
+        self.run_watchers: list[Callable[[Supervisor, UnitRun, Unit], Awaitable[None]]] = []
 
     # ----------------------------------------------------------- transitions
     def _set_state(self, u: UnitRun, state: UnitState, reason: str, **fields: Any) -> None:
@@ -175,6 +178,15 @@ class Supervisor:
             self._set_state(u, UnitState.INACTIVE, reason)
         u.poke()
 
+    async def fail(self, u: UnitRun, reason: str) -> None:
+        """Stop the running process and treat its end as a failure with `reason`
+        ("health", "max-frozen", ...): the unit's [restart] policy decides what next."""
+        if not u.active:
+            return
+        u.fail_reason = reason
+        u.stop_reason = reason
+        u.stop_requested.set()
+
     async def restart(self, u: UnitRun) -> None:
         if u.active:
             await self.stop(u, reason="user restart", keep_wanted=True)
@@ -228,7 +240,11 @@ class Supervisor:
         u.last_exit = status
         if self.detaching:
             return
-        user_stop = u.stop_requested.is_set()
+        user_stop = u.stop_requested.is_set() and u.fail_reason is None
+        if u.fail_reason is not None:
+            status = status.because(u.fail_reason)
+            u.last_exit = status
+            u.fail_reason = None
         u.stop_requested = anyio.Event()
         if user_stop:
             self._set_state(u, UnitState.INACTIVE, u.stop_reason, **_exit_fields(status))
@@ -329,6 +345,15 @@ class Supervisor:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait_exit)
+            watchers = anyio.CancelScope()
+
+            async def run_watchers() -> None:
+                with watchers:
+                    async with anyio.create_task_group() as wg:
+                        for watcher in self.run_watchers:
+                            wg.start_soon(watcher, self, u, unit)
+
+            tg.start_soon(run_watchers)
             async with anyio.create_task_group() as race:
 
                 async def on_exit() -> None:
@@ -341,6 +366,7 @@ class Supervisor:
 
                 race.start_soon(on_exit)
                 race.start_soon(on_stop)
+            watchers.cancel()
             if not exited.is_set():
                 with anyio.CancelScope(shield=True):
                     await self._stop_process(u, unit, pid, exited)

@@ -48,6 +48,8 @@ class UnitRun:
     # Set (while a process runs) to make the task stop it; the reason goes into the event.
     stop_requested: anyio.Event = field(default_factory=anyio.Event)
     stop_reason: str = "user"
+    # Set by Supervisor.fail(): the stop is a failure (restart policy applies).
+    fail_reason: str | None = None
     # The task is running this unit (spawn, supervise, cleanup) right now.
     active: bool = False
 
