@@ -659,3 +659,39 @@ async def test_supctl_process_without_a_daemon_prints_one_line(short_dir: Path) 
     assert result.returncode == 1
     assert result.stdout == b""
     assert result.stderr.decode() == f"supctl: cannot reach supd at {short_dir}/x.sock: No such file or directory (is supd running?)\n"
+
+
+@pytest.mark.asyncio
+async def test_supctl_into_a_closed_pipe_exits_quietly(short_dir: Path, tmp_path: Path) -> None:
+    fake = FakeController(tmp_path)
+    fake.events = [dict(fake.events[0], reason=f"user {i}") for i in range(20000)]
+    async with running_server(short_dir / "s.sock", fake) as sock:
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # like `supctl events | head -0`: nobody reads
+        try:
+            result = await anyio.run_process(
+                supctl_cmd("--socket", str(sock), "events", "-n", "20000"),
+                stdout=write_end, env=subprocess_env(), cwd=REPO, check=False,
+            )
+        finally:
+            os.close(write_end)
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr, result.stderr.decode()
+
+
+class BrokenController(FakeController):
+    def tree(self) -> dict[str, Any]:
+        raise RuntimeError("cgroup vanished")
+
+
+@pytest.mark.asyncio
+async def test_a_controller_bug_is_a_500_and_the_server_keeps_serving(short_dir: Path, tmp_path: Path) -> None:
+    async with running_server(short_dir / "s.sock", BrokenController(tmp_path)) as sock:
+
+        def drive() -> None:
+            with Client(sock) as c:
+                status, body = c.request("GET", "/v1/tree")
+                assert status == 500 and body["error"] == "internal error: RuntimeError: cgroup vanished"
+                assert c.call("GET", "/v1/units/web")["name"] == "web"
+
+        await in_thread(drive)
