@@ -27,7 +27,7 @@ def reaper() -> Reaper:
 
 
 @pytest.fixture
-def spawner(reaper: Reaper) -> Iterator[Spawner]:
+def spawner(reaper: Reaper, no_leaks: None) -> Iterator[Spawner]:
     spawner = Spawner.launch(reaper)
     yield spawner
     spawner.close()
