@@ -3,6 +3,19 @@
 Pure: routes, parameter and body validation, error types and the `Controller`
 protocol the daemon implements. No I/O here, and nothing that slows supctl's
 start-up (anyio is only named for type checkers).
+
+Wire protocol (what `curl --unix-socket` sees):
+- JSON answers are `application/json`; errors are `{"error": "..."}` with 400,
+  403, 404 (no such unit / path), 405 (with `Allow:`), 409, 413 (body > 1 MiB), 500.
+- `GET /v1/units/{name}/logs?n=N&follow=0|1`: raw text; with follow=1 a chunked
+  stream that ends only when the client hangs up.
+- `GET /v1/events?n=N&follow=0|1`: a JSON list; with follow=1 a chunked
+  `application/x-ndjson` stream (the last N events, then new ones).
+- `POST /v1/units/{name}/exec` with `Connection: Upgrade`, `Upgrade: supd-exec`
+  and an `ExecRequest` body: after `101 Switching Protocols` the client sends one
+  message carrying exactly 3 fds (SCM_RIGHTS: stdin, stdout, stderr), then lines
+  `{"signal": N}`; the server ends with `{"exit": code}` (or `{"error", "status"}`)
+  and closes. A client that hangs up early gets its process SIGHUP, then SIGKILL.
 """
 
 from __future__ import annotations
