@@ -43,6 +43,7 @@ MANAGER_INTERFACE = "org.freedesktop.systemd1.Manager"
 UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
 SCOPE_INTERFACE = "org.freedesktop.systemd1.Scope"
 PROPERTIES_INTERFACE = "org.freedesktop.DBus.Properties"
+PEER_INTERFACE = "org.freedesktop.DBus.Peer"
 JOB_REMOVED = "JobRemoved"
 
 MANAGER = DBusAddress(SYSTEMD_PATH, SYSTEMD_BUS_NAME, MANAGER_INTERFACE)
@@ -52,6 +53,7 @@ MANAGER = DBusAddress(SYSTEMD_PATH, SYSTEMD_BUS_NAME, MANAGER_INTERFACE)
 EARLY_JOB_RESULTS = 1024
 AUTH_TIMEOUT = 10.0
 CALL_TIMEOUT = 30.0
+PING_WAIT = 0.1
 
 
 class DBusError(Exception):
@@ -163,14 +165,40 @@ class Connection:
         self._conn = DBusConnection(reader, writer)
         self._router = DBusRouter(self._conn)
         self._filter = self._router.filter(JOB_REMOVED_RULE, queue=self._jobs)  # type: ignore[arg-type]
-        if self.is_bus:
+        try:
+            await self._start_session()
+        except BaseException:
+            await self._close_quietly()
+            raise
+        log.debug("dbus_connected", address=self.address, bus=self.is_bus)
+
+    async def _start_session(self) -> None:
+        assert self._conn is not None
+        if not self.is_bus:
+            await self._wake_private_server()
+        else:
             (unique_name,) = await self._raw_call(new_method_call(message_bus, "Hello"))
             self._conn.unique_name = unique_name
             await self._raw_call(
                 new_method_call(message_bus, "AddMatch", "s", (JOB_REMOVED_RULE.serialise(),))
             )
         await self._raw_call(new_method_call(MANAGER, "Subscribe"))
-        log.debug("dbus_connected", address=self.address, bus=self.is_bus)
+
+    async def _wake_private_server(self) -> None:
+        """Ping until systemd answers. Its private server (sd-bus, seen with
+        systemd 252) can leave a message that arrived in the same read as our
+        BEGIN unprocessed until more bytes arrive; each new ping wakes it, and
+        a ping's late reply is simply dropped."""
+        ping = DBusAddress(SYSTEMD_PATH, SYSTEMD_BUS_NAME, PEER_INTERFACE)
+        with anyio.fail_after(AUTH_TIMEOUT):
+            attempt = 0
+            while True:
+                attempt += 1
+                with anyio.move_on_after(min(PING_WAIT * attempt, 1.0)):
+                    await self._raw_call(new_method_call(ping, "Ping"))
+                    if attempt > 1:
+                        log.debug("dbus_private_server_woken", address=self.address, pings=attempt)
+                    return
 
     async def _close_quietly(self) -> None:
         router, conn = self._router, self._conn

@@ -14,20 +14,19 @@ warning and the start retried, never leaving half a scope behind.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
 
-from supervisor.cgroups import dbus, translate
+from supervisor.cgroups import dbus, layout, translate, tree
 from supervisor.cgroups.dbus import MANAGER, Connection, DBusError
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
+from supervisor.cgroups.layout import DEFAULT_ROOT, MOUNTINFO, Hierarchy, Layout
 from supervisor.cgroups.names import ROOT_SLICE, SCOPE_PREFIX, SCOPE_SUFFIX, unit_of_scope
 from supervisor.units.model import Resources
 
@@ -98,11 +97,6 @@ PROPERTY_KEYS: dict[str, str] = {
 # Properties a scope cannot do without: a refusal of one of these is an error.
 ESSENTIAL = frozenset({PIDS, SLICE, DESCRIPTION, DELEGATE})
 
-# --- kernel files read here (path-level stats/pids)
-CGROUP_PROCS = "cgroup.procs"
-CGROUP_FREEZE = "cgroup.freeze"
-CGROUP_EVENTS = "cgroup.events"
-MOUNTINFO = Path("/proc/self/mountinfo")
 
 Property = tuple[str, tuple[str, Any]]
 
@@ -148,60 +142,16 @@ def _warning(unit: str, prop: str, why: str) -> str:
     return f"{unit}: {key}: systemd property {prop} {why}; limit not applied"
 
 
-@dataclass(frozen=True)
-class CgroupMount:
-    key: str  # "unified", "memory", "cpu,cpuacct", "name=systemd"
-    root: str  # the hierarchy path mounted (mountinfo field 4)
-    mountpoint: Path
-
-
-def parse_mountinfo(text: str) -> list[CgroupMount]:
-    """The cgroup mounts visible in a mountinfo text; a later mount on (or
-    above) a path hides the earlier ones, as it does for path lookups."""
-    mounts: list[CgroupMount] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        sep = fields.index("-")
-        fstype, options = fields[sep + 1], fields[sep + 3] if len(fields) > sep + 3 else ""
-        mountpoint = _unescape(fields[4])
-        mounts = [m for m in mounts if not _is_under(m.mountpoint, mountpoint)]
-        if fstype == "cgroup2":
-            key = UNIFIED
-        elif fstype == "cgroup":
-            wanted = [o for o in options.split(",") if o not in ("rw", "ro") and not _is_mount_flag(o)]
-            if not wanted:
-                continue
-            key = ",".join(wanted)
-        else:
-            continue
-        mounts.append(CgroupMount(key, _unescape(fields[3]), Path(mountpoint)))
-    return mounts
-
-
-def _is_mount_flag(option: str) -> bool:
-    return option in ("nosuid", "nodev", "noexec", "relatime", "xattr", "clone_children") or "=" in option and not option.startswith("name=")
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def _is_under(path: Path, top: str) -> bool:
-    return str(path) == top or str(path).startswith(top.rstrip("/") + "/")
-
-
-def scope_paths(control_group: str, mounts: Iterable[CgroupMount]) -> tuple[tuple[str, Path], ...]:
-    """A ControlGroup ("/supd.slice/supd-web.scope") in every visible hierarchy
-    that has the directory (systemd only makes v1 dirs for controllers in use)."""
+def scope_paths(control_group: str, hierarchies: Iterable[Hierarchy]) -> tuple[tuple[str, Path], ...]:
+    """A ControlGroup ("/supd.slice/supd-web.scope") as a directory in every
+    mounted hierarchy (systemd only makes v1 dirs for the controllers it uses,
+    so the caller keeps those that exist)."""
     found: list[tuple[str, Path]] = []
-    for m in mounts:
-        root = m.root.rstrip("/")
+    for h in hierarchies:
+        root = h.mount_root.rstrip("/")
         if root and control_group != root and not control_group.startswith(root + "/"):
             continue  # the mount shows another part of the hierarchy
-        rel = control_group[len(root):].lstrip("/")
-        found.append((m.key, m.mountpoint / rel))
+        found.append((h.key, h.mount / control_group[len(root):].lstrip("/")))
     return tuple(sorted(found))
 
 
@@ -213,28 +163,34 @@ class SystemdDriver:
 
     name = DRIVER_NAME
 
-    def __init__(self, conn: Connection, version: int, mountinfo: Path = MOUNTINFO) -> None:
+    def __init__(
+        self, conn: Connection, version: int, *, cgroup_root: Path = DEFAULT_ROOT, mountinfo: Path = MOUNTINFO
+    ) -> None:
         self._conn = conn
         self.version = version
+        # where this process sees the cgroup hierarchies (injectable for tests)
+        self._cgroup_root = cgroup_root
         self._mountinfo = mountinfo
 
     @classmethod
-    async def connect(cls, address: str | None = None, mountinfo: Path = MOUNTINFO) -> SystemdDriver:
+    async def connect(
+        cls, address: str | None = None, *, cgroup_root: Path = DEFAULT_ROOT, mountinfo: Path = MOUNTINFO
+    ) -> SystemdDriver:
         conn = await dbus.open_connection(address)
         try:
             version = parse_version(await conn.get_property(dbus.SYSTEMD_PATH, dbus.MANAGER_INTERFACE, VERSION))
         except BaseException:
             await conn.aclose()
             raise
-        return cls(conn, version, mountinfo)
+        return cls(conn, version, cgroup_root=cgroup_root, mountinfo=mountinfo)
 
     async def aclose(self) -> None:
         await self._conn.aclose()
 
     def describe(self) -> str:
-        layout = "cgroup v2" if self._has_unified_root() else "cgroup v1/hybrid"
+        found = self._layout()
         via = "D-Bus" if self._conn.is_bus else "private socket"
-        return f"systemd {self.version} ({via}), {layout}"
+        return f"systemd {self.version} ({via}), {found.describe() if found else 'cgroup layout unknown'}"
 
     # -- create ------------------------------------------------------------
 
@@ -308,19 +264,17 @@ class SystemdDriver:
     def _make_ref(self, unit: str, scope: str, slice_: str, control_group: str) -> CgroupRef:
         paths: tuple[tuple[str, Path], ...] = ()
         if control_group:
-            paths = tuple(
-                (k, p) for k, p in scope_paths(control_group, self._mounts()) if p.is_dir()
-            )
+            found = self._layout()
+            hierarchies = found.hierarchies() if found is not None else ()
+            paths = tuple((k, p) for k, p in scope_paths(control_group, hierarchies) if p.is_dir())
         return CgroupRef(unit=unit, scope=scope, slice=slice_, paths=paths, driver=DRIVER_NAME)
 
-    def _mounts(self) -> list[CgroupMount]:
+    def _layout(self) -> Layout | None:
         try:
-            return parse_mountinfo(self._mountinfo.read_text())
-        except OSError:
-            return []
-
-    def _has_unified_root(self) -> bool:
-        return any(m.key == UNIFIED and m.mountpoint == Path("/sys/fs/cgroup") for m in self._mounts())
+            return layout.detect(self._cgroup_root, self._mountinfo)
+        except (OSError, CgroupError) as e:
+            log.warning("cgroup_layout_unknown", root=str(self._cgroup_root), error=str(e))
+            return None
 
     # -- update ------------------------------------------------------------
 
@@ -424,21 +378,9 @@ class SystemdDriver:
     # -- reading ------------------------------------------------------------
 
     def pids(self, ref: CgroupRef) -> list[int]:
-        top = ref.path(UNIFIED) or ref.path("name=systemd")
-        if top is None:
-            return []
-        found: list[int] = []
-        for dirpath, _dirs, files in os.walk(top):
-            if CGROUP_PROCS in files:
-                try:
-                    found.extend(int(p) for p in (Path(dirpath) / CGROUP_PROCS).read_text().split())
-                except OSError:
-                    pass  # a sub-cgroup removed while we walked
-        return found
+        return tree.pids_in(ref)
 
     def stats(self, ref: CgroupRef) -> CgroupStats:
-        from supervisor.cgroups import tree
-
         return tree.stats(ref)
 
     async def unit_stats(self, ref: CgroupRef) -> CgroupStats:
@@ -516,8 +458,6 @@ class SystemdDriver:
 
 async def _path_freeze(ref: CgroupRef, frozen: bool) -> None:
     """Fallback for systemd < 246 or without cgroup2 freezing."""
-    from supervisor.cgroups import tree
-
     if frozen:
         await tree.freeze(ref)
     else:

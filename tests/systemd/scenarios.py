@@ -128,6 +128,17 @@ def events(ref: CgroupRef) -> dict[str, str]:
     return dict(line.split() for line in (path / "cgroup.events").read_text().splitlines())
 
 
+class ExtraPropertiesDriver(SystemdDriver):
+    """The real driver, sending extra properties systemd will refuse or act on."""
+
+    def __init__(self, base: SystemdDriver, extra: list[Property], version: int | None = None) -> None:
+        super().__init__(base._conn, base.version if version is None else version)
+        self.extra = extra
+
+    def _base_properties(self, spec: ScopeSpec, pid: int) -> list[Property]:
+        return [*super()._base_properties(spec, pid), *self.extra]
+
+
 # ---------------------------------------------------------------- scenarios
 
 
@@ -196,11 +207,7 @@ async def kill_all(ctx: Ctx) -> None:
 
 
 async def refused_property(ctx: Ctx) -> None:
-    class BogusPropertyDriver(SystemdDriver):
-        def _base_properties(self, spec: ScopeSpec, pid: int) -> list[Property]:
-            return [*super()._base_properties(spec, pid), ("SupdNoSuchProperty", ("t", 1))]
-
-    bogus = BogusPropertyDriver(ctx.driver._conn, ctx.driver.version)
+    bogus = ExtraPropertiesDriver(ctx.driver, [("SupdNoSuchProperty", ("t", 1))])
     child = ctx.child()
     ref, warnings = await bogus.create(ctx.spec(resources=Resources(memory_max=32 * MiB)), child.pid)
     try:
@@ -254,6 +261,80 @@ async def failed_job(ctx: Ctx) -> None:
     else:
         raise ScenarioFailed(f"create() with dead pid {dead_pid} succeeded")
     check(await ctx.unit_path(spec.scope) is None, "no scope left after the failed start")
+
+
+async def failed_dependency(ctx: Ctx) -> None:
+    """A start job that ends in a result other than "done": the scope requires a
+    service that fails, so its job ends with "dependency"."""
+    conn = ctx.driver._conn
+    service = f"{ctx.unit}-fails.service"
+    (job,) = await conn.call(dbus.MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", (
+        service, "fail",
+        [("Type", ("s", "oneshot")), ("ExecStart", ("a(sasb)", [("/bin/false", ["/bin/false"], False)]))],
+        [],
+    ))  # fmt: skip
+    check(await conn.wait_job(job, 30) == "failed", "the helper service fails")
+    driver = ExtraPropertiesDriver(ctx.driver, [("Requires", ("as", [service])), ("After", ("as", [service]))])
+    child = ctx.child()
+    spec = ctx.spec()
+    try:
+        await driver.create(spec, child.pid)
+    except CgroupError as e:
+        msg = str(e)
+        check(spec.scope in msg and "'dependency'" in msg, f"error names the scope and the result: {msg}")
+        print("failed start job reported as:", msg)
+    else:
+        raise ScenarioFailed("a scope requiring a failing service started")
+    finally:
+        await conn.call(dbus.MANAGER, "ResetFailedUnit", "s", (service,))
+    check(await ctx.unit_path(spec.scope) is None, "no scope left after the failed job")
+    check(child.poll() is None, "the process itself was not killed")
+
+
+async def stats(ctx: Ctx) -> None:
+    child = ctx.child()
+    ref, _ = await ctx.driver.create(ctx.spec(), child.pid)
+    try:
+        from_files = ctx.driver.stats(ref)
+        check(from_files.cpu_usage_ns is not None, f"cpu usage from cpu.stat: {from_files}")
+        check(from_files.frozen is False, f"not frozen: {from_files}")
+        from_unit = await ctx.driver.unit_stats(ref)
+        check(from_unit.cpu_usage_ns is not None, f"CPUUsageNSec: {from_unit}")
+        check(from_unit.frozen is False, f"FreezerState: {from_unit}")
+        await ctx.driver.freeze(ref)
+        check(ctx.driver.stats(ref).frozen, "stats see the freeze")
+        check((await ctx.driver.unit_stats(ref)).frozen, "unit_stats see the freeze")
+        await ctx.driver.thaw(ref)
+    finally:
+        await ctx.driver.remove(ref)
+    await ctx.gone(ref)
+
+
+async def auto_select(ctx: Ctx) -> None:
+    """select.open_driver: systemd when its marker exists and the bus answers,
+    else cgroupfs. The helper has the host's /run, so the sandbox's marker is
+    passed in as /proc/1/root/run/systemd/system."""
+    from supervisor.cgroups import select
+
+    marker = Path("/proc/1/root/run/systemd/system")
+    check(marker.is_dir(), f"{marker} exists inside the sandbox")
+    address = ctx.driver._conn.address
+    chosen = await select.open_driver("auto", systemd_marker=marker, bus_address=address)
+    try:
+        check(chosen.name == "systemd", f"auto chose {chosen.name}")
+        check(isinstance(chosen, SystemdDriver) and chosen.version >= 252, f"version {getattr(chosen, 'version', None)}")
+    finally:
+        await chosen.aclose()
+    dead = await select.open_driver("auto", systemd_marker=marker, bus_address="unix:path=/nonexistent/supd/bus")
+    try:
+        check(dead.name == "cgroupfs", f"no bus answering -> cgroupfs, got {dead.name}")
+    finally:
+        await dead.aclose()
+    absent = await select.open_driver("auto", systemd_marker=Path("/nonexistent/run/systemd/system"), bus_address=address)
+    try:
+        check(absent.name == "cgroupfs", f"no marker -> cgroupfs, got {absent.name}")
+    finally:
+        await absent.aclose()
 
 
 async def update_live(ctx: Ctx) -> None:
@@ -327,14 +408,14 @@ async def reconnect(ctx: Ctx) -> None:
 async def describe(ctx: Ctx) -> None:
     text = ctx.driver.describe()
     check(text.startswith(f"systemd {ctx.driver.version} ("), f"describe: {text!r}")
-    check("cgroup v2" in text, f"describe: {text!r}")
+    check("unified (cgroup2)" in text, f"describe: {text!r}")
     print(text)
 
 
 SCENARIOS: dict[str, Callable[[Ctx], Awaitable[None]]] = {
     f.__name__: f
-    for f in (create_remove, freeze_thaw, kill_all, refused_property, failed_job,
-              update_live, unit_exists, remove_stale, reconnect, describe)  # fmt: skip
+    for f in (create_remove, freeze_thaw, kill_all, refused_property, failed_job, failed_dependency,
+              update_live, unit_exists, remove_stale, reconnect, describe, stats, auto_select)  # fmt: skip
 }
 
 
