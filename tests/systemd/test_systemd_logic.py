@@ -1,0 +1,106 @@
+"""Pure parts of the systemd driver: no root, no D-Bus, no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from jeepney import Header, Message, MessageType
+
+from supervisor.cgroups import translate
+from supervisor.cgroups.dbus import DBusError, _JobResults, is_private_socket
+from supervisor.cgroups.driver import CgroupError
+from supervisor.cgroups.layout import Hierarchy
+from supervisor.cgroups.systemd import (
+    ERR_INVALID_ARGS,
+    ERR_NO_SUCH_UNIT,
+    ERR_PROPERTY_READ_ONLY,
+    gate_by_version,
+    parse_version,
+    refused_property,
+    scope_paths,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "version"), [("252.39-1~deb12u2", 252), ("v255", 255), ("249", 249), ("246.1-rc", 246)]
+)
+def test_parse_version(text: str, version: int) -> None:
+    assert parse_version(text) == version
+
+
+def test_parse_version_rejects_garbage() -> None:
+    with pytest.raises(CgroupError, match="expected a version number"):
+        parse_version("unknown")
+
+
+def test_gate_by_version_drops_too_new_properties_with_a_warning() -> None:
+    props = [("PIDs", ("au", [1])), (translate.SD_ALLOWED_CPUS, ("ay", b"\x01")), (translate.SD_MEMORY_MAX, ("t", 1))]
+    kept, warnings = gate_by_version("web", props, 243)
+    assert [p[0] for p in kept] == ["PIDs", translate.SD_MEMORY_MAX]
+    assert warnings == [
+        "web: [resources].cpuset: systemd property AllowedCPUs needs systemd >= 244, this is 243; limit not applied"
+    ]
+    kept, warnings = gate_by_version("web", props, 252)
+    assert kept == props and warnings == []
+
+
+def test_refused_property_is_named_by_systemds_message() -> None:
+    props = [("PIDs", ("au", [1])), ("MemoryMax", ("t", 1)), ("MemoryMaxFoo", ("t", 1))]
+    err = DBusError(ERR_PROPERTY_READ_ONLY, "Cannot set property MemoryMaxFoo, or unknown property.")
+    assert refused_property(err, props) == "MemoryMaxFoo"
+    err = DBusError(ERR_INVALID_ARGS, "Invalid MemoryMax value")
+    assert refused_property(err, props) == "MemoryMax"
+
+
+def test_refused_property_never_drops_essentials_or_guesses() -> None:
+    props = [("PIDs", ("au", [1])), ("Slice", ("s", "x")), ("MemoryMax", ("t", 1))]
+    # an essential property is refused: an error, not a dropped property
+    assert refused_property(DBusError(ERR_INVALID_ARGS, "Slice x is not a slice"), props) is None
+    # a refusal that names no property we sent
+    assert refused_property(DBusError(ERR_INVALID_ARGS, "Unit name 'x' is not a slice"), props) is None
+    # other errors are not refusals at all
+    assert refused_property(DBusError(ERR_NO_SUCH_UNIT, "MemoryMax"), props) is None
+
+
+def test_scope_paths_maps_control_group_onto_each_mount() -> None:
+    cg = "/supd.slice/supd-web.slice/supd-web.scope"
+    hierarchies = [
+        Hierarchy("unified", frozenset(), Path("/sys/fs/cgroup/unified")),
+        Hierarchy("memory", frozenset({"memory"}), Path("/sys/fs/cgroup/memory")),
+        # a container's mount that shows only its own part of the hierarchy
+        Hierarchy("name=systemd", frozenset(), Path("/mnt/sd"), mount_root="/supd.slice"),
+        Hierarchy("pids", frozenset({"pids"}), Path("/mnt/pids"), mount_root="/other"),
+    ]
+    assert scope_paths(cg, hierarchies) == (
+        ("memory", Path("/sys/fs/cgroup/memory" + cg)),
+        ("name=systemd", Path("/mnt/sd/supd-web.slice/supd-web.scope")),
+        ("unified", Path("/sys/fs/cgroup/unified" + cg)),
+    )
+
+
+def test_private_socket_is_recognised() -> None:
+    assert is_private_socket("unix:path=/run/systemd/private")
+    assert is_private_socket("unix:path=/proc/1/root/run/systemd/private")
+    assert not is_private_socket("unix:path=/run/dbus/system_bus_socket")
+
+
+def _job_removed(job: str, result: str) -> Message:
+    header = Header(endianness="<", message_type=MessageType.signal, flags=0, protocol_version=1, body_length=0, serial=1, fields={})
+    return Message(header, (7, job, "x.scope", result))
+
+
+@pytest.mark.asyncio
+async def test_job_results_before_and_after_waiting() -> None:
+    jobs = _JobResults()
+    # the signal can arrive before the caller has read StartTransientUnit's reply
+    jobs.put_nowait(_job_removed("/job/1", "done"))
+    assert await jobs.wait("/job/1", timeout=1) == "done"
+    waiter = asyncio.ensure_future(jobs.wait("/job/2", timeout=5))
+    await asyncio.sleep(0)
+    jobs.put_nowait(_job_removed("/job/3", "failed"))  # someone else's job
+    jobs.put_nowait(_job_removed("/job/2", "dependency"))
+    assert await waiter == "dependency"
+    with pytest.raises(TimeoutError):
+        await jobs.wait("/job/4", timeout=0.05)
