@@ -171,6 +171,7 @@ class SystemdDriver:
         # where this process sees the cgroup hierarchies (injectable for tests)
         self._cgroup_root = cgroup_root
         self._mountinfo = mountinfo
+        self._cached_layout: Layout | None = None
 
     @classmethod
     async def connect(
@@ -270,11 +271,13 @@ class SystemdDriver:
         return CgroupRef(unit=unit, scope=scope, slice=slice_, paths=paths, driver=DRIVER_NAME)
 
     def _layout(self) -> Layout | None:
-        try:
-            return layout.detect(self._cgroup_root, self._mountinfo)
-        except (OSError, CgroupError) as e:
-            log.warning("cgroup_layout_unknown", root=str(self._cgroup_root), error=str(e))
-            return None
+        # detected once: the cgroup mounts do not change under a running supd
+        if self._cached_layout is None:
+            try:
+                self._cached_layout = layout.detect(self._cgroup_root, self._mountinfo)
+            except (OSError, CgroupError) as e:
+                log.warning("cgroup_layout_unknown", root=str(self._cgroup_root), error=str(e))
+        return self._cached_layout
 
     # -- update ------------------------------------------------------------
 
