@@ -17,6 +17,9 @@ from typing import Any
 import anyio
 import structlog
 
+if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
+    from exceptiongroup import BaseExceptionGroup
+
 from supervisor import log as logsetup
 from supervisor.api import server as api_server
 from supervisor.daemon import logs as unit_logs
@@ -24,7 +27,12 @@ from supervisor.daemon import unitdir
 from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
 from supervisor.daemon.controller import VERSION, DaemonController
 from supervisor.daemon.events import EventBus
+from supervisor.daemon import restore
 from supervisor.daemon.notify import Notifier
+from supervisor.daemon.state_store import StateStore, UnitRecord
+from supervisor.daemon.unitrun import UnitRun
+from supervisor.cgroups.driver import CgroupError, ScopeSpec
+from supervisor.policy.restart import should_restart
 from supervisor.daemon.supervisor import StartFailure, Supervisor
 from supervisor.policy.state import UnitState
 from supervisor.runtime.reaper import Reaper
@@ -57,6 +65,7 @@ class Daemon:
         self.store: Any = None
         self.sup: Supervisor | None = None
         self._reload_lock = anyio.Lock()
+        self.state = StateStore(config.state_dir)
 
     # ------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
@@ -130,6 +139,7 @@ class Daemon:
                 if name not in loaded:
                     result["removed"].append(name)
                     await self.sup.remove(u)
+                    self.state.remove(name)
             for name, entry in loaded.items():
                 if entry.error is not None:
                     result["errors"][name] = entry.error
@@ -144,6 +154,75 @@ class Daemon:
                     result["changed"].append({"name": name, "action": what})
             self.notifier.ready(self._status_line())
             return result
+
+    # -------------------------------------------------------- live-restore
+    def _persist(self, u: UnitRun) -> None:
+        if u.removed or u.state not in restore.PERSISTED_STATES:
+            return
+        try:
+            self.state.save(restore.record_for(u))
+        except OSError as e:
+            log.warning("state_save_failed", unit=u.name, error=str(e))
+
+    async def _take_over(self, loaded: dict[str, unitdir.Loaded]) -> dict[str, tuple[UnitRecord, restore.Adoption]]:
+        """Judge what a previous supd left behind: processes to re-adopt, and
+        scopes of processes that ended (or were never recorded) to clear first."""
+        records, problems = self.state.load_all()
+        for problem in problems:
+            log.warning("state_file_ignored", problem=problem)
+        verdicts: dict[str, tuple[UnitRecord, restore.Adoption]] = {}
+        for name, entry in loaded.items():
+            record = records.get(name)
+            adoption = restore.judge(record) if record is not None else None
+            if record is not None and adoption is not None:
+                verdicts[name] = (record, adoption)
+            if entry.unit is None or self.driver is None:
+                continue
+            if adoption is not None and adoption.verdict == "adopt":
+                continue
+            # Not adoptable: whatever is left in its scope is not supervised by anyone.
+            stale = self.driver.find(ScopeSpec.for_unit(entry.unit))
+            if stale is not None:
+                try:
+                    await self.driver.remove(stale)
+                    log.info("stale_scope_removed", unit=name, why=adoption.why if adoption else "no state recorded")
+                except (CgroupError, OSError) as e:
+                    log.warning("stale_scope_remove_failed", unit=name, error=str(e))
+            if entry.unit.rootfs is not None:
+                self._cleanup_rootfs(entry.unit)
+        for name in records:
+            if name not in loaded:
+                self.state.remove(name)
+        return verdicts
+
+    def _restore_unit(self, u: UnitRun, record: UnitRecord, adoption: restore.Adoption) -> None:
+        restore.restore_history(u, record)
+        unit = u.unit
+        if unit is None:
+            return
+        if adoption.verdict == "adopt":
+            u.adopt_pid = record.pid
+            u.cgroup = adoption.cgroup
+            u.freeze_reason = "user" if record.frozen_by_user else None
+            u.want_running = True
+            if record.definition != restore.definition_hash(unit):
+                # Adopt first (never lose the process), then apply the new definition.
+                u.stop_reason = "unit file changed"
+            return
+        if record.state == "failed" or (record.user_stopped and record.state == "inactive"):
+            u.want_running = False
+            if record.state == "failed":
+                self.sup._set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]
+            return
+        if adoption.verdict == "ended":
+            u.last_exit = restore.ENDED_WHILE_AWAY
+            self.events.emit(u.name, "ended", restore.ENDED_WHILE_AWAY.reason, why=adoption.why)
+            if should_restart(unit.restart.policy, restore.ENDED_WHILE_AWAY):
+                u.restarts += 1
+                u.want_running = True
+            else:
+                u.want_running = False
+                self.sup._set_state(u, UnitState.EXITED, restore.ENDED_WHILE_AWAY.reason)  # type: ignore[union-attr]
 
     # --------------------------------------------------------------- tasks
     async def _watch_units(self) -> None:
@@ -228,8 +307,12 @@ class Daemon:
             leftovers = remove_leftovers(config.state_dir, config.runtime_dir, keep=set(loaded))
             if leftovers:
                 log.info("rootfs_leftovers_removed", units=leftovers)
-            for entry in loaded.values():
-                self.sup.add(entry)
+            verdicts = await self._take_over(loaded)
+            self.sup.on_state_change = self._persist
+            for name, entry in loaded.items():
+                u = self.sup.add(entry)
+                if name in verdicts:
+                    self._restore_unit(u, *verdicts[name])
             tg.start_soon(self._watch_units)
             tg.start_soon(self._housekeeping)
             interval = self.notifier.watchdog_interval()
@@ -263,13 +346,32 @@ def main(argv: list[str] | None = None) -> None:
     daemon = Daemon(config, spawner, reaper)
     try:
         anyio.run(daemon.run, backend="asyncio")
-    except api_server.SocketInUseError as e:
-        print(f"supd: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass
+    except BaseException as e:
+        fatal = _startup_error(e)
+        if fatal is None:
+            raise
+        print(f"supd: {fatal}", file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         spawner.close()
+
+
+def _startup_error(e: BaseException) -> BaseException | None:
+    """The one clear error behind a failed start (a live socket, a bad socket
+    group ...), unwrapped from the task group's exception group."""
+    from supervisor.api.peercred import SocketGroupError
+
+    expected = (api_server.SocketInUseError, api_server.SocketPathError, SocketGroupError, ConfigError)
+    if isinstance(e, expected):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _startup_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

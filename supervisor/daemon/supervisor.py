@@ -162,6 +162,7 @@ class Supervisor:
         if u.unit is None:
             return
         u.want_running = True
+        u.user_stopped = False
         if u.state == UnitState.FAILED:
             u.reset_policy()
             self._set_state(u, UnitState.INACTIVE, "user")
@@ -172,6 +173,7 @@ class Supervisor:
     async def stop(self, u: UnitRun, reason: str = "user", keep_wanted: bool = False) -> None:
         u.want_running = keep_wanted
         u.stop_reason = reason
+        u.user_stopped = reason == "user"
         if u.active:
             u.stop_requested.set()
         elif u.state == UnitState.RESTARTING:
@@ -223,7 +225,7 @@ class Supervisor:
         if not await self._wait_dependencies(u):
             return
         now = time.monotonic()
-        if not u.start_limit.allow(now):
+        if u.adopt_pid is None and not u.start_limit.allow(now):
             u.want_running = False
             self._set_state(
                 u,
@@ -233,7 +235,10 @@ class Supervisor:
             )
             self._stop_dependents(u)
             return
-        status = await self._run_once(u, unit)
+        if u.adopt_pid is not None:
+            status = await self._run_adopted(u, unit)
+        else:
+            status = await self._run_once(u, unit)
         if status is None:  # could not start
             self._stop_dependents(u)
             return
@@ -324,6 +329,44 @@ class Supervisor:
             with anyio.CancelScope(shield=True):
                 status = self._classify(u, status)
                 await self._cleanup(u, unit, ref)
+            return status
+        finally:
+            if not self.detaching:
+                u.pid = None
+                u.cgroup = None
+                u.frozen = False
+            u.active = False
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def _run_adopted(self, u: UnitRun, unit: Unit) -> ExitStatus:
+        """Supervise a process a previous supd started (live-restore, or a crash of
+        supd): its pid, start time and scope were checked by the caller. It is not
+        our child, so its exit is seen through a pidfd but its status is unknown."""
+        pid, u.adopt_pid = u.adopt_pid, None
+        assert pid is not None
+        u.active = True
+        try:
+            u.pid = pid
+            u.started_at = time.monotonic()
+            assert u.backoff is not None
+            u.backoff.started(u.started_at)
+            if u.cgroup is not None and self.driver is not None:
+                try:
+                    u.oom_kills_at_start = self.driver.stats(u.cgroup).oom_kills or 0
+                except (CgroupError, OSError):
+                    pass
+            self._set_state(u, UnitState.RUNNING, "adopted", pid=pid)
+            if u.cgroup is not None and self.driver is not None and self.driver.stats(u.cgroup).frozen:
+                u.frozen = True
+                u.freeze_reason = u.freeze_reason or "user"
+                self._set_state(u, UnitState.FROZEN, u.freeze_reason)
+            status = await self._supervise(u, unit, pid)
+            if self.detaching:
+                return status
+            with anyio.CancelScope(shield=True):
+                status = self._classify(u, status)
+                await self._cleanup(u, unit, u.cgroup)
             return status
         finally:
             if not self.detaching:

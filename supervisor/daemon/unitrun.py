@@ -52,6 +52,10 @@ class UnitRun:
     fail_reason: str | None = None
     # The task is running this unit (spawn, supervise, cleanup) right now.
     active: bool = False
+    # The last stop was the user's (kept across supd restarts: a stopped unit stays stopped).
+    user_stopped: bool = False
+    # A process left running by a previous supd, to be supervised instead of started.
+    adopt_pid: int | None = None
 
     def poke(self) -> None:
         self.wake.set()

@@ -1,0 +1,106 @@
+"""Live-restore: what supd writes down about each unit, and how a new supd
+takes over the units a previous one left running (after `systemctl restart
+supd` with live_restore, or after supd was killed).
+
+A process is re-adopted only if it is the very process that was recorded (pid
+AND start time, so a reused pid is never adopted) and it still sits in the
+unit's scope. Everything else is treated as "it ended while supd was away",
+and the unit's restart policy decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+
+from supervisor.cgroups.driver import CgroupError, CgroupRef
+from supervisor.daemon.state_store import (
+    UnitRecord,
+    cgroup_paths_of,
+    in_cgroup,
+    process_start_time,
+    same_process,
+)
+from supervisor.daemon.unitrun import UnitRun
+from supervisor.policy.restart import ExitStatus
+from supervisor.policy.state import UnitState
+from supervisor.units.model import Unit
+
+log = structlog.get_logger()
+
+# States worth writing down: the ones a restarted supd must know about. The
+# transitional ones (starting, stopping) are short and would only add fsyncs.
+PERSISTED_STATES = frozenset(
+    {UnitState.RUNNING, UnitState.FROZEN, UnitState.EXITED, UnitState.FAILED, UnitState.INACTIVE, UnitState.RESTARTING}
+)
+
+Verdict = Literal["adopt", "ended", "fresh"]
+
+
+def definition_hash(unit: Unit) -> str:
+    return hashlib.sha256(repr(unit).encode()).hexdigest()[:16]
+
+
+def record_for(u: UnitRun) -> UnitRecord:
+    last_exit = None
+    if u.last_exit is not None:
+        last_exit = {"code": u.last_exit.code, "signal": u.last_exit.signal, "reason": u.last_exit.reason}
+    pid = u.pid if u.state in (UnitState.RUNNING, UnitState.FROZEN) else None
+    return UnitRecord(
+        name=u.name,
+        state=u.state.value,
+        since=u.since,
+        pid=pid,
+        pid_start_time=process_start_time(pid) if pid else None,
+        cgroup=u.cgroup.to_json() if (u.cgroup is not None and pid) else None,
+        restarts=u.restarts,
+        last_exit=last_exit,
+        definition=definition_hash(u.unit) if u.unit is not None else "",
+        started_at=time.time() if pid else None,
+        user_stopped=u.user_stopped,
+        frozen_by_user=u.state == UnitState.FROZEN and u.freeze_reason == "user",
+    )
+
+
+@dataclass(frozen=True)
+class Adoption:
+    verdict: Verdict
+    why: str
+    cgroup: CgroupRef | None = None
+
+
+def judge(record: UnitRecord) -> Adoption:
+    """Decide what to do with a recorded unit process (reads /proc)."""
+    if record.pid is None:
+        return Adoption("fresh", "no process was recorded")
+    ref = None
+    if record.cgroup:
+        try:
+            ref = CgroupRef.from_json(record.cgroup)
+        except CgroupError as e:
+            return Adoption("ended", f"unreadable cgroup in state file: {e}")
+    if not same_process(record.pid, record.pid_start_time):
+        return Adoption("ended", f"pid {record.pid} is gone or belongs to another process now", ref)
+    paths = cgroup_paths_of(record.cgroup)
+    if paths and not in_cgroup(record.pid, paths):
+        return Adoption("ended", f"pid {record.pid} is no longer in the unit's scope", ref)
+    return Adoption("adopt", "same process, same scope", ref)
+
+
+def restore_history(u: UnitRun, record: UnitRecord) -> None:
+    """Restart counters and last exit survive supd restarts."""
+    u.restarts = record.restarts
+    u.user_stopped = record.user_stopped
+    if record.last_exit:
+        u.last_exit = ExitStatus(
+            code=record.last_exit.get("code"),
+            signal=record.last_exit.get("signal"),
+            reason=str(record.last_exit.get("reason", "")),
+        )
+
+
+ENDED_WHILE_AWAY = ExitStatus(code=None, signal=None, reason="ended while supd was not running")

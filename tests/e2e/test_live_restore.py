@@ -1,0 +1,171 @@
+"""Live-restore and crash safety: a new supd re-adopts what an old one left
+running, by pid AND start time AND scope, and restarts what died meanwhile."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from tests.e2e.conftest import Supd, wait_for
+
+SLEEPER = '[exec]\ncommand = ["/bin/sleep", "100000"]\n[restart]\npolicy = "always"\ndelay = "100ms"\n[stop]\ntimeout = "3s"\n'
+
+
+def gone(pid: int) -> bool:
+    """Exited (reaped or a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def running_pids(supd: Supd) -> dict[str, int]:
+    units = json.loads(supd.ctl("list", "--json").stdout)
+    return {u["name"]: u["pid"] for u in units if u["state"] == "running"}
+
+
+def shut_down_for_real(supd: Supd) -> None:
+    """End a test: a supd without live-restore stops every unit on SIGTERM."""
+    supd.stop(signal.SIGKILL)
+    supd.extra_args = [a for a in supd.extra_args if a != "--live-restore"]
+    supd.start()
+    supd.stop(signal.SIGTERM)
+
+
+def test_sigkill_of_supd_with_20_units_all_readopted_same_pids(supd: Supd) -> None:
+    for i in range(20):
+        supd.write_unit(f"u{i:02d}", SLEEPER)
+    supd.start()
+    before = wait_for(lambda: (p := running_pids(supd)) and len(p) == 20 and p, timeout=60, what="20 running")
+    supd.stop(signal.SIGKILL)
+    for pid in before.values():
+        os.kill(pid, 0)  # every unit outlived supd
+    supd.start()
+    after = wait_for(lambda: (p := running_pids(supd)) and len(p) == 20 and p, timeout=60, what="20 re-adopted")
+    assert after == before
+    adopted = [e for e in supd.events() if e["event"] == "running" and e["reason"] == "adopted"]
+    assert len(adopted) == 20
+    # supervised from then on: an exit after re-adoption is still detected
+    os.kill(before["u00"], signal.SIGKILL)
+    wait_for(lambda: running_pids(supd).get("u00") not in (None, before["u00"]), what="u00 restarted")
+    assert supd.status("u00")["restarts"] == 1
+    supd.stop(signal.SIGTERM)  # live_restore is off: stops every unit cleanly
+    for pid in list(after.values())[1:]:
+        wait_for(lambda pid=pid: gone(pid), timeout=30, what=f"pid {pid} stopped")
+
+
+def test_live_restore_sigterm_keeps_units_and_history(supd: Supd) -> None:
+    supd.extra_args = ["--live-restore"]
+    supd.write_unit("keep", SLEEPER)
+    supd.write_unit(
+        "crashy", '[exec]\ncommand = ["/bin/sh", "-c", "sleep 0.3; exit 1"]\n[restart]\npolicy = "on-failure"\ndelay = "100ms"\nlimit_burst = 100\n'
+    )
+    supd.start()
+    pid = supd.wait_state("keep", "running")["pid"]
+    wait_for(lambda: supd.status("crashy")["restarts"] >= 2, what="crashy restarted twice")
+    assert supd.stop(signal.SIGTERM) == 0
+    os.kill(pid, 0)
+    supd.start()
+    st = supd.wait_state("keep", "running")
+    assert st["pid"] == pid
+    assert supd.status("crashy")["restarts"] >= 2  # counters survive
+    shut_down_for_real(supd)
+
+
+def test_unit_that_died_while_supd_was_down_is_restarted(supd: Supd) -> None:
+    supd.write_unit("d", SLEEPER)
+    supd.start()
+    pid = supd.wait_state("d", "running")["pid"]
+    supd.stop(signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: gone(pid), what=f"pid {pid} gone")
+    supd.start()
+    st = supd.wait_state("d", "running")
+    assert st["pid"] != pid
+    assert st["restarts"] == 1
+    ended = [e for e in supd.events("d") if e["event"] == "ended"]
+    assert ended and "not running" in ended[0]["reason"]
+
+
+def test_reused_pid_is_not_adopted(supd: Supd) -> None:
+    supd.write_unit("r", SLEEPER)
+    supd.start()
+    pid = supd.wait_state("r", "running")["pid"]
+    supd.stop(signal.SIGKILL)
+    # Make the record point at an unrelated live process (as if the pid had
+    # been reused): same pid field, but a different process start time.
+    stranger = subprocess.Popen(["/bin/sleep", "100000"])
+    try:
+        path = supd.state / "state" / "r.json"
+        data = json.loads(path.read_text())
+        data["unit"]["pid"] = stranger.pid
+        path.write_text(json.dumps(data))
+        supd.start()
+        st = supd.wait_state("r", "running")
+        assert st["pid"] not in (stranger.pid,)
+        assert stranger.poll() is None, "supd must not touch a process it did not start"
+        assert not [e for e in supd.events("r") if e["reason"] == "adopted"]
+    finally:
+        stranger.kill()
+        stranger.wait()
+    os.kill(pid, 0)  # the original is not adopted either: its scope is cleared
+    wait_for(lambda: gone(pid), what=f"pid {pid} gone")
+
+
+def test_corrupt_and_future_state_files_are_reported_not_fatal(supd: Supd) -> None:
+    supd.write_unit("c", SLEEPER)
+    supd.write_unit("f", SLEEPER)
+    state = supd.state / "state"
+    state.mkdir(parents=True)
+    (state / "c.json").write_text('{"version": 1, "unit": {"name": "c", "sta')
+    (state / "f.json").write_text(json.dumps({"version": 99, "unit": {}}))
+    supd.start()
+    supd.wait_state("c", "running")
+    supd.wait_state("f", "running")
+    log = supd.daemon_log()
+    assert "state_file_ignored" in log
+    assert (state / "c.json.corrupt").exists()
+    assert "newer" in log
+
+
+def test_live_socket_refused_stale_socket_taken_over(supd: Supd) -> None:
+    supd.start()
+    second = subprocess.run(
+        [*_supd_cmd(supd)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=supd.env(),
+    )
+    assert second.returncode != 0
+    assert "another supd" in second.stderr and "Traceback" not in second.stderr
+    assert supd.ctl("list").returncode == 0  # the first one is untouched
+    supd.stop(signal.SIGKILL)  # leaves a stale socket file behind
+    assert supd.socket.exists()
+    supd.start()
+    assert supd.ctl("list").returncode == 0
+    time.sleep(0.1)
+
+
+def _supd_cmd(supd: Supd) -> list[str]:
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "supervisor",
+        "--units",
+        str(supd.units),
+        "--state-dir",
+        str(supd.state),
+        "--runtime-dir",
+        str(supd.runtime),
+        "--cgroup-driver",
+        "cgroupfs",
+        "--cgroup-root",
+        supd.cgroup_root,
+    ]
