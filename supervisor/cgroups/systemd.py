@@ -234,6 +234,11 @@ class SystemdDriver:
                 warnings.append(_warning(spec.unit, refused, f"refused by systemd {self.version} ({e.message})"))
                 props = [p for p in props if p[0] != refused]
                 continue
+            except BaseException:
+                # cancelled or disconnected with the call in flight: the scope may exist
+                with anyio.CancelScope(shield=True):
+                    await self._stop_quietly(spec.scope)
+                raise
             break
         try:
             result = await self._wait_job(job, spec.scope, "start")

@@ -38,6 +38,9 @@ MiB = 1024 * 1024
 UINT64_MAX = 2**64 - 1
 SCOPE = dbus.SCOPE_INTERFACE
 UNIT = dbus.UNIT_INTERFACE
+# Slices are shared by design (systemd keeps them after their last scope), so
+# every scenario uses this one: supd-test.slice.
+TEST_SLICE = "test"
 
 
 class ScenarioFailed(AssertionError):
@@ -68,11 +71,11 @@ class Ctx:
         self.unit = unit
         self.children: list[subprocess.Popen[bytes]] = []
 
-    def spec(self, unit: str | None = None, resources: Resources | None = None, slice_key: str | None = "") -> ScopeSpec:
+    def spec(self, unit: str | None = None, resources: Resources | None = None, slice_key: str | None = TEST_SLICE) -> ScopeSpec:
         unit = unit or self.unit
         return ScopeSpec(
             unit=unit,
-            slice=names.slice_name(self.unit if slice_key == "" else slice_key),
+            slice=names.slice_name(slice_key),
             scope=names.scope_name(unit),
             description=f"supd test {unit}",
             resources=resources or Resources(),
@@ -147,7 +150,7 @@ async def create_remove(ctx: Ctx) -> None:
     resources = Resources(memory_max=64 * MiB, cpu_weight=200, pids_max=32, cpu_quota=0.5, io_weight=300)
     ref, warnings = await ctx.driver.create(ctx.spec(resources=resources), child.pid)
     check(warnings == [], f"unexpected warnings: {warnings}")
-    expected_cg = f"/supd.slice/supd-{ctx.unit}.slice/supd-{ctx.unit}.scope"
+    expected_cg = f"/supd.slice/supd-{TEST_SLICE}.slice/supd-{ctx.unit}.scope"
     check(await ctx.prop(ref.scope, UNIT, "ActiveState") == "active", "ActiveState active")
     cg = await ctx.prop(ref.scope, SCOPE, "ControlGroup")
     check(cg == expected_cg, f"ControlGroup {cg!r}, expected {expected_cg!r}")
@@ -156,7 +159,7 @@ async def create_remove(ctx: Ctx) -> None:
     check(ctx.driver.pids(ref) == [child.pid], f"pids {ctx.driver.pids(ref)} != [{child.pid}]")
     for name, want in (("MemoryMax", 64 * MiB), ("CPUWeight", 200), ("TasksMax", 32),
                        ("CPUQuotaPerSecUSec", 500_000), ("IOWeight", 300), ("Delegate", True),
-                       ("Slice", f"supd-{ctx.unit}.slice"), ("CollectMode", "inactive-or-failed")):  # fmt: skip
+                       ("Slice", f"supd-{TEST_SLICE}.slice"), ("CollectMode", "inactive-or-failed")):  # fmt: skip
         got = await ctx.prop(ref.scope, SCOPE if name not in ("CollectMode",) else UNIT, name)
         check(got == want, f"{name} = {got!r}, expected {want!r}")
     found = ctx.driver.find(ctx.spec(resources=resources))
@@ -187,6 +190,19 @@ async def freeze_thaw(ctx: Ctx) -> None:
     finally:
         await ctx.driver.remove(ref)
     await ctx.gone(ref)
+
+    # systemd < 246 has no FreezeUnit: the driver falls back to the cgroup's own freezer
+    old = SystemdDriver(ctx.driver._conn, 245)
+    child2 = ctx.child()
+    ref2, _ = await old.create(ctx.spec(), child2.pid)
+    try:
+        await old.freeze(ref2)
+        check(events(ref2).get("frozen") == "1", "path-level freeze: cgroup.events frozen 1")
+        await old.thaw(ref2)
+        check(events(ref2).get("frozen") == "0", "path-level thaw: cgroup.events frozen 0")
+    finally:
+        await old.remove(ref2)
+    await ctx.gone(ref2)
 
 
 async def kill_all(ctx: Ctx) -> None:
@@ -348,7 +364,7 @@ async def update_live(ctx: Ctx) -> None:
         cpu_weight = await ctx.prop(ref.scope, SCOPE, "CPUWeight")
         check(cpu_weight == UINT64_MAX, f"CPUWeight cleared to default, got {cpu_weight}")
         check(await ctx.prop(ref.scope, UNIT, "ActiveState") == "active", "still active")
-        check(proc_cgroup(child.pid) == f"/supd.slice/supd-{ctx.unit}.slice/supd-{ctx.unit}.scope", "child stayed")
+        check(proc_cgroup(child.pid) == f"/supd.slice/supd-{TEST_SLICE}.slice/supd-{ctx.unit}.scope", "child stayed")
     finally:
         await ctx.driver.remove(ref)
     await ctx.gone(ref)

@@ -24,16 +24,19 @@ def run_scenario(sandbox: Sandbox, name: str, unit: str, address: str) -> str:
     assert res.returncode == 0, f"scenario {name} via {address} failed (exit {res.returncode}):\n{output}"
     left = sandbox.exec(["systemctl", "list-units", "--all", "--plain", "--no-legend", f"supd-{unit}*.scope"])
     assert unit not in left.stdout, f"scenario {name} left units behind:\n{left.stdout}"
+    # the kernel's view too: no scope directory of ours in the sandbox's cgroup tree
+    scope_dirs = [p for p in sandbox.payload_dir.rglob("*.scope") if unit in p.name]
+    assert not scope_dirs, f"scenario {name} left cgroups behind: {scope_dirs}"
     return res.stdout
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_scenario_private_socket(systemd_sandbox: Sandbox, unique_name: str, name: str) -> None:
+def test_scenario_private_socket(systemd_sandbox: Sandbox, unique_name: str, name: str, no_leaks: None) -> None:
     run_scenario(systemd_sandbox, name, unique_name, PRIVATE)
 
 
 @pytest.mark.parametrize("name", ["create_remove", "reconnect", "freeze_thaw"])
-def test_scenario_system_bus(systemd_sandbox: Sandbox, unique_name: str, name: str) -> None:
+def test_scenario_system_bus(systemd_sandbox: Sandbox, unique_name: str, name: str, no_leaks: None) -> None:
     run_scenario(systemd_sandbox, name, unique_name, BUS)
 
 
