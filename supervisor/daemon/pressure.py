@@ -9,7 +9,9 @@ accepted, so supd always uses a 2 s window.
 PSI's poll handler always reports the fd readable and adds POLLPRI only for an
 event, so the fd is put in its own epoll set with EPOLLPRI alone; that epoll
 fd becomes readable exactly when the trigger fires, which is what the event
-loop can wait on.
+loop can wait on. A new trigger can fire once for stall accounted before it
+was set (the kernel's trigger clock is stale while no trigger is active), so a
+wake-up means "read avg10 now", never "pressure is high".
 """
 
 from __future__ import annotations
