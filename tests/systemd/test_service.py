@@ -221,10 +221,6 @@ def test_restart_with_live_restore_keeps_the_unit_process(inside: Inside, runnin
     assert pid_alive_inside(inside, unit_pid), f"the unit's process died with the restart\n{inside.journal()}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon does not re-adopt units on start yet (state_store not wired into supervisor.py)",
-)
 def test_restart_with_live_restore_readopts_the_unit(inside: Inside, running_unit: tuple[str, int]) -> None:
     name, unit_pid = running_unit
     supd_pid = inside.show("MainPID")["MainPID"]
@@ -264,3 +260,20 @@ def test_watchdog_pings_keep_supd_alive(inside: Inside) -> None:
     assert "watchdog timeout" not in inside.journal().lower()
     dropin.unlink()
     inside.ok("systemctl", "daemon-reload")
+
+
+def test_stop_without_live_restore_stops_the_units(inside: Inside, running_unit: tuple[str, int]) -> None:
+    # KillMode=process leaves the units to supd: with live_restore = false it
+    # must stop them itself before it exits.
+    name, _ = running_unit
+    inside.path("/etc/supd/supd.toml").write_text('socket_group = "supd"\nlive_restore = false\n')
+    inside.ok("systemctl", "restart", SERVICE)  # the old supd (live_restore) detaches
+    inside.wait_active("supd to come back with live_restore = false")
+    status = wait_for(
+        lambda: (s := inside.unit_status(name)) and s.get("state") == "running" and s.get("pid") and s,
+        what=f"{name} to run under the new supd",
+    )
+    unit_pid = int(status["pid"])
+    inside.ok("systemctl", "stop", SERVICE, timeout=120)
+    assert inside.show("ActiveState")["ActiveState"] == "inactive"
+    wait_for(lambda: not pid_alive_inside(inside, unit_pid), timeout=30, what=f"{name} (pid {unit_pid}) to end")
