@@ -300,4 +300,15 @@ class CgroupfsDriver:
         return f"{DRIVER_NAME}, {self.layout.describe()}"
 
     async def aclose(self) -> None:
-        return None
+        """Leave no empty supd.slice behind when supd exits. A slice that still
+        holds scopes (units kept running by live-restore) refuses rmdir: kept."""
+        for root in self.roots.values():
+            top = root / names.ROOT_SLICE
+            if not top.is_dir():
+                continue
+            for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -t[0].count("/")):
+                if Path(dirpath).name.endswith(names.SLICE_SUFFIX):
+                    try:
+                        os.rmdir(dirpath)
+                    except OSError:
+                        pass  # not empty: a unit still runs there

@@ -202,6 +202,7 @@ class Daemon:
             return
         if adoption.verdict == "adopt":
             u.adopt_pid = record.pid
+            u.adopt_since = record.since
             u.cgroup = adoption.cgroup
             u.freeze_reason = "user" if record.frozen_by_user else None
             u.want_running = True

@@ -357,6 +357,8 @@ class Supervisor:
                 except (CgroupError, OSError):
                     pass
             self._set_state(u, UnitState.RUNNING, "adopted", pid=pid)
+            if u.adopt_since is not None:  # uptime counts from the real start, not the adoption
+                u.since, u.adopt_since = u.adopt_since, None
             if u.cgroup is not None and self.driver is not None and self.driver.stats(u.cgroup).frozen:
                 u.frozen = True
                 u.freeze_reason = u.freeze_reason or "user"

@@ -56,6 +56,7 @@ class UnitRun:
     user_stopped: bool = False
     # A process left running by a previous supd, to be supervised instead of started.
     adopt_pid: int | None = None
+    adopt_since: float | None = None  # when the adopted process was started (wall clock)
 
     def poke(self) -> None:
         self.wake.set()
