@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from supervisor.cgroups import dbus, layout, translate, tree
-from supervisor.cgroups.dbus import MANAGER, Connection, DBusError
+from supervisor.cgroups.dbus import MANAGER, Connection, DBusConnectionError, DBusError
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import DEFAULT_ROOT, MOUNTINFO, Hierarchy, Layout
 from supervisor.cgroups.names import ROOT_SLICE, SCOPE_PREFIX, SCOPE_SUFFIX, unit_of_scope
@@ -221,6 +221,11 @@ class SystemdDriver:
                 (job,) = await self._conn.call(
                     MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", (spec.scope, JOB_MODE_FAIL, props, [])
                 )
+            except DBusConnectionError:
+                # the call may have reached systemd before the connection broke
+                with anyio.CancelScope(shield=True):
+                    await self._stop_quietly(spec.scope)
+                raise
             except DBusError as e:
                 if e.name == ERR_UNIT_EXISTS and not reset_done:
                     # a failed leftover of an earlier run blocks the name until reset
@@ -245,8 +250,7 @@ class SystemdDriver:
             if result != JOB_DONE:
                 raise CgroupError(
                     spec.scope, None,
-                    f"start job {job} ended with result {result!r}, expected 'done' "
-                    f"(pid {pid} in systemd's pid namespace?)",
+                    f"start job {job} ended with result {result!r}, expected 'done'",
                 )  # fmt: skip
             ref = await self._ref_for(spec)
         except BaseException:
@@ -400,8 +404,9 @@ class SystemdDriver:
             value = await self._conn.get_property(unit_path, dbus.SCOPE_INTERFACE, name)
             return None if value == UINT64_MAX else int(value)
 
-        frozen = await self._conn.get_property(unit_path, dbus.UNIT_INTERFACE, FREEZER_STATE) == "frozen" \
-            if self.version >= FREEZE_MIN_VERSION else False
+        frozen = False
+        if self.version >= FREEZE_MIN_VERSION:
+            frozen = await self._conn.get_property(unit_path, dbus.UNIT_INTERFACE, FREEZER_STATE) == "frozen"
         return CgroupStats(
             memory_current=await prop(MEMORY_CURRENT),
             cpu_usage_ns=await prop(CPU_USAGE_NSEC),
