@@ -1,0 +1,34 @@
+"""Per-unit log files: O_APPEND writers keep writing across a copytruncate rotation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from supervisor.daemon import logs
+
+
+def test_rotation_keeps_appending_writer_and_old_content(tmp_path: Path) -> None:
+    fd = logs.open_for_unit(tmp_path, "web")
+    path = logs.log_path(tmp_path, "web")
+    os.write(fd, b"a" * 600 + b"\n")
+    assert not logs.rotate_if_needed(path, max_bytes=1000, keep=2)
+    os.write(fd, b"b" * 600 + b"\n")
+    assert logs.rotate_if_needed(path, max_bytes=1000, keep=2)
+    assert path.stat().st_size == 0
+    os.write(fd, b"after\n")  # the child's descriptor goes on at the new end
+    assert path.read_bytes() == b"after\n"
+    assert path.with_name("web.log.1").read_bytes().count(b"\n") == 2
+    os.write(fd, b"c" * 1200 + b"\n")
+    assert logs.rotate_if_needed(path, max_bytes=1000, keep=2)
+    assert path.with_name("web.log.2").exists()  # the older rotation moved down
+    assert path.with_name("web.log.1").read_bytes().startswith(b"after\n")
+    os.close(fd)
+
+
+def test_tail_lines_reads_from_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    path.write_text("".join(f"line {i}\n" for i in range(100_000)))
+    assert logs.tail_lines(path, 3) == ["line 99997", "line 99998", "line 99999"]
+    assert logs.tail_lines(path, 0) == []
+    assert logs.tail_lines(tmp_path / "missing.log", 5) == []
