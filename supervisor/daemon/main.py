@@ -22,6 +22,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
 
 from supervisor import log as logsetup
 from supervisor.api import server as api_server
+from supervisor.daemon import freezer, health
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon import unitdir
 from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
@@ -285,6 +286,8 @@ class Daemon:
             prepare_rootfs=self._prepare_rootfs,
             cleanup_rootfs=self._cleanup_rootfs,
         )
+        # Policies beside every running process: [health] checks, [freeze] near_memory_max and max_frozen.
+        self.sup.run_watchers += [health.health_watcher, freezer.near_memory_max_watcher, freezer.max_frozen_watcher]
         controller = DaemonController(self.sup, self.reload, self.info, self.store)
         log.info(
             "supd_starting",
@@ -298,6 +301,7 @@ class Daemon:
             tg.start_soon(self.reaper.run)
             await tg.start(functools.partial(api_server.serve, group=config.socket_group), config.socket_path, controller)
             tg.start_soon(self._signals)
+            tg.start_soon(freezer.host_pressure_task, self.sup)
             loaded = self._scan()
             if self.driver is not None:
                 removed = await self.driver.remove_stale(keep=set(loaded))
