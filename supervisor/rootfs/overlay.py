@@ -5,18 +5,19 @@ as JSON. It mounts it inside its own mount namespace, so the overlay goes away
 with the container and the host never holds it. What the shim does with it:
 
     if plan["chdir"]: chdir(plan["chdir"])   # lowerdirs are relative to it
-    mount("overlay", plan["target"], "overlay",
-          MS_RDONLY if plan["readonly"] else 0,
+    mount("overlay", plan["target"], "overlay", 0,
           "lowerdir=" + ":".join(reversed(plan["lowerdirs"]))
           + (",upperdir=%s,workdir=%s" % (upperdir, workdir) if upperdir else ""))
+    ... mount /proc, /sys, /dev, binds (creating their mount points) ...
+    if plan["readonly"]: remount "/" with MS_RDONLY   # after pivot_root
 
 `lowerdirs` in the plan are LOWEST first, the order of `[rootfs].layers` (and
 of runtime.spec.RootfsMount); overlay's option lists the TOP layer first, so
-the option string (`mount_data()`) reverses them. A read-only unit with a
-single layer gets the store's empty directory as a second, lowest layer,
-because overlay refuses one lowerdir without an upperdir: so every plan has
-an upperdir or at least two lowerdirs and always mounts as an overlay (which
-is read-only by itself when it has no upperdir).
+the option string (`mount_data()`) reverses them. Every plan has an upperdir:
+a `readonly` unit gets a scratch one, wiped at each start like an ephemeral
+upper, because pid 1 must still create mount points (a bind target, /proc or
+/dev an image lacks) before it remounts the root read-only, as runc and
+docker `--read-only` do.
 
 When the option string would not fit in a page (the kernel copies at most
 PAGE_SIZE bytes of mount data, NUL included), or a layer path holds a
@@ -26,7 +27,7 @@ idea) and the plan says `chdir` = that directory, lowerdirs = the ids.
 
 Layout owned here:
     state_dir/units/<name>/{upper,work}   persistent: kept; ephemeral: fresh each start
-    state_dir/units/<name>/.ephemeral     marks an ephemeral upper, so supd can clean it
+    state_dir/units/<name>/.ephemeral     marks an ephemeral (or readonly scratch) upper, so supd can clean it
                                           at start even when the unit file is gone
     runtime_dir/units/<name>/rootfs       the mount point
 """
@@ -75,7 +76,6 @@ WORK_DIR = "work"
 ROOTFS_DIR = "rootfs"
 EPHEMERAL_MARKER = ".ephemeral"
 SHORT_LINKS_DIR = "l"
-EMPTY_LAYER_DIR = "empty"
 SHORT_ID_LENGTH = 8
 # characters that overlay's option parser treats as syntax
 OPTION_SYNTAX_CHARS = frozenset(",:\\")
@@ -95,7 +95,7 @@ MNT_DETACH = 2
 @dataclass(frozen=True)
 class RootfsPlan:
     lowerdirs: tuple[str, ...]  # LOWEST layer first; relative to `chdir` when it is set
-    upperdir: str | None  # None: read-only
+    upperdir: str | None  # prepare() always sets one; None only in hand-made plans
     workdir: str | None
     target: str  # the mount point
     readonly: bool
@@ -216,16 +216,20 @@ def _check_binds(unit: Unit) -> None:
             raise RootfsError(unit.file, f"[rootfs].binds[{i}].source", f'bind source "{bind.source}" does not exist')
 
 
-def _writable_dirs(unit: Unit, state_dir: Path) -> tuple[Path, Path] | None:
+def is_scratch(writable: Writable) -> bool:
+    """Is the unit's upper thrown away at each start and stop? (A readonly
+    unit's upper only ever holds the mount points pid 1 creates.)"""
+    return writable in ("ephemeral", "readonly")
+
+
+def _writable_dirs(unit: Unit, state_dir: Path) -> tuple[Path, Path]:
     assert unit.rootfs is not None
     writable = unit.rootfs.writable
-    if writable == "readonly":
-        return None
     base = unit_state_dir(state_dir, unit.name)
     upper, work = base / UPPER_DIR, base / WORK_DIR
     base.mkdir(parents=True, exist_ok=True)
     marker = base / EPHEMERAL_MARKER
-    if writable == "ephemeral":
+    if is_scratch(writable):
         marker.touch()  # first, so a crash mid-way still gets cleaned up later
         for d in (upper, work):
             if d.exists():
@@ -260,14 +264,10 @@ def prepare(unit: Unit, state_dir: Path, runtime_dir: Path, store: LayerStore) -
     layers = _layers_lowest_first(unit, store)
     _check_binds(unit)
     readonly = unit.rootfs.writable == "readonly"
-    if readonly and len(layers) == 1:
-        empty = state_dir / "layers" / EMPTY_LAYER_DIR
-        empty.mkdir(parents=True, exist_ok=True)
-        layers.insert(0, empty)
-    writable_dirs = _writable_dirs(unit, state_dir)
-    upperdir, workdir = (str(writable_dirs[0]), str(writable_dirs[1])) if writable_dirs else (None, None)
+    upper, work = _writable_dirs(unit, state_dir)
+    upperdir, workdir = str(upper), str(work)
     for d in (upperdir, workdir):
-        if d is not None and not is_option_safe(d):
+        if not is_option_safe(d):
             raise RootfsError(unit.file, "", f'state_dir "{state_dir}" holds "," ":" or "\\", which overlay options cannot carry')
     lowerdirs = [str(p) for p in layers]
     chdir: str | None = None
@@ -375,9 +375,10 @@ def _remove_ephemeral(state_dir: Path, name: str) -> None:
 
 def cleanup(unit_name: str, writable: Writable, state_dir: Path, runtime_dir: Path) -> None:
     """After a unit stopped: its mount point goes (unmounted first if something
-    is still mounted there), an ephemeral upper/work goes, a persistent upper stays."""
+    is still mounted there), an ephemeral or readonly-scratch upper/work goes, a
+    persistent upper stays."""
     _remove_mount_point(Path(runtime_dir), unit_name)
-    if writable == "ephemeral":
+    if is_scratch(writable):
         _remove_ephemeral(Path(state_dir), unit_name)
 
 
