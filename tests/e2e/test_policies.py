@@ -219,3 +219,106 @@ on_failure = "none"
     assert len(processes_with_cmdline(f"sleep {marker}".encode())) <= 2
     assert supd.ctl("stop", "hang").returncode == 0
     wait_for(lambda: not processes_with_cmdline(f"sleep {marker}".encode()), timeout=15, what="no check left after stop")
+
+
+def chain_unit(after: str | None, health: bool = False) -> str:
+    deps = f'after = ["{after}"]\nrequires = ["{after}"]\n' if after else ""
+    check = '[health]\ncommand = ["/bin/true"]\ninterval = "1s"\ntimeout = "2s"\n' if health else ""
+    return f"""
+[unit]
+{deps}
+[exec]
+command = ["/bin/sleep", "1000"]
+[stop]
+timeout = "3s"
+{check}
+"""
+
+
+def test_dependency_chain_starts_in_order_and_stops_together(supd: Supd) -> None:
+    supd.write_unit("db", chain_unit(None, health=True))
+    supd.write_unit("api", chain_unit("db"))
+    supd.write_unit("web", chain_unit("api"))
+    supd.start()
+    for name in ("db", "api", "web"):
+        supd.wait_state(name, "running", timeout=30)
+    evs = supd.events()
+    index = {(e["unit"], e["event"]): i for i, e in reversed(list(enumerate(evs)))}  # first occurrence
+    # db runs and is healthy (it has a check) before api starts; api runs before web starts.
+    assert index[("db", "running")] < index[("db", "healthy")] < index[("api", "running")] < index[("web", "running")]
+    assert supd.status("db")["health"] == "healthy"
+
+    assert supd.ctl("stop", "db").returncode == 0
+    for name in ("db", "api", "web"):
+        supd.wait_state(name, "inactive", timeout=30)
+    stops = [e for e in supd.events() if e["event"] == "stop"]
+    assert {(e["unit"], e["reason"]) for e in stops} >= {("api", "requires db"), ("web", "requires api")}
+
+
+def test_dependency_cycle_is_a_unit_file_error(supd: Supd) -> None:
+    supd.write_unit("a", chain_unit("b"))
+    supd.write_unit("b", chain_unit("a"))
+    supd.write_unit("c", chain_unit(None))
+    supd.start()
+    a = supd.wait_state("a", "error")
+    b = supd.wait_state("b", "error")
+    assert "dependency cycle: a -> b -> a" in a["error"]
+    assert "dependency cycle" in b["error"]
+    assert a["error"].startswith(str(supd.units / "a.toml"))
+    # the rest of the units are not disturbed
+    supd.wait_state("c", "running")
+
+
+def test_batch_unit_frozen_under_host_memory_pressure_then_thawed(supd: Supd, unique_name: str, tmp_path: Path) -> None:
+    import pytest
+
+    from tests.integration.test_pressure import memory_pressure
+
+    if not Path("/proc/pressure/memory").exists():
+        pytest.skip("no PSI (/proc/pressure) on this kernel")
+    threshold = 8.0
+    supd.write_unit(
+        "batch",
+        f"""
+[unit]
+slice = "batch"
+priority = -5
+[exec]
+command = ["/bin/sleep", "1000"]
+[freeze]
+on_host_pressure = {{ memory = {threshold} }}
+[stop]
+timeout = "3s"
+""",
+    )
+    supd.write_unit("other", chain_unit(None))  # no pressure policy: never frozen
+    supd.start()
+    pid = supd.wait_state("batch", "running")["pid"]
+    supd.wait_state("other", "running")
+
+    frozen: dict[str, Any] | None = None
+    with memory_pressure(unique_name + "gen", tmp_path, seconds=45):
+        deadline = time.monotonic() + 35
+        while time.monotonic() < deadline:
+            st = supd.status("batch")
+            if st["state"] == "frozen":
+                frozen = st
+                break
+            time.sleep(0.3)
+    if frozen is None:
+        avg10 = Path("/proc/pressure/memory").read_text().splitlines()[0]
+        pytest.skip(f"the kernel showed too little memory pressure within 35 s to reach {threshold}% ({avg10})")
+    assert frozen["freeze_reason"] == "pressure"
+    assert frozen["pid"] == pid
+    ev = events_of(supd, "batch", "host-pressure")[-1]
+    assert ev["reason"] == "pressure"
+    assert ev["readings"]["memory"] >= threshold
+    assert ev["thresholds"] == {"memory": threshold}
+    assert supd.state_of("other") == "running"
+
+    # The generator is gone: thawed once avg10 stays below half the threshold for 10 s.
+    st = supd.wait_state("batch", "running", timeout=60)
+    assert st["pid"] == pid
+    released = events_of(supd, "batch", "pressure-released")
+    assert released and released[-1]["readings"]["memory"] < threshold / 2
+    assert released[-1]["frozen_for"] >= 10
