@@ -322,3 +322,29 @@ timeout = "3s"
     released = events_of(supd, "batch", "pressure-released")
     assert released and released[-1]["readings"]["memory"] < threshold / 2
     assert released[-1]["frozen_for"] >= 10
+
+
+def test_max_frozen_fails_a_policy_frozen_unit_but_not_a_user_frozen_one(supd: Supd, tmp_path: Path) -> None:
+    flag = tmp_path / "healthy-flag"
+    flag.touch()
+    extra = '[freeze]\nmax_frozen = "2s"\n'
+    supd.write_unit("mf", health_unit(flag, "freeze", extra=extra))
+    supd.write_unit("uf", chain_unit(None) + extra)
+    supd.start()
+    wait_for(lambda: supd.status("mf")["health"] == "healthy", timeout=30, what="healthy")
+    pid = supd.status("mf")["pid"]
+    uf_pid = supd.wait_state("uf", "running")["pid"]
+    assert supd.ctl("freeze", "uf").returncode == 0
+
+    flag.unlink()
+    supd.wait_state("mf", "frozen", timeout=30)
+    flag.touch()  # the restarted process will be healthy
+    st = wait_for(lambda: (s := supd.status("mf"))["pid"] not in (None, pid) and s, timeout=30, what="restarted after max_frozen")
+    assert st["last_exit"]["reason"] == "max-frozen"
+    ev = events_of(supd, "mf", "max-frozen")[0]
+    assert ev["frozen_for"] >= 2 and ev["freeze_reason"] == "health"
+
+    # the user's freeze is the user's: max_frozen does not apply
+    st = supd.status("uf")
+    assert st["state"] == "frozen" and st["pid"] == uf_pid and st["freeze_reason"] == "user"
+    assert not events_of(supd, "uf", "max-frozen")
