@@ -190,6 +190,8 @@ def render_status(
     for warning in status.get("warnings") or []:
         lines.append(_label("Warning", str(warning)))
     if status.get("cgroup"):
+        if status.get("cgroup_driver"):
+            lines.append(_label("Driver", str(status["cgroup_driver"])))
         lines.append(_label("CGroup", str(status["cgroup"])))
         indent = " " * (LABEL_WIDTH + 2)
         for i, proc in enumerate(processes):

@@ -103,6 +103,7 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
         "slice": unit.slice_name if unit else None,
         "container": unit.rootfs is not None if unit else False,
         "driver": driver.name if driver else None,
+        "cgroup_driver": driver.describe() if driver else None,
         "warnings": list(u.warnings),
     }
     if detail:

@@ -159,7 +159,7 @@ def test_status_shows_driver_tree_and_figures(supd: Supd) -> None:
     supd.wait_state("t", "running")
     wait_for(lambda: len(supd.status("t")["processes"]) == 3, what="3 processes in the scope")
     human = supd.ctl("status", "t").stdout
-    for needle in ("Tasks:", "(limit: 10)", "Memory:", "max: 64.0M", "CPU:", "CGroup: /supd.slice/supd-t.scope", "sleep 100000"):
+    for needle in ("Tasks:", "(limit: 10)", "Memory:", "max: 64.0M", "CPU:", "CGroup: /supd.slice/supd-t.scope", "Driver: cgroupfs, ", "sleep 100000"):
         assert needle in human, (needle, human)
     info = json.loads(supd.ctl("info", "--json").stdout)
     assert info["driver"] == "cgroupfs"
