@@ -234,15 +234,20 @@ class Daemon:
                 log.info("units_dir_changed", **{k: v for k, v in result.items() if v})
 
     async def _signals(self) -> None:
+        # The receiver stays open until supd exits: a second SIGTERM (timeout(1)
+        # and init systems send more than one) must not kill supd halfway
+        # through stopping its units and leave them unsupervised.
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
-                if signum == signal.SIGHUP:
-                    log.info("reload_requested", signal="SIGHUP")
+                name = signal.Signals(signum).name
+                if signum == signal.SIGHUP and not self.shutdown.is_set():
+                    log.info("reload_requested", signal=name)
                     await self.reload()
+                elif self.shutdown.is_set():
+                    log.info("shutdown_in_progress", signal=name)
                 else:
-                    log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                    log.info("shutdown_requested", signal=name)
                     self.shutdown.set()
-                    return
 
     async def _housekeeping(self) -> None:
         while True:

@@ -716,6 +716,10 @@ def serve(daemon):
 
 
 def main():
+    # A Ctrl-C at the terminal reaches the whole foreground process group; the
+    # spawner belongs to the daemon and ends when the daemon's socket closes.
+    # (Every child resets SIGINT to SIG_DFL before it execs.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     daemon = socket.socket(fileno=int(sys.argv[1]))
     try:
         serve(daemon)

@@ -235,3 +235,22 @@ def test_daemon_not_running_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert "none.sock" in r.stderr
+
+
+def test_repeated_sigterm_does_not_abandon_units(supd: Supd) -> None:
+    # timeout(1) and init systems may signal twice; supd must finish stopping.
+    supd.write_unit(
+        "slow",
+        '[exec]\ncommand = ["/bin/sh", "-c", "trap \'\' TERM; while true; do sleep 1; done"]\n[stop]\ntimeout = "2s"\n',
+    )
+    supd.start()
+    pid = supd.wait_state("slow", "running")["pid"]
+    time.sleep(0.5)
+    assert supd.proc is not None
+    supd.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    supd.proc.send_signal(signal.SIGTERM)
+    supd.proc.send_signal(signal.SIGINT)
+    assert supd.proc.wait(timeout=30) == 0
+    assert not pid_alive(pid)
+    assert "shutdown_in_progress" in supd.daemon_log()
