@@ -79,10 +79,13 @@ class Supervisor:
             u.state = state
             u.since = time.time()
             self.events.emit(u.name, state.value, reason, **fields)
-        self._changed.set()
-        self._changed = anyio.Event()
+        self._broadcast()
         if self.on_state_change is not None:
             self.on_state_change(u)
+
+    def _broadcast(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
@@ -323,21 +326,9 @@ class Supervisor:
             assert u.backoff is not None
             u.backoff.started(u.started_at)
             self._set_state(u, UnitState.RUNNING, "started", pid=u.pid)
-            status = await self._supervise(u, unit, pending.pid)
-            if self.detaching:
-                return status
-            with anyio.CancelScope(shield=True):
-                status = self._classify(u, status)
-                await self._cleanup(u, unit, ref)
-            return status
+            return await self._supervise_to_end(u, unit, pending.pid, ref)
         finally:
-            if not self.detaching:
-                u.pid = None
-                u.cgroup = None
-                u.frozen = False
-            u.active = False
-            self._changed.set()
-            self._changed = anyio.Event()
+            self._run_over(u)
 
     async def _run_adopted(self, u: UnitRun, unit: Unit) -> ExitStatus:
         """Supervise a process a previous supd started (live-restore, or a crash of
@@ -363,21 +354,26 @@ class Supervisor:
                 u.frozen = True
                 u.freeze_reason = u.freeze_reason or "user"
                 self._set_state(u, UnitState.FROZEN, u.freeze_reason)
-            status = await self._supervise(u, unit, pid)
-            if self.detaching:
-                return status
-            with anyio.CancelScope(shield=True):
-                status = self._classify(u, status)
-                await self._cleanup(u, unit, u.cgroup)
-            return status
+            return await self._supervise_to_end(u, unit, pid, u.cgroup)
         finally:
-            if not self.detaching:
-                u.pid = None
-                u.cgroup = None
-                u.frozen = False
-            u.active = False
-            self._changed.set()
-            self._changed = anyio.Event()
+            self._run_over(u)
+
+    async def _supervise_to_end(self, u: UnitRun, unit: Unit, pid: int, ref: CgroupRef | None) -> ExitStatus:
+        status = await self._supervise(u, unit, pid)
+        if self.detaching:  # live-restore: leave the process and its scope as they are
+            return status
+        with anyio.CancelScope(shield=True):
+            status = self._classify(u, status)
+            await self._cleanup(u, unit, ref)
+        return status
+
+    def _run_over(self, u: UnitRun) -> None:
+        if not self.detaching:
+            u.pid = None
+            u.cgroup = None
+            u.frozen = False
+        u.active = False
+        self._broadcast()
 
     async def _supervise(self, u: UnitRun, unit: Unit, pid: int) -> ExitStatus:
         """Wait for the process to exit, or for a stop request and then for the exit."""
