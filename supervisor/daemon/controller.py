@@ -79,15 +79,7 @@ class DaemonController:
                 await self.sup.stop(u)
                 await self._settle(u)
             elif verb == "restart":
-                # Not Supervisor.restart: it stops with the unit still wanted, so
-                # the unit task starts it again before that coroutine sees it go
-                # inactive, and the reply never comes (and a supd shutdown in
-                # between would start it again). Stop for good, then start.
-                if u.active:
-                    await self.sup.stop(u, reason="user restart")
-                    while u.active:
-                        await self.sup.wait_changed()
-                self.sup.start(u)
+                await self.sup.restart(u)
                 await self._settle(u)
             elif verb == "freeze":
                 if not states.can_freeze(u.state):

@@ -193,8 +193,11 @@ class Supervisor:
         u.stop_requested.set()
 
     async def restart(self, u: UnitRun) -> None:
+        # Stop for good, then start: a stop that keeps the unit wanted would let
+        # the unit task start it again before we see it go inactive (and a supd
+        # shutdown in between would start it again).
         if u.active:
-            await self.stop(u, reason="user restart", keep_wanted=True)
+            await self.stop(u, reason="user restart")
             await self._wait_inactive(u)
         self.start(u)
 
