@@ -27,7 +27,8 @@ idea) and the plan says `chdir` = that directory, lowerdirs = the ids.
 
 Layout owned here:
     state_dir/units/<name>/{upper,work}   persistent: kept; ephemeral: fresh each start
-    state_dir/units/<name>/.ephemeral     marks an ephemeral (or readonly scratch) upper, so supd can clean it
+    state_dir/units/<name>/scratch/{upper,work}   readonly: mount points only, fresh each start
+    state_dir/units/<name>/.ephemeral     marks an ephemeral upper, so supd can clean it
                                           at start even when the unit file is gone
     runtime_dir/units/<name>/rootfs       the mount point
 """
@@ -75,6 +76,7 @@ UPPER_DIR = "upper"
 WORK_DIR = "work"
 ROOTFS_DIR = "rootfs"
 EPHEMERAL_MARKER = ".ephemeral"
+SCRATCH_DIR = "scratch"  # a readonly unit's throw-away upper (mount points only)
 SHORT_LINKS_DIR = "l"
 SHORT_ID_LENGTH = 8
 # characters that overlay's option parser treats as syntax
@@ -216,26 +218,29 @@ def _check_binds(unit: Unit) -> None:
             raise RootfsError(unit.file, f"[rootfs].binds[{i}].source", f'bind source "{bind.source}" does not exist')
 
 
-def is_scratch(writable: Writable) -> bool:
-    """Is the unit's upper thrown away at each start and stop? (A readonly
-    unit's upper only ever holds the mount points pid 1 creates.)"""
-    return writable in ("ephemeral", "readonly")
-
-
 def _writable_dirs(unit: Unit, state_dir: Path) -> tuple[Path, Path]:
     assert unit.rootfs is not None
     writable = unit.rootfs.writable
     base = unit_state_dir(state_dir, unit.name)
-    upper, work = base / UPPER_DIR, base / WORK_DIR
     base.mkdir(parents=True, exist_ok=True)
-    marker = base / EPHEMERAL_MARKER
-    if is_scratch(writable):
-        marker.touch()  # first, so a crash mid-way still gets cleaned up later
-        for d in (upper, work):
-            if d.exists():
-                shutil.rmtree(d)
+    if writable == "readonly":
+        # A scratch upper of its own: switching a persistent unit to readonly
+        # must neither wipe nor expose its kept upper.
+        scratch = base / SCRATCH_DIR
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        scratch.mkdir(mode=0o700)
+        upper, work = scratch / UPPER_DIR, scratch / WORK_DIR
     else:
-        marker.unlink(missing_ok=True)
+        upper, work = base / UPPER_DIR, base / WORK_DIR
+        marker = base / EPHEMERAL_MARKER
+        if writable == "ephemeral":
+            marker.touch()  # first, so a crash mid-way still gets cleaned up later
+            for d in (upper, work):
+                if d.exists():
+                    shutil.rmtree(d)
+        else:
+            marker.unlink(missing_ok=True)
     upper.mkdir(mode=0o755, exist_ok=True)
     work.mkdir(mode=0o700, exist_ok=True)
     return upper, work
@@ -373,13 +378,26 @@ def _remove_ephemeral(state_dir: Path, name: str) -> None:
         pass  # something else lives there; not ours to delete
 
 
+def _remove_scratch(state_dir: Path, name: str) -> None:
+    base = unit_state_dir(state_dir, name)
+    scratch = base / SCRATCH_DIR
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    try:
+        base.rmdir()
+    except (FileNotFoundError, OSError):
+        pass  # a persistent upper from an earlier definition: user data, kept
+
+
 def cleanup(unit_name: str, writable: Writable, state_dir: Path, runtime_dir: Path) -> None:
     """After a unit stopped: its mount point goes (unmounted first if something
-    is still mounted there), an ephemeral or readonly-scratch upper/work goes, a
-    persistent upper stays."""
+    is still mounted there), an ephemeral upper/work or a readonly unit's scratch
+    goes, a persistent upper stays."""
     _remove_mount_point(Path(runtime_dir), unit_name)
-    if is_scratch(writable):
+    if writable == "ephemeral":
         _remove_ephemeral(Path(state_dir), unit_name)
+    elif writable == "readonly":
+        _remove_scratch(Path(state_dir), unit_name)
 
 
 def remove_leftovers(state_dir: Path, runtime_dir: Path, keep: Collection[str]) -> list[str]:
@@ -396,7 +414,12 @@ def remove_leftovers(state_dir: Path, runtime_dir: Path, keep: Collection[str]) 
     state_units = Path(state_dir) / UNITS_DIR
     if state_units.is_dir():
         for d in state_units.iterdir():
-            if d.name not in keep and UNIT_DIR_NAME_RE.match(d.name) and (d / EPHEMERAL_MARKER).is_file():
+            if d.name in keep or not UNIT_DIR_NAME_RE.match(d.name):
+                continue
+            if (d / SCRATCH_DIR).is_dir():
+                _remove_scratch(Path(state_dir), d.name)
+                cleaned.add(d.name)
+            if (d / EPHEMERAL_MARKER).is_file():
                 _remove_ephemeral(Path(state_dir), d.name)
                 cleaned.add(d.name)
     if cleaned:

@@ -197,6 +197,30 @@ def test_remove_leftovers_cleans_only_units_no_longer_run(tmp_path: Path, no_lea
     assert (state / "units" / "kept" / "upper").is_dir()
 
 
+def test_readonly_scratch_never_touches_a_kept_persistent_upper(tmp_path: Path, unique_name: str, no_leaks: None) -> None:
+    base = make_layer(tmp_path / "base", {"data/x": "x"})
+    state, run = tmp_path / "state", tmp_path / "run"
+    plan = prepare(make_unit(unique_name, tmp_path, [base], "persistent"), tmp_path)
+    (Path(plan.upperdir) / "kept").write_text("user data")  # type: ignore[arg-type]
+    # the same unit switched to readonly: a scratch upper of its own
+    ro = prepare(make_unit(unique_name, tmp_path, [base], "readonly"), tmp_path)
+    assert ro.upperdir is not None and ro.upperdir != plan.upperdir
+    assert os.listdir(ro.upperdir) == []
+    overlay.mount(ro)
+    try:
+        assert not (Path(ro.target) / "kept").exists()  # not exposed either
+    finally:
+        overlay.unmount(ro.target)
+    overlay.cleanup(unique_name, "readonly", state, run)
+    assert not Path(ro.upperdir).exists()
+    assert (Path(plan.upperdir) / "kept").read_text() == "user data"  # type: ignore[arg-type]
+    # a crashed readonly unit's scratch is a leftover; the persistent upper is not
+    prepare(make_unit(unique_name, tmp_path, [base], "readonly"), tmp_path)
+    assert overlay.remove_leftovers(state, run, keep=set()) == [unique_name]
+    assert sorted(os.listdir(state / "units" / unique_name)) == ["upper", "work"]
+    assert (Path(plan.upperdir) / "kept").read_text() == "user data"  # type: ignore[arg-type]
+
+
 def test_command_lookup_honours_whiteouts_opaque_dirs_and_symlinks(tmp_path: Path) -> None:
     low = make_layer(tmp_path / "low", {"bin/busybox": "", "opt/bin/tool": "", "usr/bin/gone": "", "usr/bin/env": ""})
     for f in ("bin/busybox", "opt/bin/tool", "usr/bin/gone", "usr/bin/env"):
