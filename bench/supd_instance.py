@@ -58,6 +58,7 @@ class SupdInstance:
 
     def launch(self) -> None:
         self.units_dir.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable, "-m", "supervisor",
             "--units", str(self.units_dir), "--state-dir", str(self.state_dir),
