@@ -90,6 +90,17 @@ def test_bad_container_units_fail_clearly_and_leave_nothing(
         assert needles[0] in r.stdout, (name, r.stdout)
         assert not (supd.runtime / "units" / name).exists(), name
         assert not (supd.state / "units" / name).exists(), name  # ephemeral scratch cleaned
+    # problems the unit file itself has are `error`, found before anything is prepared
+    unit_file_cases = {
+        "badwritable": (container_unit([busybox_layer], writable="sometimes"), "[rootfs].writable"),
+        "badbind": (container_unit([busybox_layer], extra_rootfs='binds = [{ source = "/tmp", target = "relative" }]\n'), "[rootfs].binds[0].target"),
+    }
+    for name, (text, _key) in unit_file_cases.items():
+        supd.write_unit(name, text)
+    for name, (_text, key) in unit_file_cases.items():
+        st = supd.wait_state(name, "error", "failed", "running", timeout=30)
+        assert st["state"] == "error" and key in st["error"], (name, st)
+        assert not (supd.runtime / "units" / name).exists(), name
     left = [m for m in mounts_anywhere(supd.root) if "/units/good/" not in m]
     assert left == [], left
     st = supd.status("good")
