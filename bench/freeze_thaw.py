@@ -12,7 +12,9 @@ The workload everywhere: busybox `sh -c 'for i in $(seq 50); do sleep 100000 & d
 - supctl: `supctl freeze f` then `supctl thaw f` (two client processes);
 - crun / runc `pause` + `resume`, podman `pause` + `unpause` (processes);
 - direct: write FROZEN to a v1 `freezer.state`, poll until it reads FROZEN,
-  write THAWED, poll until THAWED (same 51 processes in a bench cgroup).
+  write THAWED, poll until THAWED; and the same with cgroup2's
+  `cgroup.freeze` + `cgroup.events` (what supd uses on this hybrid host),
+  on 51 host processes in a bench cgroup.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,8 @@ PROCESSES = 51  # the shell and its 50 sleeps
 FIFTY = "for i in $(seq 50); do sleep 100000 & done; wait"
 FREEZER = Path("/sys/fs/cgroup/freezer")
 FREEZER_STATE = "freezer.state"
+UNIFIED = Path("/sys/fs/cgroup/unified")
+CGROUP_FREEZE, CGROUP_EVENTS = "cgroup.freeze", "cgroup.events"
 FROZEN, THAWED = "FROZEN", "THAWED"
 
 
@@ -83,41 +88,67 @@ def supd_supctl(supd: SupdInstance, runs: int) -> list[float]:
     return times
 
 
-def wait_state(cgroup: Path, wanted: str) -> None:
+def wait_until(file: Path, check: Callable[[str], bool]) -> None:
     deadline = time.monotonic() + 30
-    while (cgroup / FREEZER_STATE).read_text().strip() != wanted:
+    while not check(file.read_text()):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{cgroup / FREEZER_STATE}: expected {wanted} within 30 s")
+            raise TimeoutError(f"{file}: expected state not reached within 30 s")
 
 
-def direct_freezer(root_name: str, runs: int) -> list[float]:
-    """51 host processes in `<freezer>/<root>/direct`, frozen and thawed by hand."""
-    cgroup = FREEZER / root_name / "direct"
-    cgroup.mkdir(parents=True)
+def v1_round_trip(cgroup: Path) -> None:
+    state = cgroup / FREEZER_STATE
+    state.write_text(FROZEN)
+    wait_until(state, lambda text: text.strip() == FROZEN)
+    state.write_text(THAWED)
+    wait_until(state, lambda text: text.strip() == THAWED)
+
+
+def v2_round_trip(cgroup: Path) -> None:
+    (cgroup / CGROUP_FREEZE).write_text("1")
+    wait_until(cgroup / CGROUP_EVENTS, lambda text: "frozen 1" in text)
+    (cgroup / CGROUP_FREEZE).write_text("0")
+    wait_until(cgroup / CGROUP_EVENTS, lambda text: "frozen 0" in text)
+
+
+def direct_freezer(root_name: str, runs: int) -> dict[str, list[float]]:
+    """51 host processes in `<root>/direct` of the v1 freezer (and of cgroup2 where
+    it can freeze), frozen and thawed by hand: write, then poll until confirmed."""
+    v1 = FREEZER / root_name / "direct"
+    v2 = UNIFIED / root_name / "direct"
+    homes = [v1] + ([v2] if (UNIFIED / CGROUP_FREEZE).exists() or UNIFIED.is_dir() else [])
+    for cgroup in homes:
+        cgroup.mkdir(parents=True)
+    homes = [c for c in homes if c == v1 or (c / CGROUP_FREEZE).exists()]
     shell = subprocess.Popen(["sh", "-c", "read go; " + FIFTY], stdin=subprocess.PIPE, start_new_session=True)
     assert shell.stdin is not None
     try:
-        (cgroup / "cgroup.procs").write_text(str(shell.pid))
+        for cgroup in homes:
+            (cgroup / "cgroup.procs").write_text(str(shell.pid))
         shell.stdin.write(b"go\n")
         shell.stdin.flush()
         deadline = time.monotonic() + 60
-        while len((cgroup / "cgroup.procs").read_text().split()) < PROCESSES:
+        while len((v1 / "cgroup.procs").read_text().split()) < PROCESSES:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{cgroup}: expected {PROCESSES} processes within 60 s")
+                raise TimeoutError(f"{v1}: expected {PROCESSES} processes within 60 s")
             time.sleep(0.05)
-        times = []
-        for i in range(WARMUPS + runs):
-            t0 = time.perf_counter()
-            (cgroup / FREEZER_STATE).write_text(FROZEN)
-            wait_state(cgroup, FROZEN)
-            (cgroup / FREEZER_STATE).write_text(THAWED)
-            wait_state(cgroup, THAWED)
-            if i >= WARMUPS:
-                times.append(time.perf_counter() - t0)
-        return times
+        results: dict[str, list[float]] = {}
+        for name, cgroup, round_trip in (("direct v1 freezer.state", v1, v1_round_trip),
+                                         ("direct cgroup2 cgroup.freeze", v2, v2_round_trip)):
+            if cgroup not in homes:
+                continue
+            times = []
+            for i in range(WARMUPS + runs):
+                t0 = time.perf_counter()
+                round_trip(cgroup)
+                if i >= WARMUPS:
+                    times.append(time.perf_counter() - t0)
+            results[name] = times
+        return results
     finally:
-        (cgroup / FREEZER_STATE).write_text(THAWED)
-        for pid in (cgroup / "cgroup.procs").read_text().split():
+        (v1 / FREEZER_STATE).write_text(THAWED)
+        if v2 in homes:
+            (v2 / CGROUP_FREEZE).write_text("0")
+        for pid in (v1 / "cgroup.procs").read_text().split():
             try:
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
@@ -175,7 +206,8 @@ def run(runs: int = 50, passes: int = 3) -> Table:
                             samples.setdefault(name, []).append(peers.run_job({**job, "runs": runs}, env=peers.podman_env())["seconds"])
                         except Exception as e:  # noqa: BLE001
                             notes.append(f"{name} failed: {str(e)[-300:]}")
-                    samples.setdefault("direct v1 freezer.state", []).append(direct_freezer(bench_root, runs))
+                    for name, times in direct_freezer(bench_root, runs).items():
+                        samples.setdefault(name, []).append(times)
         finally:
             leaked = cgroup_cleanup.remove_root(bench_root)
             if leaked:

@@ -3,6 +3,7 @@ detached first, so removing the folder can never reach into a mounted layer."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -32,7 +33,9 @@ def unmount_all_under(root: Path) -> list[str]:
 
 @contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix=f"supd-bench-{prefix}-"))
+    # only [a-z0-9-]: podman derives an image name from an OCI layout's path
+    path = Path(tempfile.gettempdir()) / f"supd-bench-{prefix.replace('_', '-')}-{secrets.token_hex(4)}"
+    path.mkdir(mode=0o700)
     try:
         yield path
     finally:
