@@ -27,7 +27,8 @@ class ConfigError(Exception):
     def __init__(self, source: str, key: str, expected: str, got: object = None) -> None:
         self.source, self.key, self.expected, self.got = source, key, expected, got
         shown = f", got {got!r}" if got is not None else ""
-        super().__init__(f"{source}: {key}: expected {expected}{shown}")
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: expected {expected}{shown}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from supervisor.api.commands import ConflictError, NoSuchUnitError
+from supervisor.api.commands import BadRequestError, ConflictError, NoSuchUnitError
 from supervisor.cgroups.driver import CgroupError
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon import status as unit_status
@@ -157,5 +157,10 @@ class DaemonController:
     async def import_image(self, path: str, tag: str) -> dict[str, Any]:
         if self._images is None:
             raise ConflictError("no image store")
-        image = await anyio.to_thread.run_sync(self._images.import_image, Path(path), tag)
+        from supervisor.rootfs.errors import ImageError
+
+        try:
+            image = await anyio.to_thread.run_sync(self._images.import_image, Path(path), tag)
+        except (ImageError, OSError) as e:
+            raise BadRequestError(f"image import {path}:{tag}: {e}") from None
         return image.to_json() if hasattr(image, "to_json") else dict(vars(image))

@@ -31,6 +31,7 @@ from supervisor.policy.state import UnitState
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner, SpawnError
 from supervisor.units.model import Unit
+from supervisor.units.values import signal_name
 
 log = structlog.get_logger()
 
@@ -233,12 +234,11 @@ class Supervisor:
         now = time.monotonic()
         if u.adopt_pid is None and not u.start_limit.allow(now):
             u.want_running = False
-            self._set_state(
-                u,
-                UnitState.FAILED,
-                "start-limit",
-                error=f"started more than {unit.restart.limit_burst} times in {unit.restart.limit_interval:g}s",
+            u.error = (
+                f"start limit hit: started more than {unit.restart.limit_burst} times in "
+                f"{unit.restart.limit_interval:g}s; `supctl start {u.name}` clears it"
             )
+            self._set_state(u, UnitState.FAILED, "start-limit", error=u.error)
             self._stop_dependents(u)
             return
         if u.adopt_pid is not None:
@@ -538,7 +538,9 @@ class Supervisor:
 
 
 def _exit_fields(status: ExitStatus) -> dict[str, Any]:
-    return {"code": status.code, "signal": status.signal}
+    """Exit figures for events, with the signal by name (as in status objects)."""
+    sig = None if status.signal is None else signal_name(int(status.signal))
+    return {"code": status.code, "signal": sig}
 
 
 def _kill_quietly(pid: int, sig: int) -> None:
