@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket-group", dest="socket_group")
     p.add_argument("--log-format", dest="log_format", choices=_CHOICES["log_format"])
     p.add_argument("--live-restore", dest="live_restore", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--log-max-bytes", dest="log_max_bytes", type=int)
+    p.add_argument("--log-max-bytes", dest="log_max_bytes", type=int, help="rotate a unit's log past this size")
+    p.add_argument("--log-keep", dest="log_keep", type=int, help="rotated log files kept per unit")
     p.add_argument("--version", action="version", version="supd 0.1.0")
     return p
 
