@@ -75,3 +75,24 @@ def build_exec_spec(
         join=JoinSpec(pid=main_pid, cgroup_procs=cgroup_procs),
         no_new_privs=True,
     )
+
+
+# What the spawner's error messages are about, by how they start: lets supd
+# point at the unit file key to fix, as unit-file errors do.
+_ERROR_KEYS = (
+    ('user "', "[exec].user"),
+    ('group "', "[exec].user"),
+    ("exec ", "[exec].command"),
+    ("cwd ", "[exec].working_directory"),
+    ("bind ", "[rootfs].binds"),
+    ("mount ", "[rootfs]"),
+    ("create mount point ", "[rootfs]"),
+)
+
+
+def describe_spawn_error(unit: Unit, message: str) -> str:
+    """`units/web.toml: [exec].command: exec /bin/x: No such file or directory`."""
+    for prefix, key in _ERROR_KEYS:
+        if message.startswith(prefix):
+            return f"{unit.file}: {key}: {message}"
+    return f"{unit.file}: {message}"

@@ -23,7 +23,7 @@ from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupRef, Scop
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import DaemonConfig
 from supervisor.daemon.events import EventBus
-from supervisor.daemon.spawnspec import build_spawn_spec
+from supervisor.daemon.spawnspec import build_spawn_spec, describe_spawn_error
 from supervisor.daemon.unitdir import Loaded
 from supervisor.daemon.unitrun import UnitRun
 from supervisor.policy.restart import ExitStatus, should_restart
@@ -309,11 +309,11 @@ class Supervisor:
                         await pending.abort()
                     raise
             except (SpawnError, CgroupError, StartFailure, OSError, ValueError) as e:
-                u.error = str(e)
+                u.error = describe_spawn_error(unit, str(e)) if isinstance(e, SpawnError) else str(e)
                 u.want_running = False
                 with anyio.CancelScope(shield=True):
                     await self._cleanup(u, unit, ref)
-                self._set_state(u, UnitState.FAILED, "cannot start", error=str(e))
+                self._set_state(u, UnitState.FAILED, "cannot start", error=u.error)
                 return None
             except Exception as e:  # a bug must not take the daemon down with it
                 log.exception("unit_start_crashed", unit=unit.name)
