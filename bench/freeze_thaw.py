@@ -117,7 +117,7 @@ def direct_freezer(root_name: str, runs: int) -> dict[str, list[float]]:
     v2 = UNIFIED / root_name / "direct"
     homes = [v1] + ([v2] if (UNIFIED / CGROUP_FREEZE).exists() or UNIFIED.is_dir() else [])
     for cgroup in homes:
-        cgroup.mkdir(parents=True)
+        cgroup.mkdir(parents=True, exist_ok=True)  # kept between passes
     homes = [c for c in homes if c == v1 or (c / CGROUP_FREEZE).exists()]
     shell = subprocess.Popen(["sh", "-c", "read go; " + FIFTY], stdin=subprocess.PIPE, start_new_session=True)
     assert shell.stdin is not None
