@@ -93,7 +93,9 @@ class DaemonController:
                 raise ConflictError(f"unknown verb {verb}")
         except (StartFailure, CgroupError, OSError) as e:
             raise ConflictError(f"{name}: {verb} failed: {e}") from None
-        return self.unit_status(name)
+        # The reply to a command is the unit's new state and figures, without the
+        # process list (a /proc read per process): `supctl status` has that.
+        return unit_status.unit_status(u, self.sup.driver, detail=False)
 
     async def _settle(self, u: UnitRun, timeout: float = 0) -> None:
         """Wait until the unit is no longer in a transitional state, so that the

@@ -67,6 +67,7 @@ class Daemon:
         self.sup: Supervisor | None = None
         self._reload_lock = anyio.Lock()
         self.state = StateStore(config.state_dir)
+        self._persisted: dict[str, tuple[object, ...]] = {}
 
     # ------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
@@ -160,8 +161,15 @@ class Daemon:
     def _persist(self, u: UnitRun) -> None:
         if u.removed or u.state not in restore.PERSISTED_STATES:
             return
+        record = restore.record_for(u)
+        # A save is an fsync or two: skip it when nothing a restarted supd needs
+        # has changed (a freeze or thaw of the same process, say).
+        key = restore.adoption_key(record)
+        if self._persisted.get(u.name) == key:
+            return
         try:
-            self.state.save(restore.record_for(u))
+            self.state.save(record)
+            self._persisted[u.name] = key
         except OSError as e:
             log.warning("state_save_failed", unit=u.name, error=str(e))
 

@@ -66,6 +66,21 @@ def record_for(u: UnitRun) -> UnitRecord:
     )
 
 
+def adoption_key(record: UnitRecord) -> tuple[object, ...]:
+    """What of a record matters after a supd restart. Running and frozen are
+    one state here: adoption reads the freezer from the scope itself."""
+    up = record.state in (UnitState.RUNNING.value, UnitState.FROZEN.value)
+    return (
+        "up" if up else record.state,
+        record.pid,
+        record.restarts,
+        repr(record.last_exit),
+        record.definition,
+        record.user_stopped,
+        record.frozen_by_user,
+    )
+
+
 @dataclass(frozen=True)
 class Adoption:
     verdict: Verdict

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from supervisor.cgroups import tree as cgroup_tree
 from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupStats
 from supervisor.daemon.events import iso
 from supervisor.daemon.unitrun import UnitRun
@@ -20,12 +21,14 @@ def cmdline(pid: int) -> str:
     return " ".join(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
 
 
-def _stats(driver: CgroupDriver | None, u: UnitRun) -> CgroupStats | None:
+def _stats(driver: CgroupDriver | None, u: UnitRun, *, detail: bool = True) -> CgroupStats | None:
     if driver is None or u.cgroup is None:
         return None
     try:
-        return driver.stats(u.cgroup)
-    except (CgroupError, OSError):
+        # A listing needs only the live counters, read straight off the
+        # scope's files (the same for every driver); a status adds the limits.
+        return driver.stats(u.cgroup) if detail else cgroup_tree.usage(u.cgroup)
+    except (CgroupError, OSError, ValueError):
         return None
 
 
@@ -54,7 +57,7 @@ def cgroup_display_path(u: UnitRun) -> str | None:
 
 def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True) -> dict[str, Any]:
     unit = u.unit
-    stats = _stats(driver, u)
+    stats = _stats(driver, u, detail=detail)
     resources = {
         "memory_current": stats.memory_current if stats else None,
         "memory_peak": stats.memory_peak if stats else None,
@@ -139,7 +142,7 @@ def tree(units: list[UnitRun], driver: CgroupDriver | None) -> dict[str, Any]:
             for i in range(2, len(parts) + 1):
                 name = "-".join(parts[:i]) + ".slice"
                 node = node["children"].setdefault(name, {"name": name, "children": {}})
-        stats = _stats(driver, u)
+        stats = _stats(driver, u, detail=False)
         node["children"][u.unit.scope_name] = {
             "name": u.unit.scope_name,
             "unit": u.name,
