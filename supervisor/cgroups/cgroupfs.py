@@ -232,6 +232,7 @@ class CgroupfsDriver:
         await tree.kill_all(ref, sig)
 
     async def remove(self, ref: CgroupRef) -> None:
+        tree.forget(ref)
         if tree.pids_in(ref):
             await tree.kill_all(ref, signal.SIGKILL)
         for _key, path in ref.paths:

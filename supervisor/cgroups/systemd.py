@@ -358,6 +358,7 @@ class SystemdDriver:
         return True
 
     async def remove(self, ref: CgroupRef) -> None:
+        tree.forget(ref)
         await self._stop(ref.scope)
         await self._ignore_no_such_unit("ResetFailedUnit", ref.scope)
         log.info("scope_removed", unit=ref.unit, scope=ref.scope)

@@ -3,11 +3,12 @@ the cgroup files through the driver; everything else is the daemon's record."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from supervisor.cgroups import tree as cgroup_tree
-from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupStats
+from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupRef, CgroupStats
 from supervisor.daemon.events import iso
 from supervisor.daemon.unitrun import UnitRun
 from supervisor.policy.state import UnitState
@@ -43,15 +44,16 @@ def _processes(driver: CgroupDriver | None, u: UnitRun) -> list[dict[str, Any]]:
 
 
 def cgroup_display_path(u: UnitRun) -> str | None:
-    if u.cgroup is None:
-        return None
+    return None if u.cgroup is None else _display_path(u.cgroup)
+
+
+@functools.lru_cache(maxsize=8192)
+def _display_path(ref: CgroupRef) -> str | None:
     # The slice/scope part is the same in every hierarchy; show it once, like systemd.
-    for _key, path in u.cgroup.paths:
-        parts = Path(path).parts
-        for i, part in enumerate(parts):
-            if part == "supd.slice":
-                return "/" + "/".join(parts[i:])
-        return str(path)
+    for _key, path in ref.paths:
+        text = str(path)
+        at = text.find("/supd.slice/")
+        return text[at:] if at >= 0 else text
     return None
 
 
