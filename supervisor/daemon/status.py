@@ -58,15 +58,38 @@ def _display_path(ref: CgroupRef) -> str | None:
 
 
 def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True) -> dict[str, Any]:
+    """A status object. Without `detail` (listings, command replies) it has
+    DESIGN's keys plus description and enabled: a listing of 1000 units stays
+    small and quick. With it, limits, warnings, the driver and the processes."""
     unit = u.unit
     stats = _stats(driver, u, detail=detail)
-    resources = {
-        "memory_current": stats.memory_current if stats else None,
-        "memory_peak": stats.memory_peak if stats else None,
-        "cpu_usage_ns": stats.cpu_usage_ns if stats else None,
-        "pids_current": stats.pids_current if stats else None,
-        "oom_kills": stats.oom_kills if stats else None,
+    last_exit = None
+    if u.last_exit is not None:
+        last_exit = {"code": u.last_exit.code, "signal": _signal_name(u.last_exit.signal), "reason": u.last_exit.reason}
+    status: dict[str, Any] = {
+        "name": u.name,
+        "state": u.state.value,
+        "pid": u.pid,
+        "since": iso(u.since),
+        "restarts": u.restarts,
+        "last_exit": last_exit,
+        "error": u.error,
+        "file": str(u.file),
+        "cgroup": cgroup_display_path(u),
+        "frozen": u.state == UnitState.FROZEN,
+        "health": u.health,
+        "resources": {
+            "memory_current": stats.memory_current if stats else None,
+            "memory_peak": stats.memory_peak if stats else None,
+            "cpu_usage_ns": stats.cpu_usage_ns if stats else None,
+            "pids_current": stats.pids_current if stats else None,
+            "oom_kills": stats.oom_kills if stats else None,
+        },
+        "description": unit.unit.description if unit else "",
+        "enabled": unit.unit.enabled if unit else False,
     }
+    if not detail:
+        return status
     limits = None
     if unit is not None:
         r = unit.resources
@@ -79,42 +102,21 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
             "io_weight": r.io_weight,
             "cpuset": r.cpuset,
         }
-    last_exit = None
-    if u.last_exit is not None:
-        sig = u.last_exit.signal
-        last_exit = {
-            "code": u.last_exit.code,
-            "signal": _signal_name(sig),
-            "reason": u.last_exit.reason,
+    status.update(
+        {
+            "freeze_reason": u.freeze_reason,
+            "health_output": u.health_output,
+            "limits": limits,
+            "slice": unit.slice_name if unit else None,
+            "container": unit.rootfs is not None if unit else False,
+            "driver": driver.name if driver else None,
+            "cgroup_driver": driver.describe() if driver else None,
+            "warnings": list(u.warnings),
+            "processes": _processes(driver, u),
+            "tasks_max": stats.pids_max if stats else None,
+            "memory_max": stats.memory_max if stats else None,
         }
-    status: dict[str, Any] = {
-        "name": u.name,
-        "state": u.state.value,
-        "pid": u.pid,
-        "since": iso(u.since),
-        "restarts": u.restarts,
-        "last_exit": last_exit,
-        "error": u.error,
-        "file": str(u.file),
-        "cgroup": cgroup_display_path(u),
-        "frozen": u.state == UnitState.FROZEN,
-        "freeze_reason": u.freeze_reason,
-        "health": u.health,
-        "health_output": u.health_output,
-        "resources": resources,
-        "limits": limits,
-        "description": unit.unit.description if unit else "",
-        "enabled": unit.unit.enabled if unit else False,
-        "slice": unit.slice_name if unit else None,
-        "container": unit.rootfs is not None if unit else False,
-        "driver": driver.name if driver else None,
-        "cgroup_driver": driver.describe() if driver else None,
-        "warnings": list(u.warnings),
-    }
-    if detail:
-        status["processes"] = _processes(driver, u)
-        status["tasks_max"] = stats.pids_max if stats else None
-        status["memory_max"] = stats.memory_max if stats else None
+    )
     return status
 
 
