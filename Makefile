@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := busybox-static tini crun runc podman conmon umoci skopeo stress-ng \
-                systemd systemd-container dbus util-linux iproute2 curl
+                systemd systemd-container dbus util-linux iproute2 curl dpkg-dev python3-venv
 
 .PHONY: setup run test test-unit bench clean
 
