@@ -185,7 +185,17 @@ class Daemon:
             adoption = restore.judge(record) if record is not None else None
             if record is not None and adoption is not None:
                 verdicts[name] = (record, adoption)
-            if entry.unit is None or self.driver is None:
+            if self.driver is None:
+                continue
+            if entry.unit is None:
+                # The file is invalid now: like an edit to an invalid file while
+                # running, the unit stops; nothing may run unsupervised.
+                if adoption is not None and adoption.cgroup is not None:
+                    try:
+                        await self.driver.remove(adoption.cgroup)
+                        log.info("stale_scope_removed", unit=name, why="unit file is invalid now")
+                    except (CgroupError, OSError) as e:
+                        log.warning("stale_scope_remove_failed", unit=name, error=str(e))
                 continue
             if adoption is not None and adoption.verdict == "adopt":
                 continue

@@ -169,3 +169,15 @@ def _supd_cmd(supd: Supd) -> list[str]:
         "--cgroup-root",
         supd.cgroup_root,
     ]
+
+
+def test_unit_made_invalid_while_supd_was_down_is_stopped(supd: Supd) -> None:
+    supd.write_unit("v", SLEEPER)
+    supd.start()
+    pid = supd.wait_state("v", "running")["pid"]
+    supd.stop(signal.SIGKILL)
+    supd.write_unit("v", SLEEPER + "bogus_key = 1\n")
+    supd.start()
+    st = supd.wait_state("v", "error")
+    assert "bogus_key" in st["error"]
+    wait_for(lambda: gone(pid), what="the old process ended: nothing runs unsupervised")
