@@ -31,6 +31,7 @@ from supervisor.daemon.events import EventBus
 from supervisor.daemon import restore
 from supervisor.daemon.notify import Notifier
 from supervisor.daemon.state_store import StateStore, UnitRecord
+from supervisor.daemon.statewriter import StateWriter
 from supervisor.daemon.unitrun import UnitRun
 from supervisor.cgroups.driver import CgroupError, ScopeSpec
 from supervisor.policy.restart import should_restart
@@ -67,7 +68,7 @@ class Daemon:
         self.sup: Supervisor | None = None
         self._reload_lock = anyio.Lock()
         self.state = StateStore(config.state_dir)
-        self._persisted: dict[str, tuple[object, ...]] = {}
+        self.writer = StateWriter(self.state)
 
     # ------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
@@ -141,7 +142,7 @@ class Daemon:
                 if name not in loaded:
                     result["removed"].append(name)
                     await self.sup.remove(u)
-                    self.state.remove(name)
+                    self.writer.remove(name)
             for name, entry in loaded.items():
                 if entry.error is not None:
                     result["errors"][name] = entry.error
@@ -159,19 +160,8 @@ class Daemon:
 
     # -------------------------------------------------------- live-restore
     def _persist(self, u: UnitRun) -> None:
-        if u.removed or u.state not in restore.PERSISTED_STATES:
-            return
-        record = restore.record_for(u)
-        # A save is an fsync or two: skip it when nothing a restarted supd needs
-        # has changed (a freeze or thaw of the same process, say).
-        key = restore.adoption_key(record)
-        if self._persisted.get(u.name) == key:
-            return
-        try:
-            self.state.save(record)
-            self._persisted[u.name] = key
-        except OSError as e:
-            log.warning("state_save_failed", unit=u.name, error=str(e))
+        if not u.removed and u.state in restore.PERSISTED_STATES:
+            self.writer.save(restore.record_for(u))
 
     async def _take_over(self, loaded: dict[str, unitdir.Loaded]) -> dict[str, tuple[UnitRecord, restore.Adoption]]:
         """Judge what a previous supd left behind: processes to re-adopt, and
@@ -322,6 +312,7 @@ class Daemon:
         async with anyio.create_task_group() as tg:
             self.sup.attach(tg)
             tg.start_soon(self.reaper.run)
+            tg.start_soon(self.writer.run)
             await tg.start(functools.partial(api_server.serve, group=config.socket_group), config.socket_path, controller)
             tg.start_soon(self._signals)
             tg.start_soon(freezer.host_pressure_task, self.sup)
@@ -356,6 +347,7 @@ class Daemon:
             else:
                 await self._stop_all()
             tg.cancel_scope.cancel()
+        self.writer.flush()  # the last states (stopped, or running for live-restore)
         if self.driver is not None:
             await self.driver.aclose()
         log.info("supd_stopped")
