@@ -53,6 +53,7 @@ import structlog
 
 from supervisor.rootfs.errors import ImageError, RootfsError
 from supervisor.rootfs.store import LayerStore
+from supervisor.runtime.spec import RootfsMount
 from supervisor.units.model import Unit, Writable
 
 __all__ = [
@@ -106,26 +107,14 @@ class RootfsPlan:
     def mount_data(self) -> str:
         return format_mount_data(overlay_order(self.lowerdirs), self.upperdir, self.workdir)
 
+    # The JSON form is the spawner's (runtime.spec.RootfsMount): one shape, defined once.
     def to_json(self) -> dict[str, Any]:
-        return {
-            "lowerdirs": list(self.lowerdirs),
-            "upperdir": self.upperdir,
-            "workdir": self.workdir,
-            "target": self.target,
-            "readonly": self.readonly,
-            "chdir": self.chdir,
-        }
+        return RootfsMount.of(self).to_json()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RootfsPlan:
-        return cls(
-            lowerdirs=tuple(data["lowerdirs"]),
-            upperdir=data["upperdir"],
-            workdir=data["workdir"],
-            target=data["target"],
-            readonly=bool(data["readonly"]),
-            chdir=data["chdir"],
-        )
+        m = RootfsMount.from_json(data)
+        return cls(m.lowerdirs, m.upperdir, m.workdir, m.target, m.readonly, m.chdir)
 
     def layer_dirs(self) -> list[Path]:
         """Every layer as an absolute path, top first, upper included."""
