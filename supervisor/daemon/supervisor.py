@@ -281,6 +281,7 @@ class Supervisor:
         u.frozen, u.freeze_reason = False, None
         self._set_state(u, UnitState.STARTING, "restart" if u.restarts else "start")
         ref: CgroupRef | None = None
+        warnings: list[str] = []
         try:
             try:
                 plan = None
@@ -291,18 +292,38 @@ class Supervisor:
                 log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
                 null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    pending = await self.spawner.spawn(spec, stdio=(null_fd, log_fd, log_fd))
+                    pending = await self.spawner.start(spec, stdio=(null_fd, log_fd, log_fd))
                 finally:
                     os.close(log_fd)
                     os.close(null_fd)
                 try:
-                    if self.driver is not None:
-                        ref, warnings = await self.driver.create(ScopeSpec.for_unit(unit), pending.pid)
+                    # Place the process in its scope while it sets itself up:
+                    # the first cgroup move after a quiet spell waits for an RCU
+                    # grace period (~10 ms here), which this overlaps with the
+                    # mounts. It still cannot exec before both are done.
+                    ready_error: list[BaseException] = []
+                    create_error: list[BaseException] = []
+
+                    async def ready() -> None:
+                        try:
+                            await pending.wait_ready()
+                        except SpawnError as e:
+                            ready_error.append(e)
+
+                    async with anyio.create_task_group() as setup:
+                        setup.start_soon(ready)
+                        if self.driver is not None:
+                            try:
+                                ref, warnings = await self.driver.create(ScopeSpec.for_unit(unit), pending.pid)
+                            except (CgroupError, OSError) as e:
+                                create_error.append(e)
+                    for error in create_error + ready_error:
+                        raise error
+                    if ref is not None and self.driver is not None:
                         u.cgroup, u.warnings = ref, tuple(warnings)
                         for w in warnings:
                             log.warning("cgroup_limit_not_applied", unit=unit.name, warning=w)
-                        stats = self.driver.stats(ref)
-                        u.oom_kills_at_start = stats.oom_kills or 0
+                        u.oom_kills_at_start = self.driver.stats(ref).oom_kills or 0
                     await pending.go()
                 except BaseException:
                     with anyio.CancelScope(shield=True):

@@ -86,6 +86,22 @@ class Pending:
         self._argv = argv
         self._reaped = False
 
+    async def wait_ready(self) -> None:
+        """Wait until the process has set itself up and waits for its go;
+        SpawnError (and the process reaped) if the setup failed."""
+        assert self._control is not None
+        try:
+            message, extra = await _receive(self._control)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.abort()
+            raise
+        for fd in extra:
+            os.close(fd)
+        if message is None or not message.get("ready"):
+            reason = "process exited before it was ready" if message is None else str(message.get("error"))
+            await self._fail(reason)
+
     async def go(self) -> None:
         """Let it exec; returns once exec succeeded (the CLOEXEC control
         socket closed), raises SpawnError with the reason otherwise."""
@@ -205,6 +221,15 @@ class Spawner:
 
     async def spawn(self, spec: SpawnSpec, stdio: tuple[int, int, int]) -> Pending:
         """Start `spec` up to its go. Raises SpawnError on any setup failure."""
+        pending = await self.start(spec, stdio)
+        await pending.wait_ready()
+        return pending
+
+    async def start(self, spec: SpawnSpec, stdio: tuple[int, int, int]) -> Pending:
+        """Fork `spec`'s process and return as soon as its pid is known, while
+        it is still setting up (mounts, pivot_root ...). The caller may place it
+        in its cgroup meanwhile — moving a task can wait ~10 ms for an RCU grace
+        period, which this overlaps with the setup — then `wait_ready()`."""
         if not self._alive():
             if self._process is not None:
                 log.warning("spawner_relaunched", old_pid=self._process.pid)
@@ -230,17 +255,6 @@ class Spawner:
             os.close(fd)
         assert pending._control is not None
         pending._control.setblocking(False)
-        try:
-            message, extra = await _receive(pending._control)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await pending.abort()
-            raise
-        for fd in extra:
-            os.close(fd)
-        if message is None or not message.get("ready"):
-            reason = "process exited before it was ready" if message is None else str(message.get("error"))
-            await pending._fail(reason)
         return pending
 
     async def _reply(self, request_id: int, generation: int) -> tuple[dict[str, Any], list[int]]:
