@@ -88,6 +88,9 @@ class CgroupfsDriver:
                 raise CgroupError(h.mount, cgroup_root, "expected a cgroup root inside the mounted hierarchy")
             self.roots[h.key] = Path(os.path.normpath(h.mount / inside))
         self._own = own_cgroups
+        # Roots that supd itself will create (e.g. `--cgroup-root /test1`): removed
+        # again at exit when empty. A root that was there before is never touched.
+        self._made_roots = {key: root for key, root in self.roots.items() if not root.exists()}
 
     # --- paths
 
@@ -313,3 +316,8 @@ class CgroupfsDriver:
                         os.rmdir(dirpath)
                     except OSError:
                         pass  # not empty: a unit still runs there
+        for root in self._made_roots.values():
+            try:
+                root.rmdir()
+            except OSError:
+                pass  # not empty, or already gone

@@ -465,3 +465,27 @@ async def test_bad_cpuset_is_an_error_naming_file_and_value(driver: CgroupfsDriv
         await driver.create(spec("badcpu", Resources(cpuset="4096")), p.pid)
     assert e.value.data == "4096"
     assert proc_cgroups(p.pid) != {f"/{driver.roots['memory'].name}/supd.slice/supd-badcpu.scope"}
+
+
+@pytest.mark.asyncio
+async def test_aclose_removes_empty_slices_and_the_root_it_made(driver: CgroupfsDriver, procs: Procs) -> None:
+    p = procs.python("import time; time.sleep(60)")
+    ref, _ = await driver.create(spec("gone", slice="supd-batch.slice"), p.pid)
+    await driver.remove(ref)  # kills what is left in the scope
+    assert all(root.exists() for root in driver.roots.values())
+    await driver.aclose()
+    assert not any(root.exists() for root in driver.roots.values())
+
+
+@pytest.mark.asyncio
+async def test_aclose_keeps_a_root_that_was_there_before(layout: Layout, unique_name: str, no_leaks: None) -> None:
+    first = CgroupfsDriver(layout, "/" + unique_name)
+    for root in first.roots.values():
+        root.mkdir()
+    try:
+        second = CgroupfsDriver(layout, "/" + unique_name)
+        await second.aclose()
+        assert all(root.exists() for root in second.roots.values())
+    finally:
+        for root in first.roots.values():
+            root.rmdir()
