@@ -57,6 +57,13 @@ class Output:
         else:
             self.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
+    def show(self, obj: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+        """`--json` prints the object; otherwise `human(obj)` renders it."""
+        if as_json:
+            self.json(obj)
+        else:
+            self.write(human(obj))
+
     def json_line(self, obj: Any) -> None:
         self.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self.stdout.flush()
@@ -80,10 +87,7 @@ def _now() -> datetime:
 
 def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int:
     units = client.call("GET", commands.ROUTES_BY_COMMAND["list_units"].path())
-    if args.json:
-        out.json(units)
-    else:
-        out.write(render.render_list(units, _now()))
+    out.show(units, args.json, lambda us: render.render_list(us, _now()))
     return EXIT_OK
 
 
@@ -136,10 +140,7 @@ def cmd_verb(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = client.call("POST", commands.ROUTES_BY_COMMAND["reload"].path())
-    if args.json:
-        out.json(result)
-    else:
-        out.write(render.render_reload(result))
+    out.show(result, args.json, render.render_reload)
     return EXIT_OK
 
 
@@ -175,10 +176,7 @@ def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_tree(client: Client, args: argparse.Namespace, out: Output) -> int:
     tree = client.call("GET", commands.ROUTES_BY_COMMAND["tree"].path())
-    if args.json:
-        out.json(tree)
-    else:
-        out.write(render.render_tree(tree))
+    out.show(tree, args.json, render.render_tree)
     return EXIT_OK
 
 
@@ -221,10 +219,7 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
             out.write(f"{result.get('name') or f'{path}:{tag}'} {result.get('digest', '')}\n")
         return EXIT_OK
     images = client.call("GET", route_images.path())
-    if args.json:
-        out.json(images)
-    else:
-        out.write(render.render_images(images))
+    out.show(images, args.json, render.render_images)
     return EXIT_OK
 
 
