@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Supd, wait_for
+from tests.e2e.conftest import Supd, pid_alive, wait_for
 from tests.e2e.test_containers import container_unit, sh, start_unit
 from tests.helpers.busybox import make_busybox_rootfs
 
@@ -45,14 +45,6 @@ def mounts_anywhere(needle: Path) -> list[str]:
 def host_mounts(needle: Path) -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [line.rstrip() for line in f if str(needle) in line]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def container_overlay(pid: int) -> str:

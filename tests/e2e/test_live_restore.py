@@ -9,18 +9,14 @@ import signal
 import subprocess
 import time
 
-from tests.e2e.conftest import Supd, wait_for
+from tests.e2e.conftest import Supd, pid_alive, wait_for
 
 SLEEPER = '[exec]\ncommand = ["/bin/sleep", "100000"]\n[restart]\npolicy = "always"\ndelay = "100ms"\n[stop]\ntimeout = "3s"\n'
 
 
 def gone(pid: int) -> bool:
     """Exited (reaped or a zombie nobody reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    return not pid_alive(pid)
 
 
 def running_pids(supd: Supd) -> dict[str, int]:

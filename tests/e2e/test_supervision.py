@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import Supd, wait_for
+from tests.e2e.conftest import Supd, pid_alive, wait_for
 
 SLEEPER = """
 [unit]
@@ -19,14 +19,6 @@ command = ["/bin/sleep", "1000"]
 [stop]
 timeout = "5s"
 """
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_unit_file_lifecycle_drop_edit_delete(supd: Supd) -> None:

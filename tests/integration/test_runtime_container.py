@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,18 +53,6 @@ def layers(tmp_path: Path, busybox_layer: Path) -> Layers:
     for name in ("upper", "work", "rootfs"):
         (tmp_path / name).mkdir()
     return Layers(busybox_layer, top, tmp_path / "upper", tmp_path / "work", tmp_path / "rootfs")
-
-
-@pytest.fixture
-def reaper() -> Reaper:
-    return Reaper.install()
-
-
-@pytest.fixture
-def spawner(reaper: Reaper, no_leaks: None) -> Iterator[Spawner]:
-    spawner = Spawner.launch(reaper)
-    yield spawner
-    spawner.close()
 
 
 class Output:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -19,18 +18,6 @@ from tests.conftest import requires_root
 pytestmark = [requires_root, pytest.mark.root]
 
 DEADLINE = 30.0
-
-
-@pytest.fixture
-def reaper() -> Reaper:
-    return Reaper.install()
-
-
-@pytest.fixture
-def spawner(reaper: Reaper, no_leaks: None) -> Iterator[Spawner]:
-    spawner = Spawner.launch(reaper)
-    yield spawner
-    spawner.close()
 
 
 async def run(spawner: Spawner, reaper: Reaper, spec: SpawnSpec) -> tuple[object, str]:
