@@ -25,7 +25,7 @@ import structlog
 
 from supervisor.cgroups import dbus, layout, translate, tree
 from supervisor.cgroups.dbus import MANAGER, Connection, DBusConnectionError, DBusError
-from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
+from supervisor.cgroups.driver import CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import DEFAULT_ROOT, MOUNTINFO, Hierarchy, Layout
 from supervisor.cgroups.names import ROOT_SLICE, SCOPE_PREFIX, SCOPE_SUFFIX, unit_of_scope
 from supervisor.units.model import Resources

@@ -18,6 +18,7 @@ from supervisor.daemon import status as unit_status
 from supervisor.daemon.spawnspec import build_exec_spec
 from supervisor.daemon.supervisor import StartFailure, Supervisor
 from supervisor.daemon.unitrun import UnitRun
+from supervisor.rootfs.store import LayerStore
 from supervisor.policy import state as states
 from supervisor.runtime.spawn import SpawnError
 
@@ -45,7 +46,7 @@ class ExecSession:
 
 
 class DaemonController:
-    def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: Any = None) -> None:
+    def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: LayerStore | None = None) -> None:
         self.sup = sup
         self._reload = reload
         self._info = info
@@ -97,12 +98,12 @@ class DaemonController:
         # process list (a /proc read per process): `supctl status` has that.
         return unit_status.unit_status(u, self.sup.driver, detail=False)
 
-    async def _settle(self, u: UnitRun, timeout: float = 0) -> None:
+    async def _settle(self, u: UnitRun) -> None:
         """Wait until the unit is no longer in a transitional state, so that the
         reply to `supctl start` says running (or why not). The stop timeout
         bounds how long a stop can take."""
         limit = (u.unit.stop.timeout + 15.0) if u.unit else 15.0
-        with anyio.move_on_after(timeout or limit):
+        with anyio.move_on_after(limit):
             while True:
                 # A start that was just requested has not reached the task yet.
                 pending_start = u.want_running and u.state in (states.UnitState.INACTIVE, states.UnitState.EXITED)
@@ -154,7 +155,7 @@ class DaemonController:
     def images(self) -> list[dict[str, Any]]:
         if self._images is None:
             return []
-        return [img.to_json() if hasattr(img, "to_json") else dict(vars(img)) for img in self._images.images()]
+        return [img.to_json() for img in self._images.images()]
 
     async def import_image(self, path: str, tag: str) -> dict[str, Any]:
         if self._images is None:
@@ -165,4 +166,4 @@ class DaemonController:
             image = await anyio.to_thread.run_sync(self._images.import_image, Path(path), tag)
         except (ImageError, OSError) as e:
             raise BadRequestError(f"image import {path}:{tag}: {e}") from None
-        return image.to_json() if hasattr(image, "to_json") else dict(vars(image))
+        return image.to_json()

@@ -40,23 +40,3 @@ def rotate_if_needed(path: Path, max_bytes: int, keep: int) -> bool:
     shutil.copyfile(path, path.with_name(f"{path.name}.1"))
     os.truncate(path, 0)
     return True
-
-
-def tail_lines(path: Path, n: int, chunk: int = 8192) -> list[str]:
-    """The last `n` lines of `path`, read from the end (log files can be large)."""
-    if n <= 0:
-        return []
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            end = f.tell()
-            data = b""
-            while end > 0 and data.count(b"\n") <= n:
-                step = min(chunk, end)
-                end -= step
-                f.seek(end)
-                data = f.read(step) + data
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[-n:]

@@ -22,21 +22,24 @@ if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
 
 from supervisor import log as logsetup
 from supervisor.api import server as api_server
-from supervisor.daemon import freezer, health
+from supervisor.api.peercred import SocketGroupError
+from supervisor.cgroups.driver import CgroupError, ScopeSpec
+from supervisor.cgroups.select import open_driver
+from supervisor.daemon import freezer, health, restore, unitdir
 from supervisor.daemon import logs as unit_logs
-from supervisor.daemon import unitdir
 from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
 from supervisor.daemon.controller import VERSION, DaemonController
 from supervisor.daemon.events import EventBus
-from supervisor.daemon import restore
 from supervisor.daemon.notify import Notifier
 from supervisor.daemon.state_store import StateStore, UnitRecord
 from supervisor.daemon.statewriter import StateWriter
-from supervisor.daemon.unitrun import UnitRun
-from supervisor.cgroups.driver import CgroupError, ScopeSpec
-from supervisor.policy.restart import should_restart
 from supervisor.daemon.supervisor import StartFailure, Supervisor
+from supervisor.daemon.unitrun import UnitRun
+from supervisor.policy.restart import should_restart
 from supervisor.policy.state import UnitState
+from supervisor.rootfs import overlay
+from supervisor.rootfs.errors import RootfsError
+from supervisor.rootfs.store import LayerStore
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner
 from supervisor.units import deps
@@ -64,7 +67,7 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self.shutdown = anyio.Event()
         self.driver: Any = None
-        self.store: Any = None
+        self.store: LayerStore | None = None
         self.sup: Supervisor | None = None
         self._reload_lock = anyio.Lock()
         self.state = StateStore(config.state_dir)
@@ -97,31 +100,17 @@ class Daemon:
         return f"{len(states)} units: {running} running, {failed} failed"
 
     async def _open_driver(self) -> Any:
-        from supervisor.cgroups.select import open_driver
-
         return await open_driver(self.config.cgroup_driver, self.config.cgroup_root)
 
-    def _open_store(self) -> Any:
-        try:
-            from supervisor.rootfs.store import LayerStore
-        except ImportError:
-            return None
-        return LayerStore(self.config.state_dir)
-
     def _prepare_rootfs(self, unit: Any) -> Any:
-        from supervisor.rootfs.errors import RootfsError
-        from supervisor.rootfs.overlay import prepare
-
         try:
-            return prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
+            return overlay.prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
         except RootfsError as e:
             raise StartFailure(str(e)) from None
 
     def _cleanup_rootfs(self, unit: Any) -> None:
-        from supervisor.rootfs.overlay import cleanup
-
         assert unit.rootfs is not None
-        cleanup(unit.name, unit.rootfs.writable, self.config.state_dir, self.config.runtime_dir)
+        overlay.cleanup(unit.name, unit.rootfs.writable, self.config.state_dir, self.config.runtime_dir)
 
     # ------------------------------------------------------------- reload
     def _scan(self) -> dict[str, unitdir.Loaded]:
@@ -222,7 +211,7 @@ class Daemon:
         if record.state == "failed" or (record.user_stopped and record.state == "inactive"):
             u.want_running = False
             if record.state == "failed":
-                self.sup._set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]
+                self.sup.set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]
             return
         if adoption.verdict == "ended":
             u.last_exit = restore.ENDED_WHILE_AWAY
@@ -232,7 +221,7 @@ class Daemon:
                 u.want_running = True
             else:
                 u.want_running = False
-                self.sup._set_state(u, UnitState.EXITED, restore.ENDED_WHILE_AWAY.reason)  # type: ignore[union-attr]
+                self.sup.set_state(u, UnitState.EXITED, restore.ENDED_WHILE_AWAY.reason)  # type: ignore[union-attr]
 
     # --------------------------------------------------------------- tasks
     async def _watch_units(self) -> None:
@@ -289,7 +278,7 @@ class Daemon:
         for d in (config.state_dir, config.runtime_dir, config.state_dir / "logs"):
             d.mkdir(parents=True, exist_ok=True)
         self.driver = await self._open_driver()
-        self.store = self._open_store()
+        self.store = LayerStore(config.state_dir)
         self.sup = Supervisor(
             config,
             self.spawner,
@@ -321,9 +310,7 @@ class Daemon:
                 removed = await self.driver.remove_stale(keep=set(loaded))
                 if removed:
                     log.info("stale_scopes_removed", scopes=removed)
-            from supervisor.rootfs.overlay import remove_leftovers
-
-            leftovers = remove_leftovers(config.state_dir, config.runtime_dir, keep=set(loaded))
+            leftovers = overlay.remove_leftovers(config.state_dir, config.runtime_dir, keep=set(loaded))
             if leftovers:
                 log.info("rootfs_leftovers_removed", units=leftovers)
             verdicts = await self._take_over(loaded)
@@ -381,8 +368,6 @@ def main(argv: list[str] | None = None) -> None:
 def _startup_error(e: BaseException) -> BaseException | None:
     """The one clear error behind a failed start (a live socket, a bad socket
     group ...), unwrapped from the task group's exception group."""
-    from supervisor.api.peercred import SocketGroupError
-
     expected = (api_server.SocketInUseError, api_server.SocketPathError, SocketGroupError, ConfigError)
     if isinstance(e, expected):
         return e

@@ -12,6 +12,7 @@ from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupRef, Cgro
 from supervisor.daemon.events import iso
 from supervisor.daemon.unitrun import UnitRun
 from supervisor.policy.state import UnitState
+from supervisor.units.values import signal_name
 
 
 def cmdline(pid: int) -> str:
@@ -121,14 +122,7 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
 
 
 def _signal_name(sig: int | str | None) -> str | None:
-    if sig is None or isinstance(sig, str):
-        return sig
-    import signal as _signal
-
-    try:
-        return _signal.Signals(sig).name
-    except ValueError:
-        return str(sig)
+    return sig if sig is None or isinstance(sig, str) else signal_name(sig)
 
 
 def tree(units: list[UnitRun], driver: CgroupDriver | None) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -74,9 +73,10 @@ class Supervisor:
         self.run_watchers: list[Callable[[Supervisor, UnitRun, Unit], Awaitable[None]]] = []
 
     # ----------------------------------------------------------- transitions
-    def _set_state(self, u: UnitRun, state: UnitState, reason: str, **fields: Any) -> None:
-        if u.state != state or fields.get("force"):
-            fields.pop("force", None)
+    def set_state(self, u: UnitRun, state: UnitState, reason: str, *, again: bool = False, **fields: Any) -> None:
+        """Move `u` to `state` with an event; `again` re-announces an unchanged
+        state (a unit file that is invalid in a new way)."""
+        if u.state != state or again:
             u.state = state
             u.since = time.time()
             self.events.emit(u.name, state.value, reason, **fields)
@@ -101,7 +101,7 @@ class Supervisor:
         u.reset_policy()
         self.units[u.name] = u
         if loaded.error is not None:
-            self._set_state(u, UnitState.ERROR, "invalid unit file", error=loaded.error)
+            self.set_state(u, UnitState.ERROR, "invalid unit file", error=loaded.error)
         else:
             assert loaded.unit is not None
             u.want_running = loaded.unit.unit.enabled
@@ -118,7 +118,7 @@ class Supervisor:
                 await self.stop(u, reason="invalid unit file")
             u.unit = None
             u.want_running = False
-            self._set_state(u, UnitState.ERROR, "invalid unit file", error=loaded.error, force=True)
+            self.set_state(u, UnitState.ERROR, "invalid unit file", error=loaded.error, again=True)
             u.poke()
             return "error"
         new = loaded.unit
@@ -140,7 +140,7 @@ class Supervisor:
         u.reset_policy()
         u.want_running = new.unit.enabled or was_running
         if u.state in (UnitState.ERROR, UnitState.FAILED):
-            self._set_state(u, UnitState.INACTIVE, "unit file changed")
+            self.set_state(u, UnitState.INACTIVE, "unit file changed")
         else:
             self.events.emit(u.name, "reloaded", "unit file changed")
         u.poke()
@@ -169,7 +169,7 @@ class Supervisor:
         u.user_stopped = False
         if u.state == UnitState.FAILED:
             u.reset_policy()
-            self._set_state(u, UnitState.INACTIVE, "user")
+            self.set_state(u, UnitState.INACTIVE, "user")
         elif u.start_limit is not None:
             u.start_limit.reset()
         u.poke()
@@ -181,7 +181,7 @@ class Supervisor:
         if u.active:
             u.stop_requested.set()
         elif u.state == UnitState.RESTARTING:
-            self._set_state(u, UnitState.INACTIVE, reason)
+            self.set_state(u, UnitState.INACTIVE, reason)
         u.poke()
 
     async def fail(self, u: UnitRun, reason: str) -> None:
@@ -207,14 +207,14 @@ class Supervisor:
             raise StartFailure(f"{u.name} has no running process to freeze")
         await self.driver.freeze(u.cgroup)
         u.frozen, u.freeze_reason = True, reason
-        self._set_state(u, UnitState.FROZEN, reason)
+        self.set_state(u, UnitState.FROZEN, reason)
 
     async def thaw(self, u: UnitRun, reason: str = "user") -> None:
         if u.cgroup is None or self.driver is None:
             raise StartFailure(f"{u.name} has no running process to thaw")
         await self.driver.thaw(u.cgroup)
         u.frozen, u.freeze_reason = False, None
-        self._set_state(u, UnitState.RUNNING, "thaw " + reason if reason != "user" else "user")
+        self.set_state(u, UnitState.RUNNING, "thaw " + reason if reason != "user" else "user")
 
     # ----------------------------------------------------------- unit task
     async def _unit_task(self, u: UnitRun) -> None:
@@ -238,7 +238,7 @@ class Supervisor:
                 f"start limit hit: started more than {unit.restart.limit_burst} times in "
                 f"{unit.restart.limit_interval:g}s; `supctl start {u.name}` clears it"
             )
-            self._set_state(u, UnitState.FAILED, "start-limit", error=u.error)
+            self.set_state(u, UnitState.FAILED, "start-limit", error=u.error)
             self._stop_dependents(u)
             return
         if u.adopt_pid is not None:
@@ -258,28 +258,28 @@ class Supervisor:
             u.fail_reason = None
         u.stop_requested = anyio.Event()
         if user_stop:
-            self._set_state(u, UnitState.INACTIVE, u.stop_reason, **_exit_fields(status))
+            self.set_state(u, UnitState.INACTIVE, u.stop_reason, **_exit_fields(status))
             self._stop_dependents(u)
             return
         if u.want_running and should_restart(unit.restart.policy, status, user_stop=False):
             delay = u.backoff.exited(time.monotonic())
             u.restarts += 1
-            self._set_state(u, UnitState.RESTARTING, status.reason, delay=round(delay, 3), **_exit_fields(status))
+            self.set_state(u, UnitState.RESTARTING, status.reason, delay=round(delay, 3), **_exit_fields(status))
             wake = u.new_wake()
             with anyio.move_on_after(delay):
                 await wake.wait()
             if not u.want_running and u.state == UnitState.RESTARTING:
-                self._set_state(u, UnitState.INACTIVE, u.stop_reason)
+                self.set_state(u, UnitState.INACTIVE, u.stop_reason)
             return
         u.want_running = False
-        self._set_state(u, UnitState.EXITED, status.reason, **_exit_fields(status))
+        self.set_state(u, UnitState.EXITED, status.reason, **_exit_fields(status))
         self._stop_dependents(u)
 
     async def _run_once(self, u: UnitRun, unit: Unit) -> ExitStatus | None:
         """Spawn, place in the cgroup, go, supervise, clean up. None = cannot start."""
         u.active = True
         u.frozen, u.freeze_reason = False, None
-        self._set_state(u, UnitState.STARTING, "restart" if u.restarts else "start")
+        self.set_state(u, UnitState.STARTING, "restart" if u.restarts else "start")
         ref: CgroupRef | None = None
         warnings: list[str] = []
         try:
@@ -334,7 +334,7 @@ class Supervisor:
                 u.want_running = False
                 with anyio.CancelScope(shield=True):
                     await self._cleanup(u, unit, ref)
-                self._set_state(u, UnitState.FAILED, "cannot start", error=u.error)
+                self.set_state(u, UnitState.FAILED, "cannot start", error=u.error)
                 return None
             except Exception as e:  # a bug must not take the daemon down with it
                 log.exception("unit_start_crashed", unit=unit.name)
@@ -342,14 +342,14 @@ class Supervisor:
                 u.want_running = False
                 with anyio.CancelScope(shield=True):
                     await self._cleanup(u, unit, ref)
-                self._set_state(u, UnitState.FAILED, "cannot start", error=u.error)
+                self.set_state(u, UnitState.FAILED, "cannot start", error=u.error)
                 return None
             u.pid = pending.pid
             u.error = None
             u.started_at = time.monotonic()
             assert u.backoff is not None
             u.backoff.started(u.started_at)
-            self._set_state(u, UnitState.RUNNING, "started", pid=u.pid)
+            self.set_state(u, UnitState.RUNNING, "started", pid=u.pid)
             return await self._supervise_to_end(u, unit, pending.pid, ref)
         finally:
             self._run_over(u)
@@ -371,13 +371,13 @@ class Supervisor:
                     u.oom_kills_at_start = self.driver.stats(u.cgroup).oom_kills or 0
                 except (CgroupError, OSError):
                     pass
-            self._set_state(u, UnitState.RUNNING, "adopted", pid=pid)
+            self.set_state(u, UnitState.RUNNING, "adopted", pid=pid)
             if u.adopt_since is not None:  # uptime counts from the real start, not the adoption
                 u.since, u.adopt_since = u.adopt_since, None
             if u.cgroup is not None and self.driver is not None and self.driver.stats(u.cgroup).frozen:
                 u.frozen = True
                 u.freeze_reason = u.freeze_reason or "user"
-                self._set_state(u, UnitState.FROZEN, u.freeze_reason)
+                self.set_state(u, UnitState.FROZEN, u.freeze_reason)
             return await self._supervise_to_end(u, unit, pid, u.cgroup)
         finally:
             self._run_over(u)
@@ -438,7 +438,7 @@ class Supervisor:
         return result[0]
 
     async def _stop_process(self, u: UnitRun, unit: Unit, pid: int, exited: anyio.Event) -> None:
-        self._set_state(u, UnitState.STOPPING, u.stop_reason)
+        self.set_state(u, UnitState.STOPPING, u.stop_reason)
         if u.frozen and u.cgroup is not None and self.driver is not None:
             # A frozen process cannot act on a signal: thaw first, then signal.
             await self.driver.thaw(u.cgroup)
@@ -515,10 +515,10 @@ class Supervisor:
             failed = [n for n in u.unit.unit.requires if self._dependency_failed(n)]
             if failed:
                 u.want_running = False
-                self._set_state(u, UnitState.FAILED, "dependency", error=f"required unit {failed[0]} is not running")
+                self.set_state(u, UnitState.FAILED, "dependency", error=f"required unit {failed[0]} is not running")
                 return False
             if not announced:
-                self._set_state(u, UnitState.STARTING, "waiting for " + ", ".join(waiting))
+                self.set_state(u, UnitState.STARTING, "waiting for " + ", ".join(waiting))
                 announced = True
             wake = u.wake
             async with anyio.create_task_group() as tg:
