@@ -26,6 +26,15 @@ def scope_dirs(supd: Supd, unit: str) -> list[Path]:
     return found
 
 
+def memory_limit_file(supd: Supd, unit: str) -> Path:
+    """memory.max of the unit's v2 scope, or memory.limit_in_bytes of its v1 memory scope."""
+    for scope in scope_dirs(supd, unit):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            if (scope / name).exists():
+                return scope / name
+    raise AssertionError(f"no memory limit file in {scope_dirs(supd, unit)}")
+
+
 def test_memory_max_oom_kill_is_recorded_and_restart_policy_applies(supd: Supd) -> None:
     supd.write_unit(
         "hog",
@@ -123,7 +132,7 @@ def test_resources_only_change_is_applied_live(supd: Supd) -> None:
     supd.write_unit("live", base.format(mem="64M", pids=32))
     supd.start()
     pid = supd.wait_state("live", "running")["pid"]
-    mem_file = next(p for p in scope_dirs(supd, "live") if "/memory/" in str(p)) / "memory.limit_in_bytes"
+    mem_file = memory_limit_file(supd, "live")
     assert int(mem_file.read_text()) == 64 * 1024 * 1024
     supd.write_unit("live", base.format(mem="128M", pids=64))
     wait_for(lambda: int(mem_file.read_text()) == 128 * 1024 * 1024, what="new memory limit in the kernel")
