@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +71,13 @@ class Image:
 
 
 def recipe_key() -> str:
-    """A hash of every input of the image (not of the mirror's current state:
-    `build --rebuild` picks up Debian point releases and security updates)."""
+    """A hash of every input of the image: the suite, the packages, the build
+    steps (`_build_into`'s own source) and the customize hook. Not of the
+    mirror's current state: `build --rebuild` picks up Debian's updates."""
     h = hashlib.sha256()
     h.update(f"{SUITE}\n{DISK_SIZE}\n{' '.join(sorted(PACKAGES))}\n".encode())
-    for recipe_file in (Path(__file__), CUSTOMIZE_HOOK):
-        h.update(recipe_file.read_bytes())
+    h.update(inspect.getsource(_build_into).encode())
+    h.update(CUSTOMIZE_HOOK.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -103,7 +106,8 @@ def debian_mirrors() -> tuple[str, str]:
 
 
 def log(msg: str) -> None:
-    print(f"[purev2 {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    """Progress goes to stderr: stdout is the guest command's own output."""
+    print(f"[purev2 {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def build(cache: Path, *, rebuild: bool = False) -> Image:
