@@ -247,7 +247,7 @@ class CgroupfsDriver:
     def _write(directory: Path, w: translate.FileWrite) -> None:
         value = w.value
         if isinstance(value, translate.CopyFromParent):
-            value = tree.read(directory.parent, w.file).strip()
+            value = tree.read(directory.parent, value.source or w.file).strip()
         tree.write(directory, w.file, value if value else "\n")
 
     @staticmethod
