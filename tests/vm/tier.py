@@ -28,7 +28,7 @@ TIME_SCALE_ENV = {"SUPD_TEST_TIME_SCALE": str(TIMEOUT_SCALE)}
 # The whole tier's wall-clock budget, so that `make test` stays within CI's
 # hour on a 2-core host: a session still running when it is spent gets SIGINT
 # (pytest then stops, reports and writes its JUnit XML); later ones are skipped.
-BUDGET_SECONDS = int(os.environ.get("SUPD_VM_BUDGET", str(45 * 60)))
+BUDGET_SECONDS = int(os.environ.get("SUPD_VM_BUDGET", str(40 * 60)))
 
 # Modules that need more than the scaled timeout, run in a session of their own.
 LONG_MODULES: dict[str, int] = {
@@ -57,7 +57,8 @@ class Session:
     env: dict[str, str] = field(default_factory=dict)
 
     def shell_line(self, venv: str, src: str, budget: int) -> str:
-        env = {**TIME_SCALE_ENV, **self.env}
+        # unbuffered: pytest's progress reaches the CI log as it happens, not in 8 KiB lumps
+        env = {"PYTHONUNBUFFERED": "1", **TIME_SCALE_ENV, **self.env}
         command = ["env", *(f"{k}={v}" for k, v in env.items()),
                    "timeout", "-s", "INT", "-k", "60", str(budget), f"{venv}/bin/python", "-m", "pytest", *self.argv]
         return f"cd {src} && {shlex.join(command)}"
