@@ -40,7 +40,9 @@ class DaemonConfig:
     cgroup_root: str | None = None
     socket_group: str | None = None
     log_format: LogFormat = "auto"
-    live_restore: bool = False
+    # Restarting or upgrading supd leaves the units running (containerd, conmon
+    # and systemd itself keep their workloads across a restart of the manager).
+    live_restore: bool = True
     log_max_bytes: int = 10 * 1024 * 1024  # per-unit log file size that triggers rotation
     log_keep: int = 2  # rotated files kept: web.log.1, web.log.2
 

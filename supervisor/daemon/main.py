@@ -21,6 +21,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
     from exceptiongroup import BaseExceptionGroup
 
 from supervisor import log as logsetup
+from supervisor import procfs
 from supervisor.api import server as api_server
 from supervisor.api.peercred import SocketGroupError
 from supervisor.cgroups.driver import CgroupError, ScopeSpec
@@ -35,6 +36,7 @@ from supervisor.daemon.state_store import StateStore, UnitRecord
 from supervisor.daemon.statewriter import StateWriter
 from supervisor.daemon.supervisor import StartFailure, Supervisor
 from supervisor.daemon.unitrun import UnitRun
+from supervisor.policy import resume
 from supervisor.policy.restart import should_restart
 from supervisor.policy.state import UnitState
 from supervisor.rootfs import overlay
@@ -71,6 +73,8 @@ class Daemon:
         self.sup: Supervisor | None = None
         self._reload_lock = anyio.Lock()
         self.state = StateStore(config.state_dir)
+        # Read once, here: "did the machine reboot?" is an input to every resume decision.
+        self.boot_id = procfs.boot_id()
         self.writer = StateWriter(self.state)
 
     # ------------------------------------------------------------ helpers
@@ -150,7 +154,7 @@ class Daemon:
     # -------------------------------------------------------- live-restore
     def _persist(self, u: UnitRun) -> None:
         if not u.removed and u.state in restore.PERSISTED_STATES:
-            self.writer.save(restore.record_for(u))
+            self.writer.save(restore.record_for(u, self.boot_id))
 
     async def _take_over(self, loaded: dict[str, unitdir.Loaded]) -> dict[str, tuple[UnitRecord, restore.Adoption]]:
         """Judge what a previous supd left behind: processes to re-adopt, and
@@ -161,7 +165,8 @@ class Daemon:
         verdicts: dict[str, tuple[UnitRecord, restore.Adoption]] = {}
         for name, entry in loaded.items():
             record = records.get(name)
-            adoption = restore.judge(record) if record is not None else None
+            same_boot = record is not None and resume.same_boot(record.boot_id, self.boot_id)
+            adoption = restore.judge(record, same_boot) if record is not None else None
             if record is not None and adoption is not None:
                 verdicts[name] = (record, adoption)
             if self.driver is None:
@@ -194,11 +199,22 @@ class Daemon:
         return verdicts
 
     def _restore_unit(self, u: UnitRun, record: UnitRecord, adoption: restore.Adoption) -> None:
+        plan = resume.decide(
+            state=record.state,
+            user_stopped=record.user_stopped,
+            shutdown_stopped=record.shutdown_stopped,
+            restarts=record.restarts,
+            recorded_boot=record.boot_id,
+            current_boot=self.boot_id,
+            process=restore.PROCESS[adoption.verdict],
+        )
         restore.restore_history(u, record)
+        u.restarts, u.user_stopped = plan.restarts, plan.user_stopped
         unit = u.unit
         if unit is None:
             return
-        if adoption.verdict == "adopt":
+        log.info("unit_resumed", unit=u.name, action=plan.action, why=plan.why)
+        if plan.action == "adopt":
             u.adopt_pid = record.pid
             u.adopt_since = record.since
             u.cgroup = adoption.cgroup
@@ -207,13 +223,14 @@ class Daemon:
             if record.definition != restore.definition_hash(unit):
                 # Adopt first (never lose the process), then apply the new definition.
                 u.stop_reason = "unit file changed"
-            return
-        if record.state == "failed" or (record.user_stopped and record.state == "inactive"):
+        elif plan.action == "failed":
             u.want_running = False
-            if record.state == "failed":
-                self.sup.set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]
-            return
-        if adoption.verdict == "ended":
+            self.sup.set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]
+        elif plan.action == "stopped":
+            u.want_running = False
+        elif plan.action == "start":
+            u.want_running = True
+        elif plan.action == "ended":
             u.last_exit = restore.ENDED_WHILE_AWAY
             self.events.emit(u.name, "ended", restore.ENDED_WHILE_AWAY.reason, why=adoption.why)
             if should_restart(unit.restart.policy, restore.ENDED_WHILE_AWAY):
@@ -222,6 +239,7 @@ class Daemon:
             else:
                 u.want_running = False
                 self.sup.set_state(u, UnitState.EXITED, restore.ENDED_WHILE_AWAY.reason)  # type: ignore[union-attr]
+        # "as_enabled": Supervisor.add already followed [unit].enabled
 
     # --------------------------------------------------------------- tasks
     async def _watch_units(self) -> None:
@@ -269,7 +287,7 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 for u in list(sup.units.values()):
                     if u.active or u.want_running:
-                        tg.start_soon(sup.stop, u, "supd shutdown")
+                        tg.start_soon(sup.stop, u, resume.SHUTDOWN_REASON)
             while any(u.active for u in sup.units.values()):
                 await sup.wait_changed()
 

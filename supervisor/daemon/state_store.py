@@ -71,6 +71,12 @@ class UnitRecord:
     started_at: float | None = None  # wall-clock epoch seconds
     user_stopped: bool = False
     frozen_by_user: bool = False
+    # /proc/sys/kernel/random/boot_id when written: pids and start times only
+    # mean something within one boot ("" in records of supd 0.1.0).
+    boot_id: str = ""
+    # supd itself stopped the unit at its shutdown (live_restore = false): the
+    # next supd starts it again.
+    shutdown_stopped: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +97,8 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "started_at": ((int, float, type(None)), "a number or null"),
     "user_stopped": ((bool,), "true or false"),
     "frozen_by_user": ((bool,), "true or false"),
+    "boot_id": ((str,), "a string"),
+    "shutdown_stopped": ((bool,), "true or false"),
     "extra": ((dict,), "an object"),
 }
 _REQUIRED = ("name", "state", "since")

@@ -32,6 +32,8 @@ FULL = UnitRecord(
     started_at=1_700_000_000.0,
     user_stopped=False,
     frozen_by_user=True,
+    boot_id="8c1f0a6e-0000-4000-8000-000000000001",
+    shutdown_stopped=True,
     extra={"health": "healthy"},
 )
 
