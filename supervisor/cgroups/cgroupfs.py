@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from supervisor.cgroups import names, translate, tree
+from supervisor.cgroups import names, ownership, translate, tree
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import Hierarchy, Layout, LayoutKind
 from supervisor.units.model import Resources
@@ -201,6 +201,14 @@ class CgroupfsDriver:
     async def create(self, spec: ScopeSpec, pid: int) -> tuple[CgroupRef, list[str]]:
         paths = self._scope_paths(spec)
         ref = CgroupRef(unit=spec.unit, scope=spec.scope, slice=spec.slice, paths=paths, driver=DRIVER_NAME)
+        occupied = self.find(spec)
+        if occupied is not None and (strangers := tree.pids_in(occupied)):
+            # Joining would make them the unit's (listed, and killed at its stop).
+            raise CgroupError(
+                occupied.paths[0][1], None,
+                f"unit {spec.unit}: the scope already holds processes supd did not start (pids {strangers}); "
+                "supd does not join a non-empty scope (as runc refuses a non-empty cgroup)",
+            )  # fmt: skip
         created: list[Path] = []
         try:
             for key, path in paths:
@@ -266,6 +274,25 @@ class CgroupfsDriver:
             return None
         return CgroupRef(unit=spec.unit, scope=spec.scope, slice=spec.slice, paths=existing, driver=DRIVER_NAME)
 
+    # --- ownership (see ownership.py)
+
+    def lock_directory(self) -> Path | None:
+        """The root directory the one-supd-per-root lock is taken on; made if
+        missing (and then removed at exit when empty, like any root supd made)."""
+        directory = ownership.lock_directory(self.roots)
+        if directory is not None and not directory.exists():
+            key = next(k for k, p in self.roots.items() if p == directory)
+            self._mkdirs(key, directory, [])
+        return directory
+
+    def scope_path_problem(self, unit: str, ref: CgroupRef) -> str | None:
+        """Why a recorded ref is not a scope of `unit` inside supd's slices (None: it is)."""
+        for key, path in ref.paths:
+            problem = ownership.scope_path_problem(unit, key, path, self.roots)
+            if problem is not None:
+                return problem
+        return None
+
     def _scopes_under_supd(self) -> dict[Path, list[tuple[str, Path]]]:
         """relative scope path -> [(hierarchy key, absolute path)], only
         supd-*.scope directories inside supd.slice and its supd-*.slice children."""
@@ -286,7 +313,12 @@ class CgroupfsDriver:
                         found.setdefault(child.relative_to(root), []).append((key, child))
         return found
 
-    async def remove_stale(self, keep: Collection[str]) -> list[str]:
+    async def remove_stale(self, keep: Collection[str], owned: Collection[CgroupRef] = ()) -> list[str]:
+        """Remove scopes of units not in `keep`, but only those this supd's own
+        records name (`owned`) or that hold no process: processes nobody here
+        recorded belong to someone else (a supd before this one with another
+        state folder, a human) and are left alone, with a warning."""
+        owned_paths = {path for ref in owned for _key, path in ref.paths}
         removed: list[str] = []
         for rel, paths in sorted(self._scopes_under_supd().items()):
             unit = names.unit_of_scope(rel.name)
@@ -295,7 +327,17 @@ class CgroupfsDriver:
             ref = CgroupRef(
                 unit=unit, scope=rel.name, slice=rel.parent.name, paths=tuple(sorted(paths)), driver=DRIVER_NAME
             )
-            await self.remove(ref)
+            try:
+                if not owned_paths.intersection(path for _key, path in paths):
+                    pids = tree.pids_in(ref)
+                    if pids:
+                        log.warning("cgroup_stale_not_ours", unit=unit, scope=rel.name, pids=pids)
+                        continue
+                await self.remove(ref)
+            except (CgroupError, OSError) as e:
+                # e.g. removed meanwhile by someone else: not worth stopping supd for
+                log.warning("cgroup_stale_remove_failed", unit=unit, scope=rel.name, error=str(e))
+                continue
             removed.append(rel.name)
             log.info("cgroup_stale_removed", unit=unit, scope=rel.name)
         return removed

@@ -23,9 +23,9 @@ from typing import Any
 import anyio
 import structlog
 
-from supervisor.cgroups import dbus, layout, translate, tree
+from supervisor.cgroups import dbus, layout, ownership, translate, tree
 from supervisor.cgroups.dbus import MANAGER, Connection, DBusConnectionError, DBusError
-from supervisor.cgroups.driver import CgroupError, CgroupRef, CgroupStats, ScopeSpec
+from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import DEFAULT_ROOT, MOUNTINFO, Hierarchy, Layout
 from supervisor.cgroups.names import ROOT_SLICE, SCOPE_PREFIX, SCOPE_SUFFIX, unit_of_scope
 from supervisor.units.model import Resources
@@ -444,10 +444,14 @@ class SystemdDriver:
                 return None
             raise CgroupError(spec.scope, None, f"GetUnit failed: {e}") from e
 
-    async def remove_stale(self, keep: Collection[str]) -> list[str]:
+    async def remove_stale(self, keep: Collection[str], owned: Collection[CgroupRef] = ()) -> list[str]:
+        """Stop supd-*.scope units in supd's slices whose unit is not in `keep`,
+        but only those this supd's own records name (`owned`) or that hold no
+        process; others belong to someone else and are left, with a warning."""
         (units,) = await self._conn.call(
             MANAGER, "ListUnitsByPatterns", "asas", ([], [f"{SCOPE_PREFIX}*{SCOPE_SUFFIX}"])
         )
+        named = {ref.scope for ref in owned if ref.driver == DRIVER_NAME}
         removed: list[str] = []
         for entry in units:
             scope = entry[0]
@@ -456,11 +460,54 @@ class SystemdDriver:
                 continue
             if not await self._in_supd_slice(str(entry[6])):
                 continue
-            await self._stop(scope)
-            await self._ignore_no_such_unit("ResetFailedUnit", scope)
+            try:
+                if scope not in named:
+                    found = await self._control_group(str(entry[6]))
+                    pids = self.pids(self._make_ref(unit, scope, "", found)) if found else []
+                    if pids or not found:
+                        log.warning("stale_scope_not_ours", scope=scope, pids=pids)
+                        continue
+                await self._stop(scope)
+                await self._ignore_no_such_unit("ResetFailedUnit", scope)
+            except (CgroupError, DBusError, OSError) as e:
+                log.warning("stale_scope_remove_failed", scope=scope, error=str(e))
+                continue
             log.info("stale_scope_removed", scope=scope)
             removed.append(scope)
         return removed
+
+    async def _control_group(self, unit_path: str) -> str:
+        try:
+            return str(await self._conn.get_property(unit_path, dbus.SCOPE_INTERFACE, CONTROL_GROUP))
+        except DBusError:
+            return ""
+
+    # -- ownership (see ownership.py) -----------------------------------------
+
+    def _roots(self) -> dict[str, Path]:
+        """Where systemd's own root ("/", the parent of supd.slice) appears in
+        each hierarchy supd sees whole."""
+        found = self._layout()
+        if found is None:
+            return {}
+        return {h.key: h.mount for h in found.hierarchies() if h.mount_root == "/"}
+
+    def lock_directory(self) -> Path | None:
+        """The hierarchy root holding systemd's supd.slice: the directory a
+        cgroupfs supd with `cgroup_root = "/"` locks too (both own /supd.slice),
+        chosen among the hierarchies cgroupfs uses."""
+        from supervisor.cgroups.cgroupfs import V1_USED
+
+        roots = {k: p for k, p in self._roots().items() if k == UNIFIED or set(k.split(",")) & V1_USED}
+        return ownership.lock_directory(roots)
+
+    def scope_path_problem(self, unit: str, ref: CgroupRef) -> str | None:
+        roots = self._roots()
+        for key, path in ref.paths:
+            problem = ownership.scope_path_problem(unit, key, path, roots)
+            if problem is not None:
+                return problem
+        return None
 
     async def _in_supd_slice(self, unit_path: str) -> bool:
         try:

@@ -248,6 +248,12 @@ class StateStore:
             raise StateStoreError(where, f'"unit.name" is {json.dumps(record.name)}, expected the file name\'s')
         return record
 
+    def reject(self, name: str, problem: str) -> str:
+        """Set a readable record aside as corrupt (it must not be acted on);
+        returns the message naming the file and the problem."""
+        path = self.path_for(name)
+        return self._set_aside(path, f"{self._display(path)}: {problem}")
+
     def _set_aside(self, path: Path, problem: str) -> str:
         aside = path.with_name(path.name + CORRUPT_SUFFIX)
         try:
