@@ -19,6 +19,7 @@ import structlog
 from supervisor.cgroups import names, ownership, translate, tree
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import Hierarchy, Layout, LayoutKind
+from supervisor.procfs import parse_proc_cgroup
 from supervisor.units.model import Resources
 
 log = structlog.get_logger()
@@ -37,18 +38,6 @@ OWN_LEAF = "supd-daemon.scope"
 V1_USED = frozenset({"memory", "cpu", "cpuacct", "pids", "blkio", "cpuset", "freezer", "devices", "name=systemd"})
 # v2 controllers supd enables for its subtree.
 V2_WANTED = ("cpuset", "cpu", "io", "memory", "pids")
-
-
-def parse_proc_cgroup(text: str) -> dict[str, str]:
-    """/proc/<pid>/cgroup -> hierarchy key ("memory", "cpu,cpuacct", "unified") -> path."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _id, controllers, path = parts
-        out[controllers or UNIFIED] = path
-    return out
 
 
 def default_cgroup_paths(own: Mapping[str, str], under_systemd: bool) -> dict[str, str] | None:

@@ -22,7 +22,6 @@ from supervisor.rootfs.store import LayerStore
 from supervisor.policy import state as states
 from supervisor.runtime.spawn import SpawnError
 
-VERSION = "0.1.0"
 
 
 class ExecSession:

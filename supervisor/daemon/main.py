@@ -18,9 +18,6 @@ from typing import Any
 import anyio
 import structlog
 
-if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
-    from exceptiongroup import BaseExceptionGroup
-
 from supervisor import log as logsetup
 from supervisor import procfs
 from supervisor.api import server as api_server
@@ -31,7 +28,7 @@ from supervisor.cgroups.select import open_driver
 from supervisor.daemon import freezer, health, restore, unitdir
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
-from supervisor.daemon.controller import VERSION, DaemonController
+from supervisor.daemon.controller import DaemonController
 from supervisor.daemon.events import EventBus
 from supervisor.daemon.notify import Notifier
 from supervisor.daemon.state_store import StateStore, UnitRecord
@@ -47,6 +44,7 @@ from supervisor.rootfs.store import LayerStore
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner
 from supervisor.units import deps
+from supervisor.version import VERSION
 
 log = structlog.get_logger()
 

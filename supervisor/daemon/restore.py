@@ -18,13 +18,8 @@ from typing import Literal
 import structlog
 
 from supervisor.cgroups.driver import CgroupError, CgroupRef
-from supervisor.daemon.state_store import (
-    UnitRecord,
-    cgroup_paths_of,
-    in_cgroup,
-    process_start_time,
-    same_process,
-)
+from supervisor.daemon.state_store import UnitRecord, cgroup_paths_of
+from supervisor.procfs import in_cgroup, process_start_time, same_process
 from supervisor.daemon.unitrun import UnitRun
 from supervisor.policy.restart import ExitStatus
 from supervisor.policy.resume import SHUTDOWN_REASON, Process

@@ -9,15 +9,12 @@ from typing import Any
 import pytest
 
 from supervisor.daemon.state_store import (
-    CgroupMount,
     StateStoreError,
     UnitRecord,
-    cgroup_dirs,
     cgroup_paths_of,
-    parse_cgroup_mounts,
-    parse_stat,
     record_from_json,
 )
+from supervisor.procfs import CgroupMount, cgroup_dirs, parse_cgroup_mounts, parse_stat
 
 FULL = UnitRecord(
     name="web",
