@@ -22,6 +22,8 @@ from supervisor.rootfs.store import LayerStore
 from supervisor.policy import state as states
 from supervisor.runtime.spawn import SpawnError
 
+IMPORT_THREADS = 2  # concurrent `supctl image import`s; more wait their turn
+
 
 
 class ExecSession:
@@ -50,6 +52,9 @@ class DaemonController:
         self._reload = reload
         self._info = info
         self._images = images
+        # Image imports get their own few worker threads: a slow (or stuck)
+        # import waits for these, never for the threads starts and logs use.
+        self._import_threads = anyio.CapacityLimiter(IMPORT_THREADS)
 
     def _unit(self, name: str) -> UnitRun:
         u = self.sup.units.get(name)
@@ -162,7 +167,9 @@ class DaemonController:
         from supervisor.rootfs.errors import ImageError
 
         try:
-            image = await anyio.to_thread.run_sync(self._images.import_image, Path(path), tag)
+            image = await anyio.to_thread.run_sync(
+                self._images.import_image, Path(path), tag, limiter=self._import_threads
+            )
         except (ImageError, OSError) as e:
             raise BadRequestError(f"image import {path}:{tag}: {e}") from None
         return image.to_json()
