@@ -45,6 +45,13 @@ class ExecSession:
         except ProcessLookupError:
             pass
 
+    def kill_group(self, sig: int) -> None:
+        """Signal the session's whole process group: the relay the spawner
+        made a session leader and the command it runs inside the unit, with
+        whatever they started (a command that ignores SIGHUP must not outlive
+        its client, reparented to supd). ProcessLookupError once it is empty."""
+        os.killpg(self.pid, sig)
+
 
 class DaemonController:
     def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: LayerStore | None = None) -> None:
