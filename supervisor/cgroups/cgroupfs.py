@@ -331,9 +331,10 @@ class CgroupfsDriver:
         """The root directory the one-supd-per-root lock is taken on; made if
         missing (and then removed at exit when empty, like any root supd made)."""
         directory = ownership.lock_directory(self.roots)
-        if directory is not None and not directory.exists():
-            key = next(k for k, p in self.roots.items() if p == directory)
-            self._mkdirs(key, directory, [])
+        if directory is not None:
+            # A bare directory is enough to lock (never a v1 cpuset one, see
+            # ownership.lock_directory); controllers are set up when a scope is made.
+            directory.mkdir(parents=True, exist_ok=True)
         return directory
 
     def scope_path_problem(self, unit: str, ref: CgroupRef) -> str | None:

@@ -73,12 +73,17 @@ class RootOwnedError(Exception):
 
 def lock_directory(roots: Mapping[str, Path]) -> Path | None:
     """Which of a driver's roots (hierarchy key -> directory) carries the lock:
-    the cgroup2 one where there is one, else the first by key. The same rule
+    the cgroup2 one where there is one, else the first by key that is not a
+    v1 cpuset hierarchy. The same rule
     for every driver, so that a cgroupfs supd on "/" and a systemd-driver supd
     (both owning `/supd.slice`) lock the same directory."""
     if not roots:
         return None
-    return roots[UNIFIED] if UNIFIED in roots else roots[sorted(roots)[0]]
+    if UNIFIED in roots:
+        return roots[UNIFIED]
+    # not a v1 cpuset hierarchy: a directory made there needs cpus and mems filled in
+    keys = sorted(roots, key=lambda k: ("cpuset" in k.split(","), k))
+    return roots[keys[0]]
 
 
 def scope_path_problem(unit: str, key: str, path: Path, roots: Mapping[str, Path]) -> str | None:

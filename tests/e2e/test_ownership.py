@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Supd, cgroup_hierarchies, pid_alive, wait_for
+from tests.e2e.conftest import DRIVER, Supd, cgroup_hierarchies, pid_alive, wait_for
 from tests.e2e.test_live_restore import SLEEPER
+
+
+# These tests make cgroups (scopes holding strangers) under the test's own
+# cgroup root, which only the cgroupfs driver has.
+cgroupfs_only = pytest.mark.skipif(DRIVER != "cgroupfs", reason="needs the test's own cgroup root (cgroupfs driver)")
 
 
 def _simple_hierarchy() -> Path:
@@ -76,6 +81,7 @@ def test_second_supd_on_the_same_cgroup_root_is_refused_naming_the_owner(supd: S
     assert supd.status("web")["state"] == "running"
 
 
+@cgroupfs_only
 def test_a_scope_with_processes_supd_did_not_start_is_neither_joined_nor_removed(
     supd: Supd, strangers: Strangers
 ) -> None:
@@ -96,6 +102,7 @@ def test_a_scope_with_processes_supd_did_not_start_is_neither_joined_nor_removed
     assert in_web.poll() is None and in_ghost.poll() is None  # nor killed at shutdown
 
 
+@cgroupfs_only
 def test_a_record_pointing_outside_supds_slices_is_rejected_never_acted_on(
     supd: Supd, strangers: Strangers
 ) -> None:

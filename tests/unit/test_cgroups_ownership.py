@@ -34,6 +34,7 @@ def test_lock_directory_prefers_cgroup2_then_the_first_hierarchy() -> None:
     assert lock_directory(ROOTS) == ROOTS["unified"]
     v1 = {"pids": Path("/p"), "blkio": Path("/b"), "memory": Path("/m")}
     assert lock_directory(v1) == Path("/b")
+    assert lock_directory({"cpuset": Path("/c"), "memory": Path("/m")}) == Path("/m")
     assert lock_directory({}) is None
 
 
