@@ -63,6 +63,25 @@ def parse_events(data: bytes) -> list[tuple[int, int]]:
     return events
 
 
+def new_instance() -> int:
+    """A non-blocking inotify fd of its own (for a watcher that services it
+    with a loop reader callback); OSError when none can be made."""
+    fd = _load_libc().inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+    return fd
+
+
+def add_watch(fd: int, path: Path, mask: int) -> int:
+    """inotify_add_watch(2); OSError naming the path when it fails."""
+    wd = _load_libc().inotify_add_watch(fd, os.fsencode(path), mask)
+    if wd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"inotify_add_watch: {os.strerror(err)}", str(path))
+    return wd
+
+
 class Watch:
     """One watched path. `wait(timeout)` returns after an event on it or after
     `timeout` seconds; a polling watch (`polling`) only ever times out."""

@@ -24,8 +24,6 @@ count seen once the file is gone.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import dataclasses
 import errno
 import os
@@ -38,6 +36,7 @@ from typing import Any
 import anyio
 import structlog
 
+from supervisor import inotify
 from supervisor.cgroups import dbus, layout, ownership, translate, tree
 from supervisor.cgroups.dbus import MANAGER, Connection, DBusConnectionError, DBusError
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
@@ -194,10 +193,6 @@ def oom_kill_count(memory_events: str) -> int | None:
 
 # ---------------------------------------------------------------- OOM watch
 
-_IN_MODIFY = 0x00000002
-_IN_IGNORED = 0x00008000  # the watched file is gone (the cgroup was removed)
-_INOTIFY_EVENT_HEADER = 16  # struct inotify_event: wd, mask, cookie, len
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def _read_oom_kills(file: Path) -> int | None:
@@ -224,14 +219,16 @@ class OomWatch:
         self.file = file
         self.kills = _read_oom_kills(file) or 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            raise CgroupError(file, None, f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}")
+        try:
+            fd = inotify.new_instance()
+        except OSError as e:
+            raise CgroupError(file, None, f"inotify_init1 failed: {e.strerror}") from e
         self.fd = fd
-        if _libc.inotify_add_watch(fd, os.fsencode(file), _IN_MODIFY) < 0:
-            err = ctypes.get_errno()
+        try:
+            inotify.add_watch(fd, file, inotify.IN_MODIFY)
+        except OSError as e:
             os.close(fd)
-            raise CgroupError(file, None, f"inotify_add_watch failed: {os.strerror(err)}")
+            raise CgroupError(file, None, f"inotify_add_watch failed: {os.strerror(e.errno or 0)}") from e
         loop.add_reader(fd, self._on_event)
         self._loop = loop
         self.refresh()  # a kill between the first read and the watch
@@ -246,10 +243,7 @@ class OomWatch:
         gone = False
         try:
             while data := os.read(self.fd, 4096):
-                for offset in range(0, len(data), _INOTIFY_EVENT_HEADER):
-                    # events on a file carry no name: each is just the header
-                    mask = int.from_bytes(data[offset + 4 : offset + 8], "little")
-                    gone = gone or bool(mask & _IN_IGNORED)
+                gone = gone or any(mask & inotify.IN_IGNORED for _wd, mask in inotify.parse_events(data))
         except BlockingIOError:
             pass
         try:
