@@ -193,6 +193,7 @@ class Crashed:
 @dataclass(frozen=True)
 class UpdateApplied:
     changed: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -546,7 +547,8 @@ def _crashed(life: Life, e: Crashed, now: float) -> Step:
 
 
 def _update_applied(life: Life, e: UpdateApplied, now: float) -> Step:
-    return Step(replace(life, error=None), (Announce("updated", "resources changed live"),), fields=(("changed", list(e.changed)),))
+    fields = (("changed", list(e.changed)), ("warnings", list(e.warnings)))
+    return Step(replace(life, error=None), (Announce("updated", "resources changed live"),), fields=fields)
 
 
 def _update_refused(life: Life, e: UpdateRefused, now: float) -> Step:
