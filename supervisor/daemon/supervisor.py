@@ -371,11 +371,14 @@ class Supervisor:
             try:
                 await failpoints.ahit("driver.update", u.name)
                 warnings = await self.driver.update(run.ref, new.resources)
-            except (CgroupError, OSError) as e:
+                refused = [w for w in warnings if "refused by systemd" in w]
+                if refused:  # the systemd driver skips a property systemd refuses: that is a refusal here
+                    raise CgroupError(run.ref.scope, None, "; ".join(refused))
+            except Exception as e:  # whatever the reason, the unit keeps running on its old limits
                 error = f"{new.file}: [resources]: live update refused, old limits kept: {e}"
                 try:  # some files may have been written before the refusal
                     await self.driver.update(run.ref, old.resources)
-                except (CgroupError, OSError) as restore_error:
+                except Exception as restore_error:
                     log.warning("cgroup_restore_limits_failed", unit=u.name, error=str(restore_error))
                 self._apply(u, lc.UpdateRefused(error))
                 return f"update-refused: {error}"

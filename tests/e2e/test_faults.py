@@ -248,3 +248,44 @@ def test_reload_to_an_invalid_file_ends_in_error(supd: Supd) -> None:
     supd.wait_state("u", "running")
     r = supd.ctl("list", "--json")
     assert [u["state"] for u in json.loads(r.stdout)] == ["running"]
+
+
+def test_a_start_cancelled_halfway_leaves_nothing(supd: Supd, busybox_layer: Path) -> None:  # noqa: F811
+    # The container's process exists and its mount point is prepared when the
+    # scope's creation stalls; supd shuts down (live-restore: it cancels
+    # rather than stops) right then. Nothing may stay: process, scope, mount.
+    supd.write_unit("c", container_unit([busybox_layer]))
+    old_env = supd.env
+    supd.env = lambda: dict(old_env(), SUPD_FAILPOINTS="driver.create@c=delay(10s)")  # type: ignore[method-assign]
+    supd.start("--live-restore")
+    supd.wait_state("c", "starting")
+    before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    assert supd.stop() == 0
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(supd.runtime) not in mounts and str(supd.state) not in mounts
+    # the waiting process was aborted (the fixture checks the scopes)
+    after = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    for pid in before & after:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        assert str(supd.root).encode() not in cmdline or b"pytest" in cmdline, cmdline
+    assert not (supd.runtime / "units" / "c" / "rootfs").exists()
+
+
+def test_freeze_and_stop_at_once_never_leave_a_frozen_or_stuck_unit(supd: Supd) -> None:
+    import subprocess
+    import sys
+
+    supd.write_unit("f", SLEEPER)
+    supd.start()
+    for _ in range(4):
+        supd.wait_state("f", "running")
+        cmd = [sys.executable, "-m", "supervisor.cli.main"]
+        both = [subprocess.Popen(cmd + [verb, "f"], env=supd.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for verb in ("freeze", "stop")]
+        for p in both:
+            p.communicate(timeout=30)
+        st = supd.wait_state("f", "inactive", timeout=20)
+        assert st["pid"] is None and not st["frozen"]
+        assert supd.ctl("start", "f").returncode == 0
