@@ -70,3 +70,16 @@ def no_leaks(unique_name: str, tmp_path: Path) -> Iterator[None]:
     leaked_cgroups = {c for c in _supd_cgroups() - before_cgroups if mine(c)}
     assert not leaked_mounts, f"mounts left behind: {sorted(leaked_mounts)}"
     assert not leaked_cgroups, f"cgroups left behind: {sorted(leaked_cgroups)}"
+
+
+# The pure cgroup v2 VM tier (tests/vm, `make test-v2`): every test that
+# touches cgroups, mounts, namespaces, systemd or a whole supd runs there too.
+PUREV2_DIRS = ("integration", "e2e", "systemd")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here) and item.path.relative_to(here).parts[0] in PUREV2_DIRS:
+            item.add_marker(pytest.mark.purev2)

@@ -9,11 +9,13 @@ same directories too, for cgroup.freeze, cgroup.kill and cgroup.events.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
+import anyio
 import structlog
 
 from supervisor.cgroups import names, translate, tree
@@ -37,6 +39,9 @@ OWN_LEAF = "supd-daemon.scope"
 V1_USED = frozenset({"memory", "cpu", "cpuacct", "pids", "blkio", "cpuset", "freezer", "devices", "name=systemd"})
 # v2 controllers supd enables for its subtree.
 V2_WANTED = ("cpuset", "cpu", "io", "memory", "pids")
+# New processes can appear in supd's root while it is being emptied (a fork
+# that was under way): evacuate and retry this many times before giving up.
+EVACUATE_ATTEMPTS = 5
 
 
 def parse_proc_cgroup(text: str) -> dict[str, str]:
@@ -91,6 +96,15 @@ class CgroupfsDriver:
         # Roots that supd itself will create (e.g. `--cgroup-root /test1`): removed
         # again at exit when empty. A root that was there before is never touched.
         self._made_roots = {key: root for key, root in self.roots.items() if not root.exists()}
+        # Controllers are enabled from here down: the mount root (writable by
+        # root, exempt from the no-internal-processes rule), or supd's own
+        # delegated cgroup under systemd, above which supd must not write.
+        self._unified_top = (
+            self.roots[UNIFIED] if per_hierarchy is not None and UNIFIED in per_hierarchy else
+            self._hierarchy(UNIFIED).mount if UNIFIED in self.roots else Path("/")
+        )
+        self._unified_ready = False
+        self._unified_lock = anyio.Lock()
 
     # --- paths
 
@@ -116,31 +130,78 @@ class CgroupfsDriver:
             except FileExistsError:
                 continue  # made by someone else meanwhile
             except OSError as e:
-                raise CgroupError(level, None, f"cannot create cgroup: {e.strerror}") from e
+                raise CgroupError(level, None, f"cannot create cgroup: {e.strerror}", errno=e.errno) from e
             created.append(level)
-            if "cpuset" in h.controllers:
+            if key != UNIFIED and "cpuset" in h.controllers:
                 # A new v1 cpuset refuses tasks until cpus and mems are filled.
+                # (v2 needs nothing: an empty cpuset.cpus means "the parent's".)
                 for write in translate.v1_cpuset_init():
                     tree.write(level, write.file, tree.read(level.parent, write.file).strip() or "\n")
-        if self.layout.kind is LayoutKind.UNIFIED:
-            self._enable_v2_controllers(path)
+        if key == UNIFIED:
+            # A child has no memory.max, cpu.max, ... until its parent delegates
+            # them: enable along the path from supd's root to the scope.
+            root = self.roots[UNIFIED]
+            for level in [root, *[p for p in reversed(path.parents) if root in p.parents]]:
+                self._enable_v2_controllers(level)
 
-    def _enable_v2_controllers(self, scope: Path) -> None:
-        root = self.roots[UNIFIED]
-        mount = self._hierarchy(UNIFIED).mount
-        if root != mount:
-            self._evacuate_root(root)
-        chain = [root, *[p for p in reversed(scope.parents) if root in p.parents]]
-        for level in chain:
-            available = tree.read(level, CGROUP_CONTROLLERS).split()
-            enabled = tree.read(level, SUBTREE_CONTROL).split()
-            todo = [c for c in V2_WANTED if c in available and c not in enabled]
-            if todo:
-                tree.write(level, SUBTREE_CONTROL, " ".join("+" + c for c in todo))
+    async def _prepare_unified_root(self) -> None:
+        """Once per driver, under a lock: enable controllers from the top supd
+        may write (the mount root, or the delegated cgroup it runs in) down to
+        its cgroup root, moving supd's own processes out of that root first."""
+        if self._unified_ready or self.layout.kind is not LayoutKind.UNIFIED:
+            return
+        async with self._unified_lock:
+            if self._unified_ready:
+                return
+            root = self.roots[UNIFIED]
+            chain = [self._unified_top, *[p for p in reversed(root.parents) if self._unified_top in p.parents]]
+            if root != self._unified_top:
+                chain.append(root)
+            for level in chain:
+                if not level.exists():
+                    try:
+                        level.mkdir()
+                    except FileExistsError:
+                        pass
+                    except OSError as e:
+                        raise CgroupError(level, None, f"cannot create cgroup: {e.strerror}", errno=e.errno) from e
+                if level == root and root != self._hierarchy(UNIFIED).mount:
+                    self._evacuate(root)  # before anything is enabled below it
+                self._enable_v2_controllers(level, evacuate=level == root)
+            self._unified_ready = True
 
-    def _evacuate_root(self, root: Path) -> None:
-        """No internal processes on v2: if the root we were handed still holds
-        processes (supd itself, under systemd), move them into a leaf first."""
+    def _enable_v2_controllers(self, level: Path, *, evacuate: bool = False) -> None:
+        """Delegate V2_WANTED to `level`'s children, one controller per write
+        so one the kernel refuses does not take the others with it. EBUSY is v2's
+        no-internal-processes rule: for supd's own root its processes move to a
+        leaf and the write is tried again; anywhere else it is an error."""
+        if self.layout.kind is not LayoutKind.UNIFIED:
+            return  # hybrid: the cgroup2 side only carries freeze/kill/events
+        available = tree.read(level, CGROUP_CONTROLLERS).split()
+        enabled = set(tree.read(level, SUBTREE_CONTROL).split())
+        for controller in (c for c in V2_WANTED if c in available and c not in enabled):
+            for attempt in range(EVACUATE_ATTEMPTS):
+                try:
+                    tree.write(level, SUBTREE_CONTROL, "+" + controller)
+                    break
+                except CgroupError as e:
+                    if e.errno != errno.EBUSY or not evacuate or attempt == EVACUATE_ATTEMPTS - 1:
+                        if e.errno == errno.EBUSY:
+                            raise CgroupError(
+                                level / SUBTREE_CONTROL,
+                                "+" + controller,
+                                "holds processes, so cgroup v2 cannot delegate controllers below it "
+                                "(no internal processes); give supd an empty cgroup_root or its own delegated cgroup",
+                                errno=e.errno,
+                            ) from e
+                        # Not fatal: limits of this controller turn into warnings at create.
+                        log.warning("cgroup_controller_not_enabled", cgroup=str(level), controller=controller, error=str(e))
+                        break
+                    self._evacuate(level)
+
+    def _evacuate(self, root: Path) -> None:
+        """No internal processes on v2: move whatever sits in the root supd
+        was handed (supd itself and its spawner, under systemd) into a leaf."""
         pids = tree.procs(root)
         if not pids:
             return
@@ -186,7 +247,7 @@ class CgroupfsDriver:
     def _write(directory: Path, w: translate.FileWrite) -> None:
         value = w.value
         if isinstance(value, translate.CopyFromParent):
-            value = tree.read(directory.parent, w.file).strip()
+            value = tree.read(directory.parent, value.source or w.file).strip()
         tree.write(directory, w.file, value if value else "\n")
 
     @staticmethod
@@ -203,6 +264,7 @@ class CgroupfsDriver:
         ref = CgroupRef(unit=spec.unit, scope=spec.scope, slice=spec.slice, paths=paths, driver=DRIVER_NAME)
         created: list[Path] = []
         try:
+            await self._prepare_unified_root()
             for key, path in paths:
                 self._mkdirs(key, path, created)
             warnings = self._apply(ref, spec.resources, clear_unset=False)

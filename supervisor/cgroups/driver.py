@@ -24,10 +24,14 @@ UNIFIED = "unified"
 class CgroupError(Exception):
     """A cgroup operation failed; carries the path, what was written/read, and why."""
 
-    def __init__(self, path: Path | str, data: str | None, reason: str) -> None:
+    def __init__(self, path: Path | str, data: str | None, reason: str, *, errno: int | None = None) -> None:
         self.path = str(path)
         self.data = data
         self.reason = reason
+        # The kernel's errno where there was one: EBUSY (no internal processes,
+        # a limit below usage) and EINVAL/ERANGE (a value it refuses) need
+        # different handling by callers.
+        self.errno = errno
         if data is None:
             message = f"{self.path}: {reason}"
         else:

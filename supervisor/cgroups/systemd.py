@@ -10,10 +10,25 @@ ControlGroup onto this process's cgroup mounts.
 
 A property systemd refuses (too old, or unknown to it) is dropped with a
 warning and the start retried, never leaving half a scope behind.
+
+OOM kills outlive the scope. systemd garbage-collects an emptied scope, its
+cgroup and memory.events with it, at once (systemd 252 even reports the scope
+"Deactivated successfully": scopes get no OOM result before 253); that is
+usually before the daemon has read the counter for the exit. So, like runc,
+containerd and conmon, the driver follows each scope's memory.events while it
+lives (the kernel raises oom_kill before it sends the SIGKILL, and marks the
+file modified, which wakes an inotify watch) and `stats()` reports the last
+count seen once the file is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
+import dataclasses
+import errno
+import os
 import re
 import signal
 from collections.abc import Collection, Iterable, Sequence
@@ -25,7 +40,7 @@ import structlog
 
 from supervisor.cgroups import dbus, layout, translate, tree
 from supervisor.cgroups.dbus import MANAGER, Connection, DBusConnectionError, DBusError
-from supervisor.cgroups.driver import CgroupError, CgroupRef, CgroupStats, ScopeSpec
+from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import DEFAULT_ROOT, MOUNTINFO, Hierarchy, Layout
 from supervisor.cgroups.names import ROOT_SLICE, SCOPE_PREFIX, SCOPE_SUFFIX, unit_of_scope
 from supervisor.units.model import Resources
@@ -40,6 +55,7 @@ SLICE = "Slice"
 DESCRIPTION = "Description"
 DELEGATE = "Delegate"
 COLLECT_MODE = "CollectMode"
+OOM_POLICY = "OOMPolicy"
 DEFAULT_DEPENDENCIES = "DefaultDependencies"
 MEMORY_ACCOUNTING = "MemoryAccounting"
 CPU_ACCOUNTING = "CPUAccounting"
@@ -65,6 +81,10 @@ JOB_MODE_FAIL = "fail"
 JOB_DONE = "done"
 KILL_WHO_ALL = "all"
 COLLECT_INACTIVE_OR_FAILED = "inactive-or-failed"
+# systemd >= 253 stops a whole scope after an OOM kill in it (DefaultOOMPolicy=
+# stop); as with the cgroupfs driver the kernel kills one process and supd
+# decides what the unit does next (runc sets the same).
+OOM_CONTINUE = "continue"
 UINT64_MAX = 2**64 - 1  # systemd's "not set / infinity" for t properties
 
 JOB_TIMEOUT = 30.0
@@ -83,6 +103,9 @@ MIN_VERSION: dict[str, int] = {
     COLLECT_MODE: 236,
 }
 FREEZE_MIN_VERSION = 246
+# Base properties a systemd too old for them simply does without (no warning:
+# they change no limit the unit asked for).
+QUIET_MIN_VERSION: dict[str, int] = {OOM_POLICY: 253}
 
 # systemd property -> the unit-file key it comes from, for warnings
 PROPERTY_KEYS: dict[str, str] = {
@@ -125,6 +148,11 @@ def gate_by_version(unit: str, props: Sequence[Property], version: int) -> tuple
     return kept, warnings
 
 
+def quiet_gate(props: Sequence[Property], version: int) -> list[Property]:
+    """Drop the base properties this systemd is too old for, silently."""
+    return [p for p in props if version >= QUIET_MIN_VERSION.get(p[0], 0)]
+
+
 def refused_property(error: DBusError, props: Sequence[Property]) -> str | None:
     """Which optional property a refusal names ("Cannot set property Foo, or
     unknown property."), or None when the error is about something else."""
@@ -155,6 +183,99 @@ def scope_paths(control_group: str, hierarchies: Iterable[Hierarchy]) -> tuple[t
     return tuple(sorted(found))
 
 
+def oom_kill_count(memory_events: str) -> int | None:
+    """The `oom_kill` counter of a memory.events text, None if it has none."""
+    for line in memory_events.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    return None
+
+
+# ---------------------------------------------------------------- OOM watch
+
+_IN_MODIFY = 0x00000002
+_IN_IGNORED = 0x00008000  # the watched file is gone (the cgroup was removed)
+_INOTIFY_EVENT_HEADER = 16  # struct inotify_event: wd, mask, cookie, len
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _read_oom_kills(file: Path) -> int | None:
+    try:
+        with open(file) as f:
+            return oom_kill_count(f.read())
+    except OSError as e:
+        # ENOENT/ENODEV: the cgroup is gone (or going); anything else is a real error
+        if e.errno in (errno.ENOENT, errno.ENODEV, errno.ENOTDIR):
+            return None
+        raise CgroupError(file, None, f"cannot read: {e.strerror}") from e
+
+
+class OomWatch:
+    """Follows one scope's `oom_kill` counter (memory.events) while it lives.
+
+    An inotify watch on the file, serviced by a reader callback on the event
+    loop: the kernel marks memory.events modified (rate-limited to one
+    notification per jiffy or two) when a counter moves, and raises oom_kill
+    before it sends the victim its SIGKILL, so the count is normally read
+    before the exit is even seen. `kills` keeps the highest count read."""
+
+    def __init__(self, file: Path, loop: asyncio.AbstractEventLoop) -> None:
+        self.file = file
+        self.kills = _read_oom_kills(file) or 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            raise CgroupError(file, None, f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}")
+        self.fd = fd
+        if _libc.inotify_add_watch(fd, os.fsencode(file), _IN_MODIFY) < 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise CgroupError(file, None, f"inotify_add_watch failed: {os.strerror(err)}")
+        loop.add_reader(fd, self._on_event)
+        self._loop = loop
+        self.refresh()  # a kill between the first read and the watch
+
+    def refresh(self) -> None:
+        kills = _read_oom_kills(self.file)
+        if kills is not None and kills > self.kills:
+            log.info("scope_oom_kill_seen", file=str(self.file), oom_kills=kills)
+            self.kills = kills
+
+    def _on_event(self) -> None:
+        gone = False
+        try:
+            while data := os.read(self.fd, 4096):
+                for offset in range(0, len(data), _INOTIFY_EVENT_HEADER):
+                    # events on a file carry no name: each is just the header
+                    mask = int.from_bytes(data[offset + 4 : offset + 8], "little")
+                    gone = gone or bool(mask & _IN_IGNORED)
+        except BlockingIOError:
+            pass
+        try:
+            self.refresh()
+        except CgroupError as e:
+            log.warning("scope_oom_watch_read_failed", error=str(e))
+        if gone:
+            self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(self.fd)
+            self._loop = None
+
+    def close(self) -> None:
+        self._stop_reading()
+        os.close(self.fd)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread: no watch from here
+        return None
+
+
 # ---------------------------------------------------------------- the driver
 
 
@@ -172,6 +293,8 @@ class SystemdDriver:
         self._cgroup_root = cgroup_root
         self._mountinfo = mountinfo
         self._cached_layout: Layout | None = None
+        # memory.events file -> its OOM watch, for every scope this driver knows
+        self._oom_watches: dict[Path, OomWatch] = {}
 
     @classmethod
     async def connect(
@@ -186,6 +309,9 @@ class SystemdDriver:
         return cls(conn, version, cgroup_root=cgroup_root, mountinfo=mountinfo)
 
     async def aclose(self) -> None:
+        for watch in self._oom_watches.values():
+            watch.close()
+        self._oom_watches.clear()
         await self._conn.aclose()
 
     def describe(self) -> str:
@@ -202,6 +328,7 @@ class SystemdDriver:
             (DESCRIPTION, ("s", spec.description)),
             (DELEGATE, ("b", True)),
             (COLLECT_MODE, ("s", COLLECT_INACTIVE_OR_FAILED)),
+            (OOM_POLICY, ("s", OOM_CONTINUE)),
             # a scope needs no ordering against shutdown/sysinit; supd stops it itself
             (DEFAULT_DEPENDENCIES, ("b", False)),
             (MEMORY_ACCOUNTING, ("b", True)),
@@ -212,7 +339,7 @@ class SystemdDriver:
     async def create(self, spec: ScopeSpec, pid: int) -> tuple[CgroupRef, list[str]]:
         props, warnings = gate_by_version(
             spec.unit,
-            self._base_properties(spec, pid) + translate.systemd_properties(spec.resources),
+            quiet_gate(self._base_properties(spec, pid), self.version) + translate.systemd_properties(spec.resources),
             self.version,
         )
         reset_done = False
@@ -253,6 +380,7 @@ class SystemdDriver:
                     f"start job {job} ended with result {result!r}, expected 'done'",
                 )  # fmt: skip
             ref = await self._ref_for(spec)
+            self._watch_oom(ref)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._stop_quietly(spec.scope)
@@ -359,6 +487,7 @@ class SystemdDriver:
 
     async def remove(self, ref: CgroupRef) -> None:
         tree.forget(ref)
+        self._unwatch_oom(ref)
         await self._stop(ref.scope)
         await self._ignore_no_such_unit("ResetFailedUnit", ref.scope)
         log.info("scope_removed", unit=ref.unit, scope=ref.scope)
@@ -394,7 +523,49 @@ class SystemdDriver:
         return tree.pids_in(ref)
 
     def stats(self, ref: CgroupRef) -> CgroupStats:
-        return tree.stats(ref)
+        """The scope's files, with the OOM kills seen while it lived when
+        systemd has removed it already."""
+        found = tree.stats(ref)
+        watch = self._watch_oom(ref)
+        if watch is None:
+            return found
+        kills = watch.kills if found.oom_kills is None else max(found.oom_kills, watch.kills)
+        return dataclasses.replace(found, oom_kills=kills)
+
+    # -- OOM watch -----------------------------------------------------------
+
+    @staticmethod
+    def _memory_events(ref: CgroupRef) -> Path | None:
+        unified = ref.path(UNIFIED)
+        return None if unified is None else unified / tree.MEMORY_EVENTS
+
+    def _watch_oom(self, ref: CgroupRef) -> OomWatch | None:
+        """The scope's OOM watch, started on first use (create, adoption) while
+        the scope's memory.events exists; None where there is none (no memory
+        controller in cgroup2) or no event loop runs in this thread."""
+        file = self._memory_events(ref)
+        if file is None:
+            return None
+        watch = self._oom_watches.get(file)
+        if watch is not None:
+            return watch
+        loop = _running_loop()
+        if loop is None or not file.exists():
+            return None
+        try:
+            watch = OomWatch(file, loop)
+        except CgroupError as e:
+            if file.exists():
+                log.warning("scope_oom_watch_failed", unit=ref.unit, error=str(e))
+            return None
+        self._oom_watches[file] = watch
+        return watch
+
+    def _unwatch_oom(self, ref: CgroupRef) -> None:
+        file = self._memory_events(ref)
+        watch = self._oom_watches.pop(file, None) if file is not None else None
+        if watch is not None:
+            watch.close()
 
     async def unit_stats(self, ref: CgroupRef) -> CgroupStats:
         """Stats from the unit's properties, for when the cgroup files are not
@@ -438,7 +609,9 @@ class SystemdDriver:
     async def afind(self, spec: ScopeSpec) -> CgroupRef | None:
         """`find` through systemd: GetUnit + ControlGroup; None if not loaded."""
         try:
-            return await self._ref_for(spec)
+            ref = await self._ref_for(spec)
+            self._watch_oom(ref)
+            return ref
         except DBusError as e:
             if e.name == ERR_NO_SUCH_UNIT:
                 return None

@@ -82,14 +82,21 @@ V2_MAX = "max"
 V1_UNLIMITED = "-1"
 
 
+@dataclass(frozen=True)
 class CopyFromParent:
-    """Marker value: write the parent cgroup's content of the same file (v1 cpuset)."""
+    """Marker value: write the parent cgroup's content of `source` (None: the
+    same file). v1 cpusets start empty and refuse tasks until filled; a
+    populated v2 cpuset refuses an empty cpuset.cpus (ENOSPC), so clearing
+    one means "every CPU the parent has": its cpuset.cpus.effective."""
+
+    source: str | None = None
 
     def __repr__(self) -> str:
-        return "COPY_FROM_PARENT"
+        return "COPY_FROM_PARENT" if self.source is None else f"COPY_FROM_PARENT({self.source})"
 
 
 COPY_FROM_PARENT = CopyFromParent()
+COPY_PARENT_EFFECTIVE_CPUS = CopyFromParent("cpuset.cpus.effective")
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,7 @@ def v2_files(resources: Resources, *, clear_unset: bool = False) -> list[FileWri
     r = resources
     out: list[FileWrite] = []
 
-    def add(controller: str, file: str, value: str | None, unset: str, key: str) -> None:
+    def add(controller: str, file: str, value: str | None, unset: str | CopyFromParent, key: str) -> None:
         if value is not None:
             out.append(FileWrite(controller, file, value, key))
         elif clear_unset:
@@ -213,8 +220,7 @@ def v2_files(resources: Resources, *, clear_unset: bool = False) -> list[FileWri
         f"default {CGROUP_WEIGHT_DEFAULT}",
         KEY_IO_WEIGHT,
     )
-    # An empty cpuset.cpus on v2 means "use the parent's effective set".
-    add("cpuset", CPUSET_CPUS, r.cpuset, "", KEY_CPUSET)
+    add("cpuset", CPUSET_CPUS, r.cpuset, COPY_PARENT_EFFECTIVE_CPUS, KEY_CPUSET)
     return out
 
 

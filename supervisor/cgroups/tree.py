@@ -67,7 +67,7 @@ def read(path: Path, name: str) -> str:
         with open(file) as f:
             return f.read()
     except OSError as e:
-        raise CgroupError(file, None, f"cannot read: {e.strerror}") from e
+        raise CgroupError(file, None, f"cannot read: {e.strerror}", errno=e.errno) from e
 
 
 def read_optional(path: Path | None, name: str) -> str | None:
@@ -90,11 +90,11 @@ def write(path: Path, name: str, value: str) -> None:
     try:
         fd = os.open(file, os.O_WRONLY)
     except OSError as e:
-        raise CgroupError(file, value, f"cannot open for writing: {e.strerror}") from e
+        raise CgroupError(file, value, f"cannot open for writing: {e.strerror}", errno=e.errno) from e
     try:
         os.write(fd, value.encode())
     except OSError as e:
-        raise CgroupError(file, value, f"kernel refused the write: {e.strerror}") from e
+        raise CgroupError(file, value, f"kernel refused the write: {e.strerror}", errno=e.errno) from e
     finally:
         os.close(fd)
 

@@ -22,6 +22,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Which cgroup driver the e2e supds use: "cgroupfs" (default; each test gets
+# its own cgroup root) or "systemd" (needs systemd as PID 1: the pure-v2 VM
+# tier runs the cgroup e2e tests a second time with it). systemd puts every
+# scope in the one supd.slice, so tests under it run one at a time.
+DRIVER = os.environ.get("SUPD_TEST_CGROUP_DRIVER", "cgroupfs")
+SYSTEMD_SLICE = "supd.slice"
 
 
 def cgroup_hierarchies() -> list[Path]:
@@ -78,7 +84,26 @@ class Supd:
         env.pop("NOTIFY_SOCKET", None)
         return env
 
+    @property
+    def driver(self) -> str:
+        return DRIVER
+
+    def scope_search_roots(self) -> list[Path]:
+        """Where this supd's scopes can appear: its own cgroup root in every
+        hierarchy (cgroupfs), or systemd's supd.slice."""
+        if DRIVER == "systemd":
+            return [h / SYSTEMD_SLICE for h in cgroup_hierarchies()]
+        return [h / self.cgroup_root.lstrip("/") for h in cgroup_hierarchies()]
+
+    def scope_dirs(self, unit: str) -> list[Path]:
+        found: list[Path] = []
+        for root in self.scope_search_roots():
+            if root.exists():
+                found += [Path(p) for p, _d, _f in os.walk(root) if p.endswith(f"/supd-{unit}.scope")]
+        return found
+
     def start(self, *args: str, wait: bool = True) -> None:
+        where = ["--cgroup-root", self.cgroup_root] if DRIVER == "cgroupfs" else []
         cmd = [
             sys.executable,
             "-m",
@@ -90,9 +115,8 @@ class Supd:
             "--runtime-dir",
             str(self.runtime),
             "--cgroup-driver",
-            "cgroupfs",
-            "--cgroup-root",
-            self.cgroup_root,
+            DRIVER,
+            *where,
             "--log-format",
             "json",
             *self.extra_args,
@@ -195,8 +219,7 @@ def supd(tmp_path: Path, unique_name: str) -> Iterator[Supd]:
     finally:
         d.stop()
         scopes_left = []
-        for h in cgroup_hierarchies():
-            root = h / unique_name
+        for root in d.scope_search_roots():
             if root.exists():
                 scopes_left += [p for p, _d, _f in os.walk(root) if p.endswith(".scope")]
         left = _remove_cgroup_root(unique_name)

@@ -1,5 +1,5 @@
-"""memwatch on the real kernel: a v1 memory cgroup's threshold eventfd fires
-when a real process grows past it."""
+"""memwatch on the real kernel: a real process growing past the threshold
+wakes the watch — v1's threshold eventfd, or v2's memory.high counter."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,16 +14,13 @@ import anyio
 import pytest
 
 from supervisor.cgroups.driver import CgroupRef
-from supervisor.cgroups.memwatch import MemoryWatchError, V1ThresholdWatch, open_memory_watch
+from supervisor.cgroups.memwatch import MemoryWatchError, V1ThresholdWatch, V2HighWatch, open_memory_watch
 from tests.conftest import requires_root
+from tests.helpers.cgroups import ThrowawayCgroup
 
-V1_MEMORY = Path("/sys/fs/cgroup/memory")
 MB = 1024 * 1024
 
-pytestmark = [
-    requires_root,
-    pytest.mark.skipif(not (V1_MEMORY / "cgroup.event_control").exists(), reason="no v1 memory hierarchy with cgroup.event_control"),
-]
+pytestmark = [requires_root]
 
 # Grows by 1 MiB per line read on stdin, touching every page, then says so.
 GROWER = """
@@ -37,31 +33,19 @@ for line in sys.stdin:
 
 
 @pytest.fixture
-def memcg(unique_name: str, no_leaks: None) -> Iterator[Path]:
-    path = V1_MEMORY / unique_name
-    path.mkdir()
-    try:
-        (path / "memory.limit_in_bytes").write_text(str(128 * MB))
-        yield path
-    finally:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                path.rmdir()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+def memcg(unique_name: str, no_leaks: None) -> Iterator[ThrowawayCgroup]:
+    with ThrowawayCgroup(unique_name, "memory") as cg:
+        cg.limit_memory(128 * MB)
+        yield cg
 
 
 @pytest.fixture
-def grower(memcg: Path) -> Iterator[subprocess.Popen[str]]:
+def grower(memcg: ThrowawayCgroup) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", GROWER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        (memcg / "cgroup.procs").write_text(str(proc.pid))
+        memcg.add(proc.pid)
         yield proc
     finally:
         os.kill(proc.pid, signal.SIGKILL)
@@ -75,16 +59,12 @@ def grow(proc: subprocess.Popen[str], mib: int) -> None:
     assert proc.stdout.readline().strip()
 
 
-def ref_for(memcg: Path) -> CgroupRef:
-    return CgroupRef(unit="t", scope=memcg.name, slice="supd.slice", paths=(("memory", memcg),), driver="cgroupfs")
-
-
-def test_v1_threshold_fires_when_usage_crosses(memcg: Path, grower: subprocess.Popen[str]) -> None:
+def test_threshold_fires_when_usage_crosses(memcg: ThrowawayCgroup, grower: subprocess.Popen[str]) -> None:
     async def main() -> None:
-        base = int((memcg / "memory.usage_in_bytes").read_text())
+        base = memcg.memory_usage()
         threshold = base + 40 * MB
-        watch = open_memory_watch(ref_for(memcg), threshold)
-        assert isinstance(watch, V1ThresholdWatch)
+        watch = open_memory_watch(memcg.ref(), threshold)
+        assert isinstance(watch, V2HighWatch if memcg.unified else V1ThresholdWatch)
         try:
             assert watch.usage() < threshold
             # Below the threshold: no wake-up.
@@ -103,15 +83,15 @@ def test_v1_threshold_fires_when_usage_crosses(memcg: Path, grower: subprocess.P
     anyio.run(main)
 
 
-def test_rearm_at_a_higher_threshold(memcg: Path, grower: subprocess.Popen[str]) -> None:
+def test_rearm_at_a_higher_threshold(memcg: ThrowawayCgroup, grower: subprocess.Popen[str]) -> None:
     async def main() -> None:
-        base = int((memcg / "memory.usage_in_bytes").read_text())
-        first = open_memory_watch(ref_for(memcg), base + 20 * MB)
+        base = memcg.memory_usage()
+        first = open_memory_watch(memcg.ref(), base + 20 * MB)
         await anyio.to_thread.run_sync(grow, grower, 25)
         with anyio.fail_after(10):
             await first.wait()
         first.close()
-        second = open_memory_watch(ref_for(memcg), base + 60 * MB)
+        second = open_memory_watch(memcg.ref(), base + 60 * MB)
         try:
             assert second.usage() < second.threshold
             with anyio.move_on_after(1.0) as quiet:

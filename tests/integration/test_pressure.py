@@ -19,8 +19,8 @@ import pytest
 
 from supervisor.daemon.pressure import HostPressure, PressureError, PsiTrigger
 from tests.conftest import requires_root
+from tests.helpers.cgroups import ThrowawayCgroup
 
-V1_MEMORY = Path("/sys/fs/cgroup/memory")
 MB = 1024 * 1024
 
 pytestmark = [
@@ -37,40 +37,23 @@ def memory_pressure(name: str, workdir: Path, seconds: int = 40, limit_mb: int =
     stall). Bounded by --timeout and killed by pid on exit. Yields its pid."""
     if shutil.which("stress-ng") is None:
         pytest.skip("stress-ng is not installed")
-    if not (V1_MEMORY / "cgroup.procs").exists():
-        pytest.skip("no v1 memory hierarchy to confine the pressure generator")
-    cgroup = V1_MEMORY / name
-    cgroup.mkdir()
     work = workdir / "pressure-work"
     work.mkdir(exist_ok=True)
     proc: subprocess.Popen[bytes] | None = None
-    try:
-        (cgroup / "memory.limit_in_bytes").write_text(str(limit_mb * MB))
-        script = f'echo $$ > {cgroup}/cgroup.procs && exec stress-ng --mmap 2 --mmap-bytes 100M --mmap-file --timeout {seconds}s -q'
-        proc = subprocess.Popen(["/bin/sh", "-c", script], cwd=work, start_new_session=True)
-        yield proc.pid
-    finally:
-        if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                for pid in (cgroup / "cgroup.procs").read_text().split():
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                cgroup.rmdir()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        shutil.rmtree(work, ignore_errors=True)
+    with ThrowawayCgroup(name, "memory") as cgroup:
+        try:
+            cgroup.limit_memory(limit_mb * MB)
+            script = f'echo $$ > {cgroup.procs_file} && exec stress-ng --mmap 2 --mmap-bytes 100M --mmap-file --timeout {seconds}s -q'
+            proc = subprocess.Popen(["/bin/sh", "-c", script], cwd=work, start_new_session=True)
+            yield proc.pid
+        finally:
+            if proc is not None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def test_trigger_opens_with_a_2s_window_and_reads_avg10() -> None:

@@ -17,6 +17,8 @@ from supervisor.runtime.spawn import Pending, Spawner, SpawnError
 from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, SpawnSpec
 from tests.conftest import requires_root
 from tests.helpers.busybox import make_busybox_rootfs
+from tests.helpers.cgroups import ThrowawayCgroup
+from tests.layouts import host_layout
 
 pytestmark = [requires_root, pytest.mark.root]
 
@@ -255,38 +257,38 @@ async def test_overlay_with_120_layers(spawner: Spawner, reaper: Reaper, layers:
 async def test_cgroup_namespace_is_rooted_where_the_daemon_placed_it(
     spawner: Spawner, reaper: Reaper, layers: Layers, unique_name: str
 ) -> None:
-    with v1_pids_cgroup(unique_name) as cgroup:
+    with ThrowawayCgroup(unique_name, "pids") as cgroup:
         out = Output()
-        pending = await spawner.spawn(in_box(layers, "grep pids /proc/self/cgroup"), stdio=out.stdio())
-        (cgroup / "cgroup.procs").write_text(str(pending.pid))
+        pending = await spawner.spawn(in_box(layers, f"grep {pids_line_tag()} /proc/self/cgroup"), stdio=out.stdio())
+        cgroup.add(pending.pid)
         await pending.go()
         with anyio.fail_after(DEADLINE):
             status = await reaper.wait(pending.pid)
         text = out.text()
     assert status.code == 0, text
-    assert text.strip().endswith(":pids:/")
+    assert text.strip().endswith(":/"), text  # the container sees its cgroup as its root
 
 
 @pytest.mark.asyncio
 async def test_exec_into_a_running_container(
     spawner: Spawner, reaper: Reaper, layers: Layers, unique_name: str
 ) -> None:
-    with v1_pids_cgroup(unique_name) as cgroup:
+    with ThrowawayCgroup(unique_name, "pids") as cgroup:
         main_out = Output()
         main = await spawner.spawn(in_box(layers, "echo inside > /tmp/mark; exec sleep 1000"), stdio=main_out.stdio())
-        (cgroup / "cgroup.procs").write_text(str(main.pid))
+        cgroup.add(main.pid)
         await main.go()
         try:
             await wait_for_file(layers.upper / "tmp" / "mark")
-            join = JoinSpec(pid=main.pid, cgroup_procs=(str(cgroup / "cgroup.procs"),))
-            script = "hostname; cat /tmp/mark /hello; echo $$; grep pids /proc/self/cgroup; id -u; exit 5"
+            join = JoinSpec(pid=main.pid, cgroup_procs=(str(cgroup.procs_file),))
+            script = f"hostname; cat /tmp/mark /hello; echo $$; grep {pids_line_tag()} /proc/self/cgroup; id -u; exit 5"
             spec = SpawnSpec(argv=("/bin/sh", "-c", script), user="nobody", join=join)
             status, out = await run(spawner, reaper, spec)
             assert (status.code, status.signal) == (5, None), out
             hostname, mark, hello, pid, pids_line, uid = out.splitlines()
             assert (hostname, mark, hello) == ("box", "inside", "from the top layer")
             assert int(pid) > 1
-            assert pids_line.endswith(":pids:/")
+            assert pids_line.endswith(":/"), pids_line
             assert uid == "65534"
         finally:
             os.kill(main.pid, signal.SIGKILL)
@@ -330,31 +332,7 @@ async def wait_for_file(path: Path) -> None:
             await anyio.sleep(0.02)
 
 
-class v1_pids_cgroup:  # noqa: N801 - used like a function
-    """A throwaway v1 pids cgroup named after the test, removed on exit."""
-
-    ROOT = Path("/sys/fs/cgroup/pids")
-
-    def __init__(self, name: str) -> None:
-        self.path = self.ROOT / name
-
-    def __enter__(self) -> Path:
-        if not self.ROOT.is_dir():
-            pytest.skip("no v1 pids hierarchy")
-        self.path.mkdir()
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        for pid in (self.path / "cgroup.procs").read_text().split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        # the kernel empties the cgroup a moment after the kill
-        for _ in range(500):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.01)
-        self.path.rmdir()
+def pids_line_tag() -> str:
+    """What marks the pids hierarchy's line in /proc/self/cgroup: "pids" on v1,
+    the unified line "0::" on pure v2."""
+    return "0::" if host_layout().unified is not None and host_layout().v1_for("pids") is None else ":pids:"

@@ -24,6 +24,11 @@ sandbox PID + cgroup namespaces, host filesystem, private /proc and the
 sandbox's cgroup2 mounted on /sys/fs/cgroup. The sandbox's systemd is then
 `/proc/1`, and its sockets are under `/proc/1/root/run/...`.
 
+On a systemd-booted host (the pure cgroup v2 VM: systemd 252 as PID 1,
+cgroup2 on /sys/fs/cgroup with nsdelegate) the same sandbox boots beside the
+host's systemd, and `HostSystemd` offers the host's own PID 1 with the same
+interface, so the driver scenarios run against both.
+
 Only PIDs this module started are ever signalled.
 """
 
@@ -190,6 +195,11 @@ class Sandbox:
         /sys/fs/cgroup (private mount namespace; the host's mounts are untouched)."""
         leaf = self.payload_dir / HARNESS_CGROUP
         inner = (
+            # Where /sys/fs/cgroup is cgroup2 already (a pure v2 host), mounting
+            # cgroup2 there again is refused ("already mounted": same superblock
+            # on the same mount point); detach it first, in this private mount
+            # namespace only. On a hybrid host it is a tmpfs: mount over it.
+            '[ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] || umount -l /sys/fs/cgroup; '
             "mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup"
             ' && exec "$@"'
         )
@@ -295,6 +305,60 @@ class Sandbox:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         log.info("sandbox_down", name=self.name, problems=problems)
         return problems
+
+
+def host_pid1() -> str:
+    try:
+        return Path("/proc/1/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def host_is_systemd_booted() -> bool:
+    """systemd's own test (sd_booted) plus PID 1 being systemd."""
+    return Path("/run/systemd/system").is_dir() and host_pid1() == "systemd"
+
+
+def host_layout() -> str:
+    """The host's cgroup layout, for skip reasons."""
+    if _fs_type(CGROUP_MOUNT) == CGROUP2_SUPER_MAGIC_NAME:
+        return "pure cgroup v2"
+    if _fs_type(CGROUP_MOUNT / "unified") == CGROUP2_SUPER_MAGIC_NAME:
+        return "hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified)"
+    return "cgroup v1"
+
+
+@dataclass
+class HostSystemd:
+    """The host's own systemd, PID 1 of a systemd-booted host (the pure cgroup
+    v2 VM is one): the scenarios run as plain host processes, so PIDs,
+    /proc/1/root/run/... and /sys/fs/cgroup need no namespace tricks. Same
+    interface as Sandbox for the tests; nothing to boot or halt. Tests create
+    only uniquely named units and remove them."""
+
+    name: str = "host"
+
+    inner_private_address = f"unix:path={INNER_PRIVATE_SOCKET}"
+    inner_system_bus_address = f"unix:path={INNER_SYSTEM_BUS_SOCKET}"
+
+    @property
+    def payload_dir(self) -> Path:
+        """The cgroup tree root as systemd sees it ("/" of its ControlGroup paths)."""
+        return CGROUP_MOUNT
+
+    def run_python(self, module: str, *args: str, timeout: float = 100.0) -> subprocess.CompletedProcess[str]:
+        repo = Path(__file__).resolve().parents[2]
+        env = dict(os.environ, PYTHONPATH=str(repo), PYTHONDONTWRITEBYTECODE="1")
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=repo, capture_output=True, text=True, timeout=timeout, check=False,
+            env=env, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def exec(self, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+        )
 
 
 def _procs_below(top: Path) -> list[int]:

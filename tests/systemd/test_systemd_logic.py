@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,14 +13,19 @@ from jeepney import Header, Message, MessageType
 
 from supervisor.cgroups import translate
 from supervisor.cgroups.dbus import DBusError, _JobResults, is_private_socket
-from supervisor.cgroups.driver import CgroupError
+from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef
 from supervisor.cgroups.layout import Hierarchy
 from supervisor.cgroups.systemd import (
     ERR_INVALID_ARGS,
     ERR_NO_SUCH_UNIT,
     ERR_PROPERTY_READ_ONLY,
+    OOM_POLICY,
+    OomWatch,
+    SystemdDriver,
     gate_by_version,
+    oom_kill_count,
     parse_version,
+    quiet_gate,
     refused_property,
     scope_paths,
 )
@@ -104,3 +112,61 @@ async def test_job_results_before_and_after_waiting() -> None:
     assert await waiter == "dependency"
     with pytest.raises(TimeoutError):
         await jobs.wait("/job/4", timeout=0.05)
+
+
+def test_oom_policy_is_sent_only_to_a_systemd_that_knows_it() -> None:
+    props = [("PIDs", ("au", [1])), (OOM_POLICY, ("s", "continue"))]
+    assert quiet_gate(props, 252) == [("PIDs", ("au", [1]))]
+    assert quiet_gate(props, 253) == props
+
+
+def _memory_events(kills: int) -> str:
+    return f"low 0\nhigh 0\nmax 12\noom 1\noom_kill {kills}\noom_group_kill 0\n"
+
+
+def test_oom_kill_count_reads_memory_events() -> None:
+    assert oom_kill_count(_memory_events(3)) == 3
+    assert oom_kill_count("low 0\nhigh 0\n") is None
+
+
+async def _until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+# inotify on an ordinary file behaves as on memory.events: IN_MODIFY on a
+# write, IN_IGNORED once the file is gone. No root, no cgroup needed.
+
+
+@pytest.mark.asyncio
+async def test_oom_watch_keeps_the_count_after_the_file_is_gone(tmp_path: Path) -> None:
+    events = tmp_path / "memory.events"
+    events.write_text(_memory_events(0))
+    watch = OomWatch(events, asyncio.get_running_loop())
+    try:
+        assert watch.kills == 0
+        events.write_text(_memory_events(2))
+        await _until(lambda: watch.kills == 2, "the watch to read oom_kill 2")
+        events.unlink()
+        await _until(lambda: watch._loop is None, "the watch to stop reading (IN_IGNORED)")
+        assert watch.kills == 2
+    finally:
+        watch.close()
+
+
+@pytest.mark.asyncio
+async def test_driver_stats_report_oom_kills_seen_before_systemd_removed_the_scope(tmp_path: Path) -> None:
+    scope = tmp_path / "supd-web.scope"
+    scope.mkdir()
+    (scope / "memory.events").write_text(_memory_events(0))
+    ref = CgroupRef(unit="web", scope="supd-web.scope", slice="supd.slice", paths=((UNIFIED, scope),), driver="systemd")
+    driver = SystemdDriver(None, 252)  # type: ignore[arg-type]  # stats() never uses the bus
+    assert driver.stats(ref).oom_kills == 0  # starts the watch
+    (scope / "memory.events").write_text(_memory_events(1))  # the kernel's OOM kill
+    await _until(lambda: driver._oom_watches[scope / "memory.events"].kills == 1, "the watch to see the kill")
+    shutil.rmtree(scope)  # systemd garbage-collects the emptied scope
+    assert driver.stats(ref).oom_kills == 1
+    driver._unwatch_oom(ref)  # what remove() does
+    assert driver.stats(ref).oom_kills is None

@@ -112,7 +112,7 @@ def test_v2_files_clear_unset_on_update() -> None:
         "cpu.max": "max 100000",
         "pids.max": "max",
         "io.weight": "default 100",
-        "cpuset.cpus": "",
+        "cpuset.cpus": t.COPY_PARENT_EFFECTIVE_CPUS,
     }
 
 
