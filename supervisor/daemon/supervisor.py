@@ -241,7 +241,11 @@ class Supervisor:
                     await self._drive(u)
                     return
                 except Exception as e:  # contained: the unit fails, supd carries on
-                    await self._contain(u, e)
+                    try:
+                        await self._contain(u, e)
+                    except Exception:  # even a failed clean-up must not reach the daemon's task group
+                        log.exception("unit_containment_failed", unit=u.name)
+                        await anyio.sleep(1.0)
         finally:
             u.gone.set()
             for cmd in u.inbox:
