@@ -47,7 +47,8 @@ test-host: setup
 	$(VENV)/bin/pytest
 
 # the root tiers again in a Debian 12 VM booted with systemd and pure cgroup v2
-# (builds the image first when its recipe changed; ~25 min under TCG)
+# (builds the image first when its recipe changed; the tests get a 40 min
+# budget, tests/vm/tier.py, so that all of `make test` fits CI's hour)
 test-v2: setup
 	$(PY) tests/vm/purev2.py test
 

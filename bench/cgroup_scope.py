@@ -4,6 +4,8 @@
 
 1. create + remove a scope with 5 limits through the cgroupfs driver, median ms;
 2. freeze + thaw a 50-process scope via tree.freeze/thaw, median ms.
+`run()` returns both as a `Table` (bench/purev2.py uses it), beside the same
+scope made by hand (mkdir, the limit files written, rmdir) as the floor.
 Works under a throwaway root `/<hierarchy>/supdbench<hex>`, removed at the end.
 `bench_driver(driver, ...)` takes any CgroupDriver, so the systemd driver's
 figure can be measured the same way (inside its sandbox).
@@ -30,6 +32,12 @@ from supervisor.cgroups.cgroupfs import CgroupfsDriver  # noqa: E402
 from supervisor.cgroups.driver import CgroupDriver, CgroupRef, ScopeSpec  # noqa: E402
 from supervisor.cgroups.layout import detect  # noqa: E402
 from supervisor.units.model import Resources  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import figures  # noqa: E402
+from figures import Table  # noqa: E402
+
+NAME = "cgroup_scope"
 
 FIVE_LIMITS = Resources(memory_max=64 << 20, memory_high=48 << 20, cpu_weight=200, cpu_quota=0.5, pids_max=64)
 FIFTY = (
@@ -88,6 +96,60 @@ async def bench_freeze(driver: CgroupfsDriver, runs: int) -> list[float]:
         await driver.remove(ref)
         p.wait()
         p.stdout.close()
+
+
+def direct_scope(root: Path, runs: int) -> list[float]:
+    """The floor for create + remove: mkdir, the limit files written, rmdir (seconds)."""
+    files = {"memory.max": str(64 << 20), "memory.high": str(48 << 20), "cpu.weight": "200",
+             "cpu.max": "50000 100000", "pids.max": "64"}
+    slice_dir = root / "direct.slice"
+    slice_dir.mkdir(parents=True, exist_ok=True)
+    for controller in ("memory", "cpu", "pids"):  # what supd's slice enables for its scopes
+        try:
+            (slice_dir / "cgroup.subtree_control").write_text(f"+{controller}")
+        except OSError:
+            pass  # not enabled above: its limits are skipped below, as in supd
+    times: list[float] = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        scope = slice_dir / f"d{i}.scope"
+        scope.mkdir()
+        for name, value in files.items():
+            if (scope / name).exists():  # a controller not enabled here is skipped, as supd warns
+                (scope / name).write_text(value)
+        scope.rmdir()
+        times.append(time.perf_counter() - t0)
+    slice_dir.rmdir()
+    return times
+
+
+async def _measure(runs: int) -> tuple[str, dict[str, list[float]]]:
+    driver = CgroupfsDriver(detect(), "/supdbench" + uuid.uuid4().hex[:8])
+    try:
+        samples = {
+            "cgroupfs driver create + remove (5 limits)": [t / 1000 for t in await bench_driver(driver, runs)],
+            "freeze + thaw, 50 processes (tree)": [t / 1000 for t in await bench_freeze(driver, min(runs, 100))],
+        }
+        if set(driver.roots) == {"unified"}:  # pure v2: one hierarchy, so one mkdir is the whole job
+            samples["by hand: mkdir + 5 limits + rmdir"] = direct_scope(driver.roots["unified"], runs)
+        return driver.describe(), samples
+    finally:
+        for root in driver.roots.values():
+            for cg in tree.walk(root):
+                tree.signal_pids(tree.procs(cg), signal.SIGKILL)
+        for root in driver.roots.values():
+            await tree.rmdir_tree(root, attempts=12)
+
+
+def run(runs: int = 100) -> Table:
+    described, samples = anyio.run(_measure, runs)
+    best = {name: figures.summarize(s) for name, s in samples.items()}
+    floor = best.get("by hand: mkdir + 5 limits + rmdir")
+    rows = tuple((name, s.median, s.p90, s.median / floor.median if floor and "create" in name else None)
+                 for name, s in best.items())
+    return Table(NAME, "cgroup scope create + remove, freeze + thaw", ("how", "median ms", "p90 ms", "× by hand"),
+                 rows, (f"driver: {described}", f"{runs} runs (freeze: {min(runs, 100)})"),
+                 {"samples_ms": {n: [t * 1000 for t in s] for n, s in samples.items()}})
 
 
 async def main() -> None:

@@ -47,6 +47,7 @@ FIFTY = "for i in $(seq 50); do sleep 100000 & done; wait"
 FREEZER = Path("/sys/fs/cgroup/freezer")
 FREEZER_STATE = "freezer.state"
 UNIFIED = Path("/sys/fs/cgroup/unified")
+CGROUP2_ONLY = Path("/sys/fs/cgroup")  # a pure v2 host's hierarchy
 CGROUP_FREEZE, CGROUP_EVENTS = "cgroup.freeze", "cgroup.events"
 FROZEN, THAWED = "FROZEN", "THAWED"
 
@@ -111,14 +112,17 @@ def v2_round_trip(cgroup: Path) -> None:
 
 
 def direct_freezer(root_name: str, runs: int) -> dict[str, list[float]]:
-    """51 host processes in `<root>/direct` of the v1 freezer (and of cgroup2 where
-    it can freeze), frozen and thawed by hand: write, then poll until confirmed."""
-    v1 = FREEZER / root_name / "direct"
-    v2 = UNIFIED / root_name / "direct"
-    homes = [v1] + ([v2] if (UNIFIED / CGROUP_FREEZE).exists() or UNIFIED.is_dir() else [])
+    """51 host processes in `<root>/direct` of the v1 freezer (where there is
+    one) and of cgroup2 (where it can freeze: the hybrid host's unified mount,
+    or a pure v2 host's only hierarchy), frozen and thawed by hand: write, then
+    poll until confirmed."""
+    v1 = FREEZER / root_name / "direct" if FREEZER.is_dir() else None
+    v2 = (UNIFIED if UNIFIED.is_dir() else CGROUP2_ONLY) / root_name / "direct"
+    homes = [c for c in (v1, v2) if c is not None]
     for cgroup in homes:
         cgroup.mkdir(parents=True, exist_ok=True)  # kept between passes
     homes = [c for c in homes if c == v1 or (c / CGROUP_FREEZE).exists()]
+    counted = homes[0]
     shell = subprocess.Popen(["sh", "-c", "read go; " + FIFTY], stdin=subprocess.PIPE, start_new_session=True)
     assert shell.stdin is not None
     try:
@@ -127,9 +131,9 @@ def direct_freezer(root_name: str, runs: int) -> dict[str, list[float]]:
         shell.stdin.write(b"go\n")
         shell.stdin.flush()
         deadline = time.monotonic() + 60
-        while len((v1 / "cgroup.procs").read_text().split()) < PROCESSES:
+        while len((counted / "cgroup.procs").read_text().split()) < PROCESSES:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{v1}: expected {PROCESSES} processes within 60 s")
+                raise TimeoutError(f"{counted}: expected {PROCESSES} processes within 60 s")
             time.sleep(0.05)
         results: dict[str, list[float]] = {}
         for name, cgroup, round_trip in (("direct v1 freezer.state", v1, v1_round_trip),
@@ -145,10 +149,11 @@ def direct_freezer(root_name: str, runs: int) -> dict[str, list[float]]:
             results[name] = times
         return results
     finally:
-        (v1 / FREEZER_STATE).write_text(THAWED)
+        if v1 in homes:
+            (v1 / FREEZER_STATE).write_text(THAWED)
         if v2 in homes:
             (v2 / CGROUP_FREEZE).write_text("0")
-        for pid in (v1 / "cgroup.procs").read_text().split():
+        for pid in (counted / "cgroup.procs").read_text().split():
             try:
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:

@@ -28,6 +28,8 @@ sys.path.insert(0, str(REPO))
 from tests.helpers import oci  # noqa: E402
 
 PEER_LOOP = Path(__file__).resolve().with_name("peer_loop.py")
+# only a hybrid host has this file to hide; on pure cgroup v2 it is absent and crun is content
+HYBRID_CONTROLLERS = Path("/sys/fs/cgroup/unified/cgroup.controllers")
 NAMESPACES = ("pid", "ipc", "uts", "mount", "cgroup")  # what a supd container unshares (network: host)
 CONTAINERS_CONF = """[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=32768:32768"]
@@ -120,7 +122,7 @@ class Peers:
     def run_job(self, job: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:
         self._jobs += 1
         path = self.work / f"job-{self._jobs}.json"
-        job = {"hide_controllers": True, "empty_file": str(self.work / "empty"), "warmups": 3, **job}
+        job = {"hide_controllers": HYBRID_CONTROLLERS.exists(), "empty_file": str(self.work / "empty"), "warmups": 3, **job}
         path.write_text(json.dumps(job))
         argv = ["unshare", "-m", "--propagation", "private", sys.executable, str(PEER_LOOP), str(path)]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)

@@ -212,61 +212,92 @@ def _read_oom_kills(file: Path) -> int | None:
 
 
 class OomWatch:
-    """Follows one scope's `oom_kill` counter (memory.events) while it lives.
+    """Follows the `oom_kill` counter (memory.events) of every scope the
+    driver knows, while each lives.
 
-    An inotify watch on the file, serviced by a reader callback on the event
-    loop: the kernel marks memory.events modified (rate-limited to one
-    notification per jiffy or two) when a counter moves, and raises oom_kill
-    before it sends the victim its SIGKILL, so the count is normally read
-    before the exit is even seen. `kills` keeps the highest count read."""
+    One inotify instance for all of them (instances are a scarce per-user
+    resource, 128 by default; watches are not), serviced by a reader callback
+    on the event loop: the kernel marks memory.events modified (rate-limited
+    to one notification per jiffy or two) when a counter moves, and raises
+    oom_kill before it sends the victim its SIGKILL, so the count is normally
+    read before the exit is even seen. `kills(file)` is the highest count
+    read, kept after the file is gone until `unwatch(file)`."""
 
-    def __init__(self, file: Path, loop: asyncio.AbstractEventLoop) -> None:
-        self.file = file
-        self.kills = _read_oom_kills(file) or 0
+    def __init__(self) -> None:
+        self.fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            raise CgroupError(file, None, f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}")
-        self.fd = fd
-        if _libc.inotify_add_watch(fd, os.fsencode(file), _IN_MODIFY) < 0:
-            err = ctypes.get_errno()
-            os.close(fd)
-            raise CgroupError(file, None, f"inotify_add_watch failed: {os.strerror(err)}")
-        loop.add_reader(fd, self._on_event)
-        self._loop = loop
-        self.refresh()  # a kill between the first read and the watch
+        self._files: dict[int, Path] = {}  # live watch descriptor -> file
+        self._kills: dict[Path, int] = {}
 
-    def refresh(self) -> None:
-        kills = _read_oom_kills(self.file)
-        if kills is not None and kills > self.kills:
-            log.info("scope_oom_kill_seen", file=str(self.file), oom_kills=kills)
-            self.kills = kills
+    def watching(self, file: Path) -> bool:
+        return file in self._kills
+
+    def kills(self, file: Path) -> int | None:
+        return self._kills.get(file)
+
+    def watch(self, file: Path, loop: asyncio.AbstractEventLoop) -> None:
+        """Start following `file`; CgroupError if it cannot be watched."""
+        if self.fd is None:
+            fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                raise CgroupError(file, None, f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}")
+            loop.add_reader(fd, self._on_event)
+            self.fd, self._loop = fd, loop
+        self._kills[file] = _read_oom_kills(file) or 0
+        wd = _libc.inotify_add_watch(self.fd, os.fsencode(file), _IN_MODIFY)
+        if wd < 0:
+            err = ctypes.get_errno()
+            del self._kills[file]
+            raise CgroupError(file, None, f"inotify_add_watch failed: {os.strerror(err)}")
+        self._files[wd] = file
+        self._refresh(file)  # a kill between the first read and the watch
+
+    def unwatch(self, file: Path) -> None:
+        """Forget `file` (its scope was removed)."""
+        self._kills.pop(file, None)
+        for wd in [wd for wd, f in self._files.items() if f == file]:
+            del self._files[wd]
+            if self.fd is not None:
+                _libc.inotify_rm_watch(self.fd, wd)  # EINVAL once the file is gone: fine
+
+    def _refresh(self, file: Path) -> None:
+        kills = _read_oom_kills(file)
+        if kills is not None and kills > self._kills.get(file, 0) and file in self._kills:
+            log.info("scope_oom_kill_seen", file=str(file), oom_kills=kills)
+            self._kills[file] = kills
 
     def _on_event(self) -> None:
-        gone = False
+        assert self.fd is not None
+        touched: set[Path] = set()
+        gone: set[int] = set()
         try:
             while data := os.read(self.fd, 4096):
                 for offset in range(0, len(data), _INOTIFY_EVENT_HEADER):
-                    # events on a file carry no name: each is just the header
+                    # events on a watched file carry no name: each is the bare header
+                    wd = int.from_bytes(data[offset : offset + 4], "little", signed=True)
                     mask = int.from_bytes(data[offset + 4 : offset + 8], "little")
-                    gone = gone or bool(mask & _IN_IGNORED)
+                    if wd in self._files:
+                        touched.add(self._files[wd])
+                    if mask & _IN_IGNORED:
+                        gone.add(wd)
         except BlockingIOError:
             pass
-        try:
-            self.refresh()
-        except CgroupError as e:
-            log.warning("scope_oom_watch_read_failed", error=str(e))
-        if gone:
-            self._stop_reading()
-
-    def _stop_reading(self) -> None:
-        if self._loop is not None:
-            self._loop.remove_reader(self.fd)
-            self._loop = None
+        for file in touched:
+            try:
+                self._refresh(file)
+            except CgroupError as e:
+                log.warning("scope_oom_watch_read_failed", error=str(e))
+        for wd in gone:  # the cgroup was removed: its count stays until unwatch()
+            self._files.pop(wd, None)
 
     def close(self) -> None:
-        self._stop_reading()
-        os.close(self.fd)
+        if self.fd is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self.fd)
+            os.close(self.fd)
+        self.fd, self._loop = None, None
+        self._files.clear()
+        self._kills.clear()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -293,8 +324,8 @@ class SystemdDriver:
         self._cgroup_root = cgroup_root
         self._mountinfo = mountinfo
         self._cached_layout: Layout | None = None
-        # memory.events file -> its OOM watch, for every scope this driver knows
-        self._oom_watches: dict[Path, OomWatch] = {}
+        # the OOM kills of every scope this driver knows, beyond its removal
+        self._oom = OomWatch()
 
     @classmethod
     async def connect(
@@ -309,9 +340,7 @@ class SystemdDriver:
         return cls(conn, version, cgroup_root=cgroup_root, mountinfo=mountinfo)
 
     async def aclose(self) -> None:
-        for watch in self._oom_watches.values():
-            watch.close()
-        self._oom_watches.clear()
+        self._oom.close()
         await self._conn.aclose()
 
     def describe(self) -> str:
@@ -380,6 +409,7 @@ class SystemdDriver:
                     f"start job {job} ended with result {result!r}, expected 'done'",
                 )  # fmt: skip
             ref = await self._ref_for(spec)
+            self._unwatch_oom(ref)  # a new scope: nothing of an earlier one with its path
             self._watch_oom(ref)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -526,10 +556,11 @@ class SystemdDriver:
         """The scope's files, with the OOM kills seen while it lived when
         systemd has removed it already."""
         found = tree.stats(ref)
-        watch = self._watch_oom(ref)
-        if watch is None:
+        file = self._watch_oom(ref)
+        seen = self._oom.kills(file) if file is not None else None
+        if seen is None:
             return found
-        kills = watch.kills if found.oom_kills is None else max(found.oom_kills, watch.kills)
+        kills = seen if found.oom_kills is None else max(found.oom_kills, seen)
         return dataclasses.replace(found, oom_kills=kills)
 
     # -- OOM watch -----------------------------------------------------------
@@ -539,33 +570,28 @@ class SystemdDriver:
         unified = ref.path(UNIFIED)
         return None if unified is None else unified / tree.MEMORY_EVENTS
 
-    def _watch_oom(self, ref: CgroupRef) -> OomWatch | None:
-        """The scope's OOM watch, started on first use (create, adoption) while
-        the scope's memory.events exists; None where there is none (no memory
-        controller in cgroup2) or no event loop runs in this thread."""
+    def _watch_oom(self, ref: CgroupRef) -> Path | None:
+        """Follow the scope's memory.events from first use on (create,
+        adoption); returns the file if it is followed. Not where there is none
+        (no cgroup2 memory controller), nor from a thread without event loop."""
         file = self._memory_events(ref)
-        if file is None:
-            return None
-        watch = self._oom_watches.get(file)
-        if watch is not None:
-            return watch
+        if file is None or self._oom.watching(file):
+            return file
         loop = _running_loop()
         if loop is None or not file.exists():
             return None
         try:
-            watch = OomWatch(file, loop)
+            self._oom.watch(file, loop)
         except CgroupError as e:
             if file.exists():
                 log.warning("scope_oom_watch_failed", unit=ref.unit, error=str(e))
             return None
-        self._oom_watches[file] = watch
-        return watch
+        return file
 
     def _unwatch_oom(self, ref: CgroupRef) -> None:
         file = self._memory_events(ref)
-        watch = self._oom_watches.pop(file, None) if file is not None else None
-        if watch is not None:
-            watch.close()
+        if file is not None:
+            self._oom.unwatch(file)
 
     async def unit_stats(self, ref: CgroupRef) -> CgroupStats:
         """Stats from the unit's properties, for when the cgroup files are not
@@ -610,6 +636,7 @@ class SystemdDriver:
         """`find` through systemd: GetUnit + ControlGroup; None if not loaded."""
         try:
             ref = await self._ref_for(spec)
+            self._unwatch_oom(ref)  # a new scope: nothing of an earlier one with its path
             self._watch_oom(ref)
             return ref
         except DBusError as e:

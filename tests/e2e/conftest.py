@@ -27,6 +27,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # tier runs the cgroup e2e tests a second time with it). systemd puts every
 # scope in the one supd.slice, so tests under it run one at a time.
 DRIVER = os.environ.get("SUPD_TEST_CGROUP_DRIVER", "cgroupfs")
+# Every wait is stretched by this factor where the machine is slow by design:
+# the pure-v2 VM tier emulates its CPUs (TCG), where starting a Python process
+# alone takes seconds. The waits are upper bounds, so a fast run is unchanged.
+TIME_SCALE = float(os.environ.get("SUPD_TEST_TIME_SCALE", "1"))
 SYSTEMD_SLICE = "supd.slice"
 
 
@@ -47,6 +51,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -134,7 +139,7 @@ class Supd:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=timeout)
+                self.proc.wait(timeout=timeout * TIME_SCALE)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -148,7 +153,7 @@ class Supd:
             capture_output=True,
             text=True,
             env=self.env(),
-            timeout=timeout,
+            timeout=timeout * TIME_SCALE,
             cwd=REPO,
             input=None if input is None else input.decode(),
         )

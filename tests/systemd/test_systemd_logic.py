@@ -142,16 +142,23 @@ async def _until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> N
 
 @pytest.mark.asyncio
 async def test_oom_watch_keeps_the_count_after_the_file_is_gone(tmp_path: Path) -> None:
-    events = tmp_path / "memory.events"
-    events.write_text(_memory_events(0))
-    watch = OomWatch(events, asyncio.get_running_loop())
+    a, b = tmp_path / "a.events", tmp_path / "b.events"
+    a.write_text(_memory_events(0))
+    b.write_text(_memory_events(5))
+    watch = OomWatch()
     try:
-        assert watch.kills == 0
-        events.write_text(_memory_events(2))
-        await _until(lambda: watch.kills == 2, "the watch to read oom_kill 2")
-        events.unlink()
-        await _until(lambda: watch._loop is None, "the watch to stop reading (IN_IGNORED)")
-        assert watch.kills == 2
+        watch.watch(a, asyncio.get_running_loop())
+        watch.watch(b, asyncio.get_running_loop())  # one inotify instance for every scope
+        assert (watch.kills(a), watch.kills(b)) == (0, 5)
+        a.write_text(_memory_events(2))
+        await _until(lambda: watch.kills(a) == 2, "the watch to read oom_kill 2")
+        a.unlink()
+        await _until(lambda: a not in watch._files.values(), "IN_IGNORED for the removed file")
+        assert watch.kills(a) == 2 and watch.kills(b) == 5
+        b.write_text(_memory_events(6))
+        await _until(lambda: watch.kills(b) == 6, "the other file still followed")
+        watch.unwatch(a)
+        assert watch.kills(a) is None and not watch.watching(a)
     finally:
         watch.close()
 
@@ -163,10 +170,13 @@ async def test_driver_stats_report_oom_kills_seen_before_systemd_removed_the_sco
     (scope / "memory.events").write_text(_memory_events(0))
     ref = CgroupRef(unit="web", scope="supd-web.scope", slice="supd.slice", paths=((UNIFIED, scope),), driver="systemd")
     driver = SystemdDriver(None, 252)  # type: ignore[arg-type]  # stats() never uses the bus
-    assert driver.stats(ref).oom_kills == 0  # starts the watch
-    (scope / "memory.events").write_text(_memory_events(1))  # the kernel's OOM kill
-    await _until(lambda: driver._oom_watches[scope / "memory.events"].kills == 1, "the watch to see the kill")
-    shutil.rmtree(scope)  # systemd garbage-collects the emptied scope
-    assert driver.stats(ref).oom_kills == 1
-    driver._unwatch_oom(ref)  # what remove() does
-    assert driver.stats(ref).oom_kills is None
+    try:
+        assert driver.stats(ref).oom_kills == 0  # starts the watch
+        (scope / "memory.events").write_text(_memory_events(1))  # the kernel's OOM kill
+        await _until(lambda: driver._oom.kills(scope / "memory.events") == 1, "the watch to see the kill")
+        shutil.rmtree(scope)  # systemd garbage-collects the emptied scope
+        assert driver.stats(ref).oom_kills == 1
+        driver._unwatch_oom(ref)  # what remove() does
+        assert driver.stats(ref).oom_kills is None
+    finally:
+        driver._oom.close()

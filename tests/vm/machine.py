@@ -9,6 +9,7 @@ The run folder records our qemu's pid, and only that pid is ever signalled.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,7 +103,12 @@ class Machine:
                         str(self.overlay)], check=True)
         port = free_local_port()
         (self.run_dir / "port").write_text(f"{port}\n")
-        (self.run_dir / "ssh_key").write_text(f"{image.ssh_key}\n")
+        # a copy of the key: a newer image build may delete this image's folder while we run
+        key = self.run_dir / "id_ed25519"
+        key.unlink(missing_ok=True)
+        shutil.copy(image.ssh_key, key)
+        key.chmod(0o600)
+        (self.run_dir / "ssh_key").write_text(f"{key}\n")
         accel = accelerator()
         log(f"booting ({accel[1]}, {CPUS} vCPUs, {MEMORY_MIB} MiB, ssh on 127.0.0.1:{port})")
         started = time.monotonic()

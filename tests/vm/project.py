@@ -82,6 +82,9 @@ def ship_tree(vm: Machine, repo: Path) -> None:
         tar = subprocess.Popen(["tar", "-C", str(repo), "--null", "-T", names.name, "--ignore-failed-read", "-cf", "-"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         _tar_into_guest(vm, tar, GUEST_SRC)
+    # supd, the spawner and supctl start many times per test: compile them once
+    vm.ssh(["python3", "-m", "compileall", "-q", "-j", "0", f"{GUEST_SRC}/supervisor", f"{GUEST_SRC}/tests",
+            ">/dev/null"], check=False)
     log(f"shipped the working tree to {GUEST_SRC} in {time.monotonic() - started:.0f} s")
 
 
@@ -111,6 +114,9 @@ pip install -q --no-compile --no-deps --no-build-isolation -e {GUEST_SRC} 2>/roo
   || {{ cat /root/pip-editable.log >&2; exit 1; }}
 """
     _run_script(vm, script)
+    # compiled once here and kept in the tarball: otherwise every boot's first
+    # imports would compile pytest, hypothesis, anyio... again, under TCG
+    _run_script(vm, f"{GUEST_VENV}/bin/python -m compileall -q -j 0 {GUEST_VENV}/lib >/dev/null")
     log(f"venv {GUEST_VENV} with supd[{','.join(EXTRAS)}] built in {time.monotonic() - started:.0f} s")
     saved.parent.mkdir(parents=True, exist_ok=True)
     for old in saved.parent.glob("*.tar"):

@@ -55,15 +55,21 @@ def guest_shell(line: str, *, stdin: int | None = None) -> int:
 
 def run_tier(pytest_args: list[str]) -> int:
     VM.ssh(["rm", "-rf", tier.GUEST_RESULTS, "&&", "mkdir", "-p", tier.GUEST_RESULTS])
+    deadline = time.monotonic() + tier.BUDGET_SECONDS
     status = 0
     for session in tier.sessions(pytest_args):
+        left = int(deadline - time.monotonic())
+        if left <= 0:
+            log(f"pytest session {session.name}: skipped, the tier's {tier.BUDGET_SECONDS} s budget is spent")
+            status = status or 1
+            continue
         started = time.monotonic()
         log(f"pytest session {session.name}: {shlex.join(session.argv)}")
-        rc = guest_shell(session.shell_line(project.GUEST_VENV, project.GUEST_SRC), stdin=subprocess.DEVNULL)
+        rc = guest_shell(session.shell_line(project.GUEST_VENV, project.GUEST_SRC, left), stdin=subprocess.DEVNULL)
         log(f"pytest session {session.name} exited {rc} after {time.monotonic() - started:.0f} s")
         status = status or rc
     summary = fetch_results()
-    print(summary.line())
+    print(summary.line(), flush=True)
     for node in summary.failed:
         print(f"  failed: {node}")
     return status

@@ -11,21 +11,37 @@ as its own pytest session with a timeout of its own.
 
 from __future__ import annotations
 
+import os
 import shlex
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MARKER = "purev2"
+TIER_PATHS = ("tests/integration", "tests/e2e", "tests/systemd")  # as tests/conftest.py's PUREV2_DIRS
 HOST_TIMEOUT = 120  # pyproject's `timeout`, sized for the host
 TIMEOUT_SCALE = 4
 GUEST_RESULTS = "/root/results"
+# Every session's environment: tells the tests' own waits how much slower
+# this machine is than the host they were sized on (helpers may multiply by it).
+TIME_SCALE_ENV = {"SUPD_TEST_TIME_SCALE": str(TIMEOUT_SCALE)}
+# The whole tier's wall-clock budget, so that `make test` stays within CI's
+# hour on a 2-core host: a session still running when it is spent gets SIGINT
+# (pytest then stops, reports and writes its JUnit XML); later ones are skipped.
+BUDGET_SECONDS = int(os.environ.get("SUPD_VM_BUDGET", str(40 * 60)))
 
 # Modules that need more than the scaled timeout, run in a session of their own.
 LONG_MODULES: dict[str, int] = {
     # its module fixtures build the .deb (a venv with pip) and boot an nspawn
     # sandbox under the guest's systemd: ~125 s under TCG before the first test
     "tests/systemd/test_service.py": 900,
+}
+
+# Sessions run a second time with another cgroup driver for supd (the e2e
+# supds use cgroupfs unless told otherwise; on a systemd host the systemd
+# driver is what a packaged supd picks): name -> (environment, paths).
+DRIVER_REPEATS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "e2e_systemd_driver": ({"SUPD_TEST_CGROUP_DRIVER": "systemd"}, ["tests/e2e/test_cgroups_e2e.py"]),
 }
 
 # Tests left out of the VM by value: what they would cost there against what
@@ -38,9 +54,14 @@ EXCLUDED: dict[str, str] = {
 class Session:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
 
-    def shell_line(self, venv: str, src: str) -> str:
-        return f"cd {src} && {venv}/bin/python -m pytest {shlex.join(self.argv)}"
+    def shell_line(self, venv: str, src: str, budget: int) -> str:
+        # unbuffered: pytest's progress reaches the CI log as it happens, not in 8 KiB lumps
+        env = {"PYTHONUNBUFFERED": "1", **TIME_SCALE_ENV, **self.env}
+        command = ["env", *(f"{k}={v}" for k, v in env.items()),
+                   "timeout", "-s", "INT", "-k", "60", str(budget), f"{venv}/bin/python", "-m", "pytest", *self.argv]
+        return f"cd {src} && {shlex.join(command)}"
 
 
 def sessions(extra_args: list[str]) -> list[Session]:
@@ -54,13 +75,18 @@ def sessions(extra_args: list[str]) -> list[Session]:
 
     if extra_args:
         return [Session("selected", [*common("selected", scaled), *extra_args])]
-    main = [*common("main", scaled), "-m", MARKER, "tests"]
+    # the marked folders named, so pytest does not import the unit tier only to deselect it
+    main = [*common("main", scaled), "-m", MARKER, *TIER_PATHS]
     main += [f"--ignore={module}" for module in LONG_MODULES]
     main += [f"--deselect={node}" for node in EXCLUDED]
-    found = [Session("main", main)]
+    # the short sessions first: under the budget, the long one is the one cut short
+    found = []
     for module, timeout in LONG_MODULES.items():
         name = Path(module).stem
         found.append(Session(name, [*common(name, timeout), "-m", MARKER, module]))
+    for name, (env, paths) in DRIVER_REPEATS.items():
+        found.append(Session(name, [*common(name, scaled), "-m", MARKER, *paths], env))
+    found.append(Session("main", main))
     return found
 
 
@@ -89,7 +115,7 @@ def read_junit(path: Path) -> Summary:
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     for suite in suites:
         failed = tuple(
-            f"{case.get('classname')}::{case.get('name')}"
+            f"[{path.stem}] {case.get('classname')}::{case.get('name')}"
             for case in suite.iter("testcase")
             if case.find("failure") is not None or case.find("error") is not None
         )
