@@ -30,9 +30,13 @@ $(VENV)/.installed: pyproject.toml
 setup: .apt-installed $(VENV)/.installed
 	@$(PY) -m compileall -q supervisor
 
+# A cgroup root of its own (cgroupfs driver), so `make run` works beside a
+# packaged supd: one supd owns a cgroup root, and the packaged one owns its own.
+RUN_CGROUP ?= --cgroup-driver cgroupfs --cgroup-root /supd-dev
+
 run: setup
 	$(PY) examples/prepare.py
-	exec $(VENV)/bin/supd --units units --state-dir .run/state --runtime-dir .run/runtime
+	exec $(VENV)/bin/supd --units units --state-dir .run/state --runtime-dir .run/runtime $(RUN_CGROUP)
 
 # Both tiers run even when the first fails; the status is the first failure's.
 test: setup

@@ -64,6 +64,7 @@ class SupdInstance:
             "--units", str(self.units_dir), "--state-dir", str(self.state_dir),
             "--runtime-dir", str(self.runtime_dir), "--cgroup-driver", "cgroupfs",
             "--cgroup-root", "/" + self.cgroup_root, "--log-format", "json",
+            "--no-live-restore",  # SIGTERM stops the units: the figures include the stop
         ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.launched_at = time.monotonic()

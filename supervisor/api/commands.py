@@ -89,6 +89,13 @@ class ConflictError(ApiError):
         super().__init__(409, message)
 
 
+class TooManyFollowersError(ApiError):
+    def __init__(self, uid: int, limit: int) -> None:
+        super().__init__(
+            429, f"uid {uid} already follows {limit} log or event streams, the limit per peer; end one first"
+        )
+
+
 class PayloadTooLargeError(ApiError):
     def __init__(self, size: int, limit: int = MAX_BODY_BYTES) -> None:
         super().__init__(413, f"request body of {size} bytes is over the limit of {limit} bytes")
@@ -102,6 +109,10 @@ class ExecHandle(Protocol):
         ...
 
     def kill(self, sig: int) -> None: ...
+
+    def kill_group(self, sig: int) -> None:
+        """Signal the whole process group; ProcessLookupError when none is left."""
+        ...
 
 
 class Controller(Protocol):

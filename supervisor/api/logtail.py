@@ -8,14 +8,13 @@ is read again from the start.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+
+from supervisor import inotify
 
 TAIL_BLOCK = 64 * 1024
 TAIL_MAX_BYTES = 32 * 1024 * 1024  # never read more than this to find N lines
@@ -24,25 +23,12 @@ FOLLOW_CHUNK = 64 * 1024
 # an event was missed (e.g. the folder itself was replaced).
 FOLLOW_RECHECK_SECONDS = 2.0
 
-IN_MODIFY = 0x00000002
-IN_ATTRIB = 0x00000004
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
-IN_NONBLOCK = os.O_NONBLOCK
-IN_CLOEXEC = os.O_CLOEXEC
-WATCH_MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
-
-_libc: ctypes.CDLL | None = None
-
-
-def _load_libc() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
+# Anything that can change what `follow` reads: writes, truncation, a file
+# created or renamed into place (rename rotation), or removed.
+WATCH_MASK = (
+    inotify.IN_MODIFY | inotify.IN_ATTRIB | inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_FROM
+    | inotify.IN_MOVED_TO | inotify.IN_CREATE | inotify.IN_DELETE
+)  # fmt: skip
 
 
 def tail_lines(path: Path, n: int) -> tuple[bytes, int]:
@@ -74,44 +60,16 @@ def tail_lines(path: Path, n: int) -> tuple[bytes, int]:
     return b"\n".join(lines) + (b"\n" if trailing else b""), end
 
 
-class FolderWatch:
-    """An inotify watch on one folder; `wait()` returns on any change in it."""
-
-    def __init__(self, folder: Path) -> None:
-        libc = _load_libc()
-        self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if self.fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
-        self.watching = libc.inotify_add_watch(self.fd, os.fsencode(folder), WATCH_MASK) >= 0
-
-    async def wait(self, timeout: float) -> None:
-        if not self.watching:
-            await anyio.sleep(timeout)
-            return
-        with anyio.move_on_after(timeout):
-            await anyio.wait_readable(self.fd)
-        self._drain()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                if not os.read(self.fd, 64 * 1024):
-                    return
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    return
-                raise
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 async def follow(path: Path, offset: int) -> AsyncIterator[bytes]:
     """Yield what is appended to `path` after `offset`, forever.
 
     Copytruncate (size below offset) → from 0. Replaced file (new inode) → from 0."""
-    watch = FolderWatch(path.parent)
+    # On the folder, not the file: a file created later, or replaced by rename
+    # rotation, is still seen. One shared inotify instance (supervisor/inotify.py).
+    try:
+        watch = inotify.shared().watch(path.parent, WATCH_MASK)
+    except FileNotFoundError:
+        watch = inotify.Watch(None, path.parent, None)  # no folder yet: poll
     f = None
     inode: int | None = None
     try:

@@ -8,10 +8,12 @@ capped at 1 MiB; malformed HTTP gets a 400 and the connection is closed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,9 @@ REQUEST_TIMEOUT = 10.0
 RECEIVE_SIZE = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 EXEC_HANGUP_GRACE = 10.0  # after the exec client goes away: SIGHUP, then SIGKILL after this
+# `logs -f` and `events -f` streams one peer (uid) may hold open at once: a
+# group member cannot tie up supd's descriptors and watches for everyone.
+MAX_FOLLOWERS_PER_PEER = 64
 SERVER_HEADER = (b"server", b"supd")
 JSON_TYPE = b"application/json"
 NDJSON_TYPE = b"application/x-ndjson"
@@ -52,6 +57,7 @@ _REASONS = {
     405: b"Method Not Allowed",
     409: b"Conflict",
     413: b"Payload Too Large",
+    429: b"Too Many Requests",
     500: b"Internal Server Error",
 }
 
@@ -97,6 +103,7 @@ async def serve(
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     request_timeout: float = REQUEST_TIMEOUT,
     max_body: int = commands.MAX_BODY_BYTES,
+    max_followers: int = MAX_FOLLOWERS_PER_PEER,
 ) -> None:
     """Serve the control API on `socket_path` until cancelled; removes the socket on exit."""
     socket_path = Path(socket_path)
@@ -109,7 +116,7 @@ async def serve(
         if gid is not None:
             os.chown(socket_path, -1, gid)
         log.info("api_listening", path=str(socket_path), group=group)
-        limits = _Limits(request_timeout=request_timeout, max_body=max_body)
+        limits = _Limits(request_timeout=request_timeout, max_body=max_body, max_followers=max_followers)
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
             await _Connection(stream, controller, gid, limits).run()
@@ -126,9 +133,26 @@ async def serve(
 
 
 class _Limits:
-    def __init__(self, request_timeout: float, max_body: int) -> None:
+    """Limits shared by every connection of one server."""
+
+    def __init__(self, request_timeout: float, max_body: int, max_followers: int = MAX_FOLLOWERS_PER_PEER) -> None:
         self.request_timeout = request_timeout
         self.max_body = max_body
+        self.max_followers = max_followers
+        self.followers: dict[int, int] = {}  # uid -> open follow streams
+
+    @contextlib.contextmanager
+    def following(self, uid: int) -> Iterator[None]:
+        """Count one follow stream of `uid`; TooManyFollowersError past the limit."""
+        if self.followers.get(uid, 0) >= self.max_followers:
+            raise commands.TooManyFollowersError(uid, self.max_followers)
+        self.followers[uid] = self.followers.get(uid, 0) + 1
+        try:
+            yield
+        finally:
+            self.followers[uid] -= 1
+            if not self.followers[uid]:
+                del self.followers[uid]
 
 
 class _ClientGone(Exception):
@@ -326,6 +350,14 @@ class _Connection:
         if not follow:
             await self._respond(200, text, TEXT_TYPE)
             return "done"
+        with self.limits.following(self._uid()):
+            return await self._follow_log(path, text, offset)
+
+    def _uid(self) -> int:
+        assert self.peer is not None
+        return self.peer.uid
+
+    async def _follow_log(self, path: Path, text: bytes, offset: int) -> str:
         await self._start_stream(TEXT_TYPE)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._until_client_gone, tg.cancel_scope)
@@ -344,7 +376,7 @@ class _Connection:
         if not commands.query_flag(query, "follow"):
             await self._respond(200, commands.encode_json(self.controller.recent_events(n)))
             return "done"
-        with self.controller.subscribe_events() as subscription:
+        with self.limits.following(self._uid()), self.controller.subscribe_events() as subscription:
             recent = self.controller.recent_events(n)
             # An event that landed between subscribing and reading the backlog is in both.
             already_sent = list(recent)
@@ -435,11 +467,12 @@ class _Connection:
                             pass
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
-        # The client went away: hang up on the process like a closed terminal would.
-        log.info("api_exec_client_gone", pid=handle.pid)
+        # The client went away: hang up on the session's process group like a
+        # closed terminal would, and end what ignores that after the grace period.
+        log.info("api_exec_client_gone", pid=handle.pid, grace=EXEC_HANGUP_GRACE)
         for sig, wait in ((signal.SIGHUP, EXEC_HANGUP_GRACE), (signal.SIGKILL, None)):
             try:
-                handle.kill(sig)
+                handle.kill_group(sig)
             except ProcessLookupError:
                 return
             if wait is not None:

@@ -18,9 +18,10 @@ from pathlib import Path
 import anyio
 import structlog
 
-from supervisor.cgroups import names, translate, tree
+from supervisor.cgroups import names, ownership, translate, tree
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import Hierarchy, Layout, LayoutKind
+from supervisor.procfs import parse_proc_cgroup
 from supervisor.units.model import Resources
 
 log = structlog.get_logger()
@@ -42,18 +43,6 @@ V2_WANTED = ("cpuset", "cpu", "io", "memory", "pids")
 # New processes can appear in supd's root while it is being emptied (a fork
 # that was under way): evacuate and retry this many times before giving up.
 EVACUATE_ATTEMPTS = 5
-
-
-def parse_proc_cgroup(text: str) -> dict[str, str]:
-    """/proc/<pid>/cgroup -> hierarchy key ("memory", "cpu,cpuacct", "unified") -> path."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _id, controllers, path = parts
-        out[controllers or UNIFIED] = path
-    return out
 
 
 def default_cgroup_paths(own: Mapping[str, str], under_systemd: bool) -> dict[str, str] | None:
@@ -262,6 +251,14 @@ class CgroupfsDriver:
     async def create(self, spec: ScopeSpec, pid: int) -> tuple[CgroupRef, list[str]]:
         paths = self._scope_paths(spec)
         ref = CgroupRef(unit=spec.unit, scope=spec.scope, slice=spec.slice, paths=paths, driver=DRIVER_NAME)
+        occupied = self.find(spec)
+        if occupied is not None and (strangers := tree.pids_in(occupied)):
+            # Joining would make them the unit's (listed, and killed at its stop).
+            raise CgroupError(
+                occupied.paths[0][1], None,
+                f"unit {spec.unit}: the scope already holds processes supd did not start (pids {strangers}); "
+                "supd does not join a non-empty scope (as runc refuses a non-empty cgroup)",
+            )  # fmt: skip
         created: list[Path] = []
         try:
             await self._prepare_unified_root()
@@ -328,6 +325,26 @@ class CgroupfsDriver:
             return None
         return CgroupRef(unit=spec.unit, scope=spec.scope, slice=spec.slice, paths=existing, driver=DRIVER_NAME)
 
+    # --- ownership (see ownership.py)
+
+    def lock_directory(self) -> Path | None:
+        """The root directory the one-supd-per-root lock is taken on; made if
+        missing (and then removed at exit when empty, like any root supd made)."""
+        directory = ownership.lock_directory(self.roots)
+        if directory is not None:
+            # A bare directory is enough to lock (never a v1 cpuset one, see
+            # ownership.lock_directory); controllers are set up when a scope is made.
+            directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def scope_path_problem(self, unit: str, ref: CgroupRef) -> str | None:
+        """Why a recorded ref is not a scope of `unit` inside supd's slices (None: it is)."""
+        for key, path in ref.paths:
+            problem = ownership.scope_path_problem(unit, key, path, self.roots)
+            if problem is not None:
+                return problem
+        return None
+
     def _scopes_under_supd(self) -> dict[Path, list[tuple[str, Path]]]:
         """relative scope path -> [(hierarchy key, absolute path)], only
         supd-*.scope directories inside supd.slice and its supd-*.slice children."""
@@ -348,7 +365,12 @@ class CgroupfsDriver:
                         found.setdefault(child.relative_to(root), []).append((key, child))
         return found
 
-    async def remove_stale(self, keep: Collection[str]) -> list[str]:
+    async def remove_stale(self, keep: Collection[str], owned: Collection[CgroupRef] = ()) -> list[str]:
+        """Remove scopes of units not in `keep`, but only those this supd's own
+        records name (`owned`) or that hold no process: processes nobody here
+        recorded belong to someone else (a supd before this one with another
+        state folder, a human) and are left alone, with a warning."""
+        owned_paths = {path for ref in owned for _key, path in ref.paths}
         removed: list[str] = []
         for rel, paths in sorted(self._scopes_under_supd().items()):
             unit = names.unit_of_scope(rel.name)
@@ -357,7 +379,17 @@ class CgroupfsDriver:
             ref = CgroupRef(
                 unit=unit, scope=rel.name, slice=rel.parent.name, paths=tuple(sorted(paths)), driver=DRIVER_NAME
             )
-            await self.remove(ref)
+            try:
+                if not owned_paths.intersection(path for _key, path in paths):
+                    pids = tree.pids_in(ref)
+                    if pids:
+                        log.warning("cgroup_stale_not_ours", unit=unit, scope=rel.name, pids=pids)
+                        continue
+                await self.remove(ref)
+            except (CgroupError, OSError) as e:
+                # e.g. removed meanwhile by someone else: not worth stopping supd for
+                log.warning("cgroup_stale_remove_failed", unit=unit, scope=rel.name, error=str(e))
+                continue
             removed.append(rel.name)
             log.info("cgroup_stale_removed", unit=unit, scope=rel.name)
         return removed

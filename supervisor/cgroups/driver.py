@@ -174,9 +174,20 @@ class CgroupDriver(Protocol):
         """The ref of an existing scope for `spec` (re-adoption), or None."""
         ...
 
-    async def remove_stale(self, keep: Collection[str]) -> list[str]:
+    async def remove_stale(self, keep: Collection[str], owned: Collection[CgroupRef] = ()) -> list[str]:
         """Remove scopes of units not in `keep` (only supd-*.scope under supd's
-        slices); returns the scope names removed."""
+        slices), and of those only the ones `owned` (this supd's records) names
+        or that hold no process; returns the scope names removed."""
+        ...
+
+    def lock_directory(self) -> Path | None:
+        """The cgroup directory the one-supd-per-root lock is taken on
+        (cgroups/ownership.py), None if the driver cannot see one."""
+        ...
+
+    def scope_path_problem(self, unit: str, ref: CgroupRef) -> str | None:
+        """Why a recorded ref is not a scope of `unit` inside supd's slices
+        (a state record must never steer supd there), or None."""
         ...
 
     def describe(self) -> str:

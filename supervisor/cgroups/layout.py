@@ -3,7 +3,7 @@ or legacy (v1 only), and where each hierarchy is mounted.
 
 Detection reads /proc/self/mountinfo rather than statfs magic: it must tell a
 cgroup2 mount at `<root>/unified` from a tmpfs, and name the controllers of every
-v1 mount (co-mounts like "cpu,cpuacct"). Parsing is pure (`parse_mountinfo`,
+v1 mount (co-mounts like "cpu,cpuacct"). Parsing is pure (`procfs.parse_mountinfo`,
 `layout_from_mounts`) and tested on fake text; `detect` only adds the reads.
 """
 
@@ -13,9 +13,10 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor import procfs
 from supervisor.cgroups.driver import UNIFIED, CgroupError
+from supervisor.procfs import MOUNTINFO, Mount
 
-MOUNTINFO = Path("/proc/self/mountinfo")
 CGROUP_CONTROLLERS = "cgroup.controllers"
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 
@@ -48,16 +49,6 @@ class LayoutKind(str, enum.Enum):
     UNIFIED = "unified"
     HYBRID = "hybrid"
     LEGACY = "legacy"
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One line of mountinfo, the fields we need."""
-
-    mount_point: Path
-    root: str  # the path inside the filesystem that is mounted here
-    fstype: str
-    super_options: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -105,40 +96,12 @@ class Layout:
         return "legacy (cgroup v1)"
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and len(field[i + 1 : i + 4]) == 3 and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[Mount]:
-    """Parse /proc/self/mountinfo (proc(5)): fields up to the optional ones, a "-",
-    then fstype, source and super options."""
-    mounts: list[Mount] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        try:
-            sep = fields.index("-", 6)
-            mounts.append(
-                Mount(
-                    mount_point=Path(_unescape(fields[4])),
-                    root=_unescape(fields[3]),
-                    fstype=fields[sep + 1],
-                    super_options=tuple(fields[sep + 3].split(",")) if len(fields) > sep + 3 else (),
-                )
-            )
-        except (ValueError, IndexError) as e:
-            raise CgroupError(MOUNTINFO, line, f"line {lineno}: expected a mountinfo line with a ' - ' separator") from e
-    return mounts
+    """procfs.parse_mountinfo, with a malformed line as a CgroupError."""
+    try:
+        return procfs.parse_mountinfo(text)
+    except ValueError as e:
+        raise CgroupError(MOUNTINFO, None, str(e)) from e
 
 
 def _v1_controllers(options: tuple[str, ...]) -> list[str]:

@@ -120,7 +120,7 @@ class V2HighWatch:
         self.directory = unified_dir
         try:
             tree.write(unified_dir, V2_MEMORY_HIGH, str(v2_high_value(threshold, unit_memory_high)))
-            self._inotify = tree._Inotify(unified_dir / V2_MEMORY_EVENTS)
+            self._inotify = tree.watch_file(unified_dir / V2_MEMORY_EVENTS)
         except tree.CgroupError as e:
             raise MemoryWatchError(unified_dir, "a cgroup2 directory with the memory controller", str(e)) from e
         self._high_seen = high_counter(tree.read(unified_dir, V2_MEMORY_EVENTS))

@@ -24,8 +24,6 @@ count seen once the file is gone.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import dataclasses
 import errno
 import os
@@ -38,7 +36,8 @@ from typing import Any
 import anyio
 import structlog
 
-from supervisor.cgroups import dbus, layout, translate, tree
+from supervisor import inotify
+from supervisor.cgroups import dbus, layout, ownership, translate, tree
 from supervisor.cgroups.dbus import MANAGER, Connection, DBusConnectionError, DBusError
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import DEFAULT_ROOT, MOUNTINFO, Hierarchy, Layout
@@ -194,10 +193,6 @@ def oom_kill_count(memory_events: str) -> int | None:
 
 # ---------------------------------------------------------------- OOM watch
 
-_IN_MODIFY = 0x00000002
-_IN_IGNORED = 0x00008000  # the watched file is gone (the cgroup was removed)
-_INOTIFY_EVENT_HEADER = 16  # struct inotify_event: wd, mask, cookie, len
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def _read_oom_kills(file: Path) -> int | None:
@@ -238,17 +233,18 @@ class OomWatch:
     def watch(self, file: Path, loop: asyncio.AbstractEventLoop) -> None:
         """Start following `file`; CgroupError if it cannot be watched."""
         if self.fd is None:
-            fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            if fd < 0:
-                raise CgroupError(file, None, f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}")
+            try:
+                fd = inotify.new_instance()
+            except OSError as e:
+                raise CgroupError(file, None, f"inotify_init1 failed: {e.strerror}") from e
             loop.add_reader(fd, self._on_event)
             self.fd, self._loop = fd, loop
         self._kills[file] = _read_oom_kills(file) or 0
-        wd = _libc.inotify_add_watch(self.fd, os.fsencode(file), _IN_MODIFY)
-        if wd < 0:
-            err = ctypes.get_errno()
+        try:
+            wd = inotify.add_watch(self.fd, file, inotify.IN_MODIFY)
+        except OSError as e:
             del self._kills[file]
-            raise CgroupError(file, None, f"inotify_add_watch failed: {os.strerror(err)}")
+            raise CgroupError(file, None, f"inotify_add_watch failed: {e.strerror}") from e
         self._files[wd] = file
         self._refresh(file)  # a kill between the first read and the watch
 
@@ -258,7 +254,7 @@ class OomWatch:
         for wd in [wd for wd, f in self._files.items() if f == file]:
             del self._files[wd]
             if self.fd is not None:
-                _libc.inotify_rm_watch(self.fd, wd)  # EINVAL once the file is gone: fine
+                inotify.rm_watch(self.fd, wd)  # EINVAL once the file is gone: fine
 
     def _refresh(self, file: Path) -> None:
         kills = _read_oom_kills(file)
@@ -272,13 +268,10 @@ class OomWatch:
         gone: set[int] = set()
         try:
             while data := os.read(self.fd, 4096):
-                for offset in range(0, len(data), _INOTIFY_EVENT_HEADER):
-                    # events on a watched file carry no name: each is the bare header
-                    wd = int.from_bytes(data[offset : offset + 4], "little", signed=True)
-                    mask = int.from_bytes(data[offset + 4 : offset + 8], "little")
+                for wd, mask in inotify.parse_events(data):
                     if wd in self._files:
                         touched.add(self._files[wd])
-                    if mask & _IN_IGNORED:
+                    if mask & inotify.IN_IGNORED:
                         gone.add(wd)
         except BlockingIOError:
             pass
@@ -644,10 +637,14 @@ class SystemdDriver:
                 return None
             raise CgroupError(spec.scope, None, f"GetUnit failed: {e}") from e
 
-    async def remove_stale(self, keep: Collection[str]) -> list[str]:
+    async def remove_stale(self, keep: Collection[str], owned: Collection[CgroupRef] = ()) -> list[str]:
+        """Stop supd-*.scope units in supd's slices whose unit is not in `keep`,
+        but only those this supd's own records name (`owned`) or that hold no
+        process; others belong to someone else and are left, with a warning."""
         (units,) = await self._conn.call(
             MANAGER, "ListUnitsByPatterns", "asas", ([], [f"{SCOPE_PREFIX}*{SCOPE_SUFFIX}"])
         )
+        named = {ref.scope for ref in owned if ref.driver == DRIVER_NAME}
         removed: list[str] = []
         for entry in units:
             scope = entry[0]
@@ -656,11 +653,54 @@ class SystemdDriver:
                 continue
             if not await self._in_supd_slice(str(entry[6])):
                 continue
-            await self._stop(scope)
-            await self._ignore_no_such_unit("ResetFailedUnit", scope)
+            try:
+                if scope not in named:
+                    found = await self._control_group(str(entry[6]))
+                    pids = self.pids(self._make_ref(unit, scope, "", found)) if found else []
+                    if pids or not found:
+                        log.warning("stale_scope_not_ours", scope=scope, pids=pids)
+                        continue
+                await self._stop(scope)
+                await self._ignore_no_such_unit("ResetFailedUnit", scope)
+            except (CgroupError, DBusError, OSError) as e:
+                log.warning("stale_scope_remove_failed", scope=scope, error=str(e))
+                continue
             log.info("stale_scope_removed", scope=scope)
             removed.append(scope)
         return removed
+
+    async def _control_group(self, unit_path: str) -> str:
+        try:
+            return str(await self._conn.get_property(unit_path, dbus.SCOPE_INTERFACE, CONTROL_GROUP))
+        except DBusError:
+            return ""
+
+    # -- ownership (see ownership.py) -----------------------------------------
+
+    def _roots(self) -> dict[str, Path]:
+        """Where systemd's own root ("/", the parent of supd.slice) appears in
+        each hierarchy supd sees whole."""
+        found = self._layout()
+        if found is None:
+            return {}
+        return {h.key: h.mount for h in found.hierarchies() if h.mount_root == "/"}
+
+    def lock_directory(self) -> Path | None:
+        """The hierarchy root holding systemd's supd.slice: the directory a
+        cgroupfs supd with `cgroup_root = "/"` locks too (both own /supd.slice),
+        chosen among the hierarchies cgroupfs uses."""
+        from supervisor.cgroups.cgroupfs import V1_USED
+
+        roots = {k: p for k, p in self._roots().items() if k == UNIFIED or set(k.split(",")) & V1_USED}
+        return ownership.lock_directory(roots)
+
+    def scope_path_problem(self, unit: str, ref: CgroupRef) -> str | None:
+        roots = self._roots()
+        for key, path in ref.paths:
+            problem = ownership.scope_path_problem(unit, key, path, roots)
+            if problem is not None:
+                return problem
+        return None
 
     async def _in_supd_slice(self, unit_path: str) -> bool:
         try:

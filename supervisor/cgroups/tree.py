@@ -12,8 +12,6 @@ so its confirmation polls with a growing interval under a deadline.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import errno
 import os
@@ -24,6 +22,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from supervisor import inotify
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats
 
 log = structlog.get_logger()
@@ -157,50 +156,25 @@ def is_populated(ref: CgroupRef) -> bool:
     return bool(pids_in(ref))
 
 
-# --- inotify, for event-driven waits on cgroup.events
-
-_IN_MODIFY = 0x00000002
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# --- event-driven waits on cgroup.events (through the shared inotify instance)
 
 
-class _Inotify:
-    """A non-blocking inotify fd watching one file for modification."""
-
-    def __init__(self, file: Path) -> None:
-        fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise CgroupError(file, None, f"inotify_init1 failed: {os.strerror(err)}")
-        self.fd = fd
-        if _libc.inotify_add_watch(fd, os.fsencode(file), _IN_MODIFY) < 0:
-            err = ctypes.get_errno()
-            os.close(fd)
-            raise CgroupError(file, None, f"inotify_add_watch failed: {os.strerror(err)}")
-
-    async def wait(self, timeout: float) -> None:
-        """Return after an event or `timeout` seconds, whichever comes first."""
-        with anyio.move_on_after(timeout):
-            await anyio.wait_readable(self.fd)
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        os.close(self.fd)
+def watch_file(file: Path) -> inotify.Watch:
+    """An inotify watch for modifications of a cgroup file (a polling watch
+    when inotify has none to give)."""
+    try:
+        return inotify.shared().watch(file, inotify.IN_MODIFY)
+    except OSError as e:
+        raise CgroupError(file, None, f"cannot watch it: {e.strerror}") from e
 
 
 async def wait_events(directory: Path, key: str, want: str, timeout: float) -> bool:
     """Wait until cgroup.events says `key want`; False on timeout."""
     # Usually the kernel has settled by the time we look (a freeze of sleeping
-    # tasks is immediate). Only then is an inotify watch worth it: closing one
-    # costs ~10 ms (the kernel synchronises SRCU), 20x the freeze itself.
+    # tasks is immediate). Only then is an inotify watch worth it.
     if keyed(read(directory, CGROUP_EVENTS)).get(key) == want:
         return True
-    watch = _Inotify(directory / CGROUP_EVENTS)
+    watch = watch_file(directory / CGROUP_EVENTS)
     try:
         with anyio.move_on_after(timeout):
             while True:

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from supervisor.api import commands
 from supervisor.api.client import Client, ClientError, RequestError
 from supervisor.cli import render
+from supervisor.version import VERSION
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -247,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
     parser = argparse.ArgumentParser(prog="supctl", description="Control a running supd.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"supctl {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:

@@ -7,15 +7,12 @@ file, the key and what was expected, like unit-file errors do.
 from __future__ import annotations
 
 import argparse
-import sys
+import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from supervisor.version import VERSION
 
 DEFAULT_CONFIG_FILE = Path("/etc/supd/supd.toml")
 
@@ -40,7 +37,9 @@ class DaemonConfig:
     cgroup_root: str | None = None
     socket_group: str | None = None
     log_format: LogFormat = "auto"
-    live_restore: bool = False
+    # Restarting or upgrading supd leaves the units running (containerd, conmon
+    # and systemd itself keep their workloads across a restart of the manager).
+    live_restore: bool = True
     log_max_bytes: int = 10 * 1024 * 1024  # per-unit log file size that triggers rotation
     log_keep: int = 2  # rotated files kept: web.log.1, web.log.2
 
@@ -117,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live-restore", dest="live_restore", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--log-max-bytes", dest="log_max_bytes", type=int, help="rotate a unit's log past this size")
     p.add_argument("--log-keep", dest="log_keep", type=int, help="rotated log files kept per unit")
-    p.add_argument("--version", action="version", version="supd 0.1.0")
+    p.add_argument("--version", action="version", version=f"supd {VERSION}")
     return p
 
 

@@ -23,7 +23,8 @@ from supervisor.rootfs.store import LayerStore
 from supervisor.policy import state as states
 from supervisor.runtime.spawn import SpawnError
 
-VERSION = "0.1.0"
+IMPORT_THREADS = 2  # concurrent `supctl image import`s; more wait their turn
+
 
 
 class ExecSession:
@@ -45,6 +46,13 @@ class ExecSession:
         except ProcessLookupError:
             pass
 
+    def kill_group(self, sig: int) -> None:
+        """Signal the session's whole process group: the relay the spawner
+        made a session leader and the command it runs inside the unit, with
+        whatever they started (a command that ignores SIGHUP must not outlive
+        its client, reparented to supd). ProcessLookupError once it is empty."""
+        os.killpg(self.pid, sig)
+
 
 class DaemonController:
     def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: LayerStore | None = None) -> None:
@@ -52,6 +60,9 @@ class DaemonController:
         self._reload = reload
         self._info = info
         self._images = images
+        # Image imports get their own few worker threads: a slow (or stuck)
+        # import waits for these, never for the threads starts and logs use.
+        self._import_threads = anyio.CapacityLimiter(IMPORT_THREADS)
 
     def _unit(self, name: str) -> UnitRun:
         u = self.sup.units.get(name)
@@ -159,7 +170,9 @@ class DaemonController:
         from supervisor.rootfs.errors import ImageError
 
         try:
-            image = await anyio.to_thread.run_sync(self._images.import_image, Path(path), tag)
+            image = await anyio.to_thread.run_sync(
+                self._images.import_image, Path(path), tag, limiter=self._import_threads
+            )
         except (ImageError, OSError) as e:
             raise BadRequestError(f"image import {path}:{tag}: {e}") from None
         return image.to_json()

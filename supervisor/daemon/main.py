@@ -7,6 +7,7 @@ process multi-threaded — all forking happens in the single-threaded spawner.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import resource
@@ -17,19 +18,18 @@ from typing import Any
 import anyio
 import structlog
 
-if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
-    from exceptiongroup import BaseExceptionGroup
-
 from supervisor import failpoints
 from supervisor import log as logsetup
+from supervisor import procfs
 from supervisor.api import server as api_server
 from supervisor.api.peercred import SocketGroupError
-from supervisor.cgroups.driver import CgroupError, ScopeSpec
+from supervisor.cgroups import ownership
+from supervisor.cgroups.driver import CgroupError, CgroupRef, ScopeSpec
 from supervisor.cgroups.select import open_driver
 from supervisor.daemon import freezer, health, restore, unitdir
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
-from supervisor.daemon.controller import VERSION, DaemonController
+from supervisor.daemon.controller import DaemonController
 from supervisor.daemon.events import EventBus
 from supervisor.daemon.notify import Notifier
 from supervisor.daemon.resilient import keep_running
@@ -37,6 +37,7 @@ from supervisor.daemon.state_store import StateStore, UnitRecord
 from supervisor.daemon.statewriter import StateWriter
 from supervisor.daemon.supervisor import StartFailure, Supervisor
 from supervisor.daemon.unitrun import UnitRun
+from supervisor.policy import resume
 from supervisor.policy.restart import should_restart
 from supervisor.policy.state import UnitState
 from supervisor.rootfs import overlay
@@ -45,6 +46,7 @@ from supervisor.rootfs.store import LayerStore
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner
 from supervisor.units import deps
+from supervisor.version import VERSION
 
 log = structlog.get_logger()
 
@@ -74,6 +76,10 @@ class Daemon:
         self.sup: Supervisor | None = None
         self._reload_lock = anyio.Lock()
         self.state = StateStore(config.state_dir)
+        # Read once, here: "did the machine reboot?" is an input to every resume decision.
+        self.boot_id = procfs.boot_id()
+        self.root_lock: ownership.RootLock | None = None
+        self.rejected: dict[str, str] = {}  # unit -> why its record was set aside
         self.writer = StateWriter(self.state)
 
     # ------------------------------------------------------------ helpers
@@ -168,18 +174,67 @@ class Daemon:
     # -------------------------------------------------------- live-restore
     def _persist(self, u: UnitRun) -> None:
         if not u.removed and u.state in restore.PERSISTED_STATES:
-            self.writer.save(restore.record_for(u))
+            self.writer.save(restore.record_for(u, self.boot_id))
 
-    async def _take_over(self, loaded: dict[str, unitdir.Loaded]) -> dict[str, tuple[UnitRecord, restore.Adoption]]:
-        """Judge what a previous supd left behind: processes to re-adopt, and
-        scopes of processes that ended (or were never recorded) to clear first."""
+    def _lock_root(self) -> None:
+        """One supd per cgroup root (cgroups/ownership.py): refuse to start
+        beside another, naming it, before touching any scope."""
+        directory = self.driver.lock_directory() if self.driver is not None else None
+        if directory is None:
+            log.warning("cgroup_root_not_locked", why="the cgroup driver sees no root directory to lock")
+            return
+        owner = ownership.Owner(os.getpid(), str(self.config.state_dir), str(self.config.runtime_dir))
+        self.root_lock = ownership.acquire(directory, owner)
+
+    def _load_records(self) -> dict[str, UnitRecord]:
+        """This supd's records, each checked before anything acts on it: a
+        cgroup that is not the unit's scope inside supd's slices makes the
+        record corrupt (set aside, the unit `failed` with the reason)."""
         records, problems = self.state.load_all()
         for problem in problems:
             log.warning("state_file_ignored", problem=problem)
+        for name, record in list(records.items()):
+            if record.cgroup and self.driver is not None and record.cgroup.get("driver") != self.driver.name:
+                # cgroup_driver changed: that scope is not this driver's to judge or touch
+                log.warning("state_record_other_driver", unit=name, driver=record.cgroup.get("driver"))
+                records[name] = record = dataclasses.replace(record, pid=None, cgroup=None)
+            problem = self._record_problem(record)
+            if problem is not None:
+                del records[name]
+                self.rejected[name] = self.state.reject(name, problem)
+                log.error("state_record_rejected", unit=name, problem=self.rejected[name])
+        return records
+
+    def _record_problem(self, record: UnitRecord) -> str | None:
+        if not record.cgroup or self.driver is None:
+            return None
+        try:
+            ref = CgroupRef.from_json(record.cgroup)
+        except CgroupError as e:
+            return f"unit.cgroup: {e}"
+        problem = self.driver.scope_path_problem(record.name, ref)
+        return None if problem is None else f"unit.cgroup.{problem}"
+
+    def _ours_or_empty(self, found: CgroupRef, recorded: CgroupRef | None) -> bool:
+        """Stale-scope removal touches a scope only if this supd's record names
+        it, or nothing runs in it."""
+        if recorded is not None and {p for _k, p in recorded.paths} & {p for _k, p in found.paths}:
+            return True
+        pids = self.driver.pids(found)
+        if pids:
+            log.warning("stale_scope_not_ours", unit=found.unit, scope=found.scope, pids=pids)
+        return not pids
+
+    async def _take_over(
+        self, loaded: dict[str, unitdir.Loaded], records: dict[str, UnitRecord]
+    ) -> dict[str, tuple[UnitRecord, restore.Adoption]]:
+        """Judge what a previous supd left behind: processes to re-adopt, and
+        scopes of processes that ended (or were never recorded) to clear first."""
         verdicts: dict[str, tuple[UnitRecord, restore.Adoption]] = {}
         for name, entry in loaded.items():
             record = records.get(name)
-            adoption = restore.judge(record) if record is not None else None
+            same_boot = record is not None and resume.same_boot(record.boot_id, self.boot_id)
+            adoption = restore.judge(record, same_boot) if record is not None else None
             if record is not None and adoption is not None:
                 verdicts[name] = (record, adoption)
             if self.driver is None:
@@ -198,7 +253,7 @@ class Daemon:
                 continue
             # Not adoptable: whatever is left in its scope is not supervised by anyone.
             stale = self.driver.find(ScopeSpec.for_unit(entry.unit))
-            if stale is not None:
+            if stale is not None and self._ours_or_empty(stale, adoption.cgroup if adoption else None):
                 try:
                     await self.driver.remove(stale)
                     log.info("stale_scope_removed", unit=name, why=adoption.why if adoption else "no state recorded")
@@ -212,11 +267,22 @@ class Daemon:
         return verdicts
 
     def _restore_unit(self, u: UnitRun, record: UnitRecord, adoption: restore.Adoption) -> None:
+        plan = resume.decide(
+            state=record.state,
+            user_stopped=record.user_stopped,
+            shutdown_stopped=record.shutdown_stopped,
+            restarts=record.restarts,
+            recorded_boot=record.boot_id,
+            current_boot=self.boot_id,
+            process=restore.PROCESS[adoption.verdict],
+        )
         restore.restore_history(u, record)
+        u.restarts, u.user_stopped = plan.restarts, plan.user_stopped
         unit = u.unit
         if unit is None:
             return
-        if adoption.verdict == "adopt":
+        log.info("unit_resumed", unit=u.name, action=plan.action, why=plan.why)
+        if plan.action == "adopt":
             u.adopt_pid = record.pid
             u.adopt_since = record.since
             u.cgroup = adoption.cgroup
@@ -225,13 +291,14 @@ class Daemon:
             if record.definition != restore.definition_hash(unit):
                 # Adopt first (never lose the process), then apply the new definition.
                 u.stop_reason = "unit file changed"
-            return
-        if record.state == "failed" or (record.user_stopped and record.state == "inactive"):
+        elif plan.action == "failed":
             u.want_running = False
-            if record.state == "failed":
-                self.sup.set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]
-            return
-        if adoption.verdict == "ended":
+            self.sup.set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]
+        elif plan.action == "stopped":
+            u.want_running = False
+        elif plan.action == "start":
+            u.want_running = True
+        elif plan.action == "ended":
             u.last_exit = restore.ENDED_WHILE_AWAY
             self.events.emit(u.name, "ended", restore.ENDED_WHILE_AWAY.reason, why=adoption.why)
             if should_restart(unit.restart.policy, restore.ENDED_WHILE_AWAY):
@@ -240,6 +307,7 @@ class Daemon:
             else:
                 u.want_running = False
                 self.sup.set_state(u, UnitState.EXITED, restore.ENDED_WHILE_AWAY.reason)  # type: ignore[union-attr]
+        # "as_enabled": Supervisor.add already followed [unit].enabled
 
     # --------------------------------------------------------------- tasks
     async def _watch_units(self) -> None:
@@ -297,7 +365,7 @@ class Daemon:
 
         async def stop(u: UnitRun) -> None:
             try:
-                await sup.stop(u, "supd shutdown")
+                await sup.stop(u, resume.SHUTDOWN_REASON)
             except StartFailure:
                 pass  # removed meanwhile
 
@@ -321,6 +389,7 @@ class Daemon:
         for d in (config.state_dir, config.runtime_dir, config.state_dir / "logs"):
             d.mkdir(parents=True, exist_ok=True)
         self.driver = await self._open_driver()
+        self._lock_root()
         self.store = LayerStore(config.state_dir)
         self.sup = Supervisor(
             config,
@@ -351,19 +420,25 @@ class Daemon:
             tg.start_soon(self._signals)
             tg.start_soon(keep_running, "host_pressure", freezer.host_pressure_task, self.sup)
             loaded = self._scan()
+            records = self._load_records()
             if self.driver is not None:
-                removed = await self.driver.remove_stale(keep=set(loaded))
+                owned = [CgroupRef.from_json(r.cgroup) for r in records.values() if r.cgroup]
+                removed = await self.driver.remove_stale(keep=set(loaded), owned=owned)
                 if removed:
                     log.info("stale_scopes_removed", scopes=removed)
             leftovers = overlay.remove_leftovers(config.state_dir, config.runtime_dir, keep=set(loaded))
             if leftovers:
                 log.info("rootfs_leftovers_removed", units=leftovers)
-            verdicts = await self._take_over(loaded)
+            verdicts = await self._take_over(loaded, records)
             self.sup.on_state_change = self._persist
             for name, entry in loaded.items():
                 u = self.sup.add(entry)
                 if name in verdicts:
                     self._restore_unit(u, *verdicts[name])
+                elif name in self.rejected and u.unit is not None:
+                    u.want_running = False
+                    u.error = self.rejected[name]
+                    self.sup.set_state(u, UnitState.FAILED, "state record rejected", error=u.error)
             tg.start_soon(keep_running, "units_watch", self._watch_units)
             tg.start_soon(keep_running, "housekeeping", self._housekeeping)
             interval = self.notifier.watchdog_interval()
@@ -382,6 +457,8 @@ class Daemon:
         self.writer.flush()  # the last states (stopped, or running for live-restore)
         if self.driver is not None:
             await self.driver.aclose()
+        if self.root_lock is not None:
+            self.root_lock.release()
         log.info("supd_stopped")
 
 
@@ -418,7 +495,13 @@ def main(argv: list[str] | None = None) -> None:
 def _startup_error(e: BaseException) -> BaseException | None:
     """The one clear error behind a failed start (a live socket, a bad socket
     group ...), unwrapped from the task group's exception group."""
-    expected = (api_server.SocketInUseError, api_server.SocketPathError, SocketGroupError, ConfigError)
+    expected = (
+        api_server.SocketInUseError,
+        api_server.SocketPathError,
+        SocketGroupError,
+        ConfigError,
+        ownership.RootOwnedError,
+    )
     if isinstance(e, expected):
         return e
     if isinstance(e, BaseExceptionGroup):

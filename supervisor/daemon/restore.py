@@ -18,15 +18,11 @@ from typing import Literal
 import structlog
 
 from supervisor.cgroups.driver import CgroupError, CgroupRef
-from supervisor.daemon.state_store import (
-    UnitRecord,
-    cgroup_paths_of,
-    in_cgroup,
-    process_start_time,
-    same_process,
-)
+from supervisor.daemon.state_store import UnitRecord, cgroup_paths_of
+from supervisor.procfs import in_cgroup, process_start_time, same_process
 from supervisor.daemon.unitrun import UnitRun
 from supervisor.policy.restart import ExitStatus
+from supervisor.policy.resume import SHUTDOWN_REASON, Process
 from supervisor.policy.state import UnitState
 from supervisor.units.model import Unit
 
@@ -38,14 +34,16 @@ PERSISTED_STATES = frozenset(
     {UnitState.RUNNING, UnitState.FROZEN, UnitState.EXITED, UnitState.FAILED, UnitState.INACTIVE, UnitState.RESTARTING}
 )
 
-Verdict = Literal["adopt", "ended", "fresh"]
+Verdict = Literal["adopt", "ended", "fresh", "reboot"]
+# what policy.resume needs to know of a verdict
+PROCESS: dict[str, Process] = {"adopt": "adopt", "ended": "ended", "fresh": "none", "reboot": "none"}
 
 
 def definition_hash(unit: Unit) -> str:
     return hashlib.sha256(repr(unit).encode()).hexdigest()[:16]
 
 
-def record_for(u: UnitRun) -> UnitRecord:
+def record_for(u: UnitRun, boot_id: str) -> UnitRecord:
     last_exit = None
     if u.last_exit is not None:
         last_exit = {"code": u.last_exit.code, "signal": u.last_exit.signal, "reason": u.last_exit.reason}
@@ -63,6 +61,8 @@ def record_for(u: UnitRun) -> UnitRecord:
         started_at=time.time() if pid else None,
         user_stopped=u.user_stopped,
         frozen_by_user=u.state == UnitState.FROZEN and u.freeze_reason == "user",
+        boot_id=boot_id,
+        shutdown_stopped=u.state == UnitState.INACTIVE and u.stop_reason == SHUTDOWN_REASON,
     )
 
 
@@ -78,6 +78,8 @@ def adoption_key(record: UnitRecord) -> tuple[object, ...]:
         record.definition,
         record.user_stopped,
         record.frozen_by_user,
+        record.boot_id,
+        record.shutdown_stopped,
     )
 
 
@@ -88,8 +90,9 @@ class Adoption:
     cgroup: CgroupRef | None = None
 
 
-def judge(record: UnitRecord) -> Adoption:
-    """Decide what to do with a recorded unit process (reads /proc)."""
+def judge(record: UnitRecord, same_boot: bool = True) -> Adoption:
+    """Decide what to do with a recorded unit process (reads /proc). A pid
+    from an earlier boot names nothing: never adopted."""
     if record.pid is None:
         return Adoption("fresh", "no process was recorded")
     ref = None
@@ -98,6 +101,8 @@ def judge(record: UnitRecord) -> Adoption:
             ref = CgroupRef.from_json(record.cgroup)
         except CgroupError as e:
             return Adoption("ended", f"unreadable cgroup in state file: {e}")
+    if not same_boot:
+        return Adoption("reboot", "recorded in an earlier boot", ref)
     if not same_process(record.pid, record.pid_start_time):
         return Adoption("ended", f"pid {record.pid} is gone or belongs to another process now", ref)
     paths = cgroup_paths_of(record.cgroup)

@@ -13,8 +13,9 @@ and moved aside to `<name>.json.corrupt` for a human to look at.
 
 A pid alone is not an identity: after a reboot or a long downtime the kernel
 may have given it to an unrelated process. A record therefore keeps the
-process's start time (field 22 of /proc/<pid>/stat, clock ticks since boot),
-and `same_process` compares both, as runc's `hasInit` does.
+process's start time (field 22 of /proc/<pid>/stat, clock ticks since boot)
+and the boot id; `procfs.same_process` compares pid and start time, as runc's
+`hasInit` does.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,6 @@ RECORD_SUFFIX = ".json"
 CORRUPT_SUFFIX = ".corrupt"
 TEMP_SUFFIX = ".tmp"
 
-PROC = Path("/proc")
-# /proc/<pid>/stat: field 3 is the state, field 22 the start time; both are
-# counted after the comm field, which may itself contain spaces and ')'.
-STAT_STATE_FIELD = 3
-STAT_STARTTIME_FIELD = 22
-DEAD_STATES = frozenset({"Z", "X", "x"})  # zombie, dead
 
 
 class StateStoreError(Exception):
@@ -71,6 +66,12 @@ class UnitRecord:
     started_at: float | None = None  # wall-clock epoch seconds
     user_stopped: bool = False
     frozen_by_user: bool = False
+    # /proc/sys/kernel/random/boot_id when written: pids and start times only
+    # mean something within one boot ("" in records of supd 0.1.0).
+    boot_id: str = ""
+    # supd itself stopped the unit at its shutdown (live_restore = false): the
+    # next supd starts it again.
+    shutdown_stopped: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +92,8 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "started_at": ((int, float, type(None)), "a number or null"),
     "user_stopped": ((bool,), "true or false"),
     "frozen_by_user": ((bool,), "true or false"),
+    "boot_id": ((str,), "a string"),
+    "shutdown_stopped": ((bool,), "true or false"),
     "extra": ((dict,), "an object"),
 }
 _REQUIRED = ("name", "state", "since")
@@ -240,6 +243,12 @@ class StateStore:
             raise StateStoreError(where, f'"unit.name" is {json.dumps(record.name)}, expected the file name\'s')
         return record
 
+    def reject(self, name: str, problem: str) -> str:
+        """Set a readable record aside as corrupt (it must not be acted on);
+        returns the message naming the file and the problem."""
+        path = self.path_for(name)
+        return self._set_aside(path, f"{self._display(path)}: {problem}")
+
     def _set_aside(self, path: Path, problem: str) -> str:
         aside = path.with_name(path.name + CORRUPT_SUFFIX)
         try:
@@ -250,155 +259,6 @@ class StateStore:
             message = f"{problem}; moved to {self._display(aside)}"
         log.warning("state_file_unusable", problem=message)
         return message
-
-
-def parse_stat(text: str) -> tuple[str, int] | None:
-    """(state, start time) from the text of /proc/<pid>/stat, or None if it
-    does not look like one.
-
-    comm (field 2) is in parentheses and may contain spaces and ')', so the
-    fields are counted from the LAST ')'.
-    """
-    _, paren, rest = text.rpartition(")")
-    if not paren:
-        return None
-    fields = rest.split()
-    # fields[0] is field 3
-    try:
-        state = fields[STAT_STATE_FIELD - 3]
-        start_time = int(fields[STAT_STARTTIME_FIELD - 3])
-    except (IndexError, ValueError):
-        return None
-    return state, start_time
-
-
-def _read_stat(pid: int) -> tuple[str, int] | None:
-    try:
-        text = (PROC / str(pid) / "stat").read_text(encoding="utf-8", errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError:
-        return None
-    return parse_stat(text)
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (clock ticks after boot), None if there is no such process."""
-    stat = _read_stat(pid)
-    return None if stat is None else stat[1]
-
-
-def same_process(pid: int | None, start_time: int | None) -> bool:
-    """True only if `pid` is alive (not a zombie) and started at `start_time`:
-    the process we recorded, not a later one that was given the same pid."""
-    if pid is None or start_time is None or pid <= 0:
-        return False
-    stat = _read_stat(pid)
-    if stat is None:
-        return False
-    state, actual = stat
-    return state not in DEAD_STATES and actual == start_time
-
-
-# --- which cgroup a process is in -------------------------------------------
-
-CGROUP_FSTYPES = ("cgroup", "cgroup2")
-
-
-@dataclass(frozen=True)
-class CgroupMount:
-    """One cgroup hierarchy as mounted in this mount namespace."""
-
-    mount_point: Path
-    root: str  # the hierarchy path that appears at mount_point
-    controllers: frozenset[str]  # empty for cgroup2; "name=systemd" for named v1
-
-
-def parse_cgroup_mounts(mountinfo: str) -> list[CgroupMount]:
-    """Cgroup mounts from the text of /proc/<pid>/mountinfo."""
-    mounts: list[CgroupMount] = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        before, after = left.split(), right.split()
-        if len(before) < 5 or len(after) < 3 or after[0] not in CGROUP_FSTYPES:
-            continue
-        root, mount_point = _unescape(before[3]), _unescape(before[4])
-        if after[0] == "cgroup2":
-            controllers: frozenset[str] = frozenset()
-        else:
-            options = after[2].split(",")
-            controllers = frozenset(
-                o
-                for o in options
-                if o not in _V1_NON_CONTROLLER_OPTIONS and ("=" not in o or o.startswith("name="))
-            )
-        mounts.append(CgroupMount(Path(mount_point), root, controllers))
-    return mounts
-
-
-_V1_NON_CONTROLLER_OPTIONS = frozenset(
-    {"rw", "ro", "noprefix", "xattr", "clone_children", "cpuset_v2_mode", "nsdelegate", "none"}
-)
-
-
-def _unescape(field_text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    if "\\" not in field_text:
-        return field_text
-    return field_text.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
-
-
-def cgroup_dirs(proc_cgroup: str, mounts: Iterable[CgroupMount]) -> list[Path]:
-    """The cgroupfs directories a process is in, from the text of
-    /proc/<pid>/cgroup (`id:controllers:path` lines) and the cgroup mounts."""
-    mounts = list(mounts)
-    dirs: list[Path] = []
-    for line in proc_cgroup.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _hierarchy_id, controller_list, cgroup_path = parts
-        wanted = frozenset(c for c in controller_list.split(",") if c)
-        for mount in mounts:
-            # cgroup2 is the "0::" line and the mount without controllers;
-            # a v1 hierarchy matches on its exact controller set
-            if mount.controllers != wanted:
-                continue
-            relative = _relative_to_root(cgroup_path, mount.root)
-            if relative is not None:
-                dirs.append(mount.mount_point / relative if relative else mount.mount_point)
-    return dirs
-
-
-def _relative_to_root(cgroup_path: str, root: str) -> str | None:
-    cgroup_path = cgroup_path.rstrip("/") or "/"
-    root = root.rstrip("/") or "/"
-    if root == "/":
-        return cgroup_path.lstrip("/")
-    if cgroup_path == root:
-        return ""
-    if cgroup_path.startswith(root + "/"):
-        return cgroup_path[len(root) + 1 :]
-    return None
-
-
-def in_cgroup(pid: int, cgroup_paths: Iterable[Path | str]) -> bool:
-    """True if `pid` sits in (or below) any of `cgroup_paths`, which are
-    cgroupfs directories as seen in supd's mount namespace (a CgroupRef's
-    `paths`). False if the process is gone."""
-    try:
-        proc_cgroup = (PROC / str(pid) / "cgroup").read_text(encoding="utf-8")
-        mountinfo = (PROC / "self" / "mountinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    actual = [os.path.normpath(d) for d in cgroup_dirs(proc_cgroup, parse_cgroup_mounts(mountinfo))]
-    for wanted in cgroup_paths:
-        target = os.path.normpath(wanted)
-        if any(d == target or d.startswith(target + "/") for d in actual):
-            return True
-    return False
 
 
 def cgroup_paths_of(cgroup_ref: Mapping[str, Any] | None) -> list[str]:

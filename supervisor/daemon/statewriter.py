@@ -45,8 +45,12 @@ class StateWriter:
             await self._wake.wait()
             self._wake = anyio.Event()
             batch, self._pending = self._pending, {}
-            # Not abandoned on cancel: a shutdown waits for the batch in flight.
-            await anyio.to_thread.run_sync(self._write, batch)
+            # Shielded: a cancel arriving while the batch waits for a worker
+            # thread would drop it (the last "inactive" of a shutdown was lost
+            # that way, so the next supd took a stopped unit for a dead one);
+            # a shutdown waits for the batch in flight instead.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._write, batch)
 
     def flush(self) -> None:
         """Write what is still pending, now (at shutdown, after run() ended)."""

@@ -490,12 +490,12 @@ class Supervisor:
                 await pending.abort()
             except Exception as e:
                 log.warning("spawn_abort_failed", unit=unit.name, error=str(e))
-        if self.driver is not None:
+        if self.driver is not None and ref is not None:
+            # Only a scope this start made: a create that fails cleans up after
+            # itself, and a scope it refused (processes supd did not start)
+            # must never be touched.
             try:
-                # A create that failed halfway may have left the scope: look for it.
-                ref = ref or self.driver.find(ScopeSpec.for_unit(unit))
-                if ref is not None:
-                    await self.driver.remove(ref)
+                await self.driver.remove(ref)
             except Exception as e:
                 log.warning("cgroup_remove_failed", unit=unit.name, error=str(e))
         if unit.rootfs is not None and self.cleanup_rootfs is not None:

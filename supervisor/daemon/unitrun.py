@@ -63,7 +63,6 @@ class UnitRun:
     # A process left running by a previous supd, to be supervised instead of started.
     adopt_pid: int | None = None
     adopt_since: float | None = None  # when the adopted process was started (wall clock)
-    stop_reason: str = "user"  # kept for restore.py; the lifecycle has the real one
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
 
@@ -88,6 +87,18 @@ class UnitRun:
     @property
     def removed(self) -> bool:
         return self.life.removed
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the unit is stopping, or why it last stopped (the reason of its
+        inactive state): restore.record_for tells a shutdown stop by it."""
+        return self.life.stop_reason or self.life.reason
+
+    @stop_reason.setter
+    def stop_reason(self, value: str) -> None:
+        # The lifecycle owns stop reasons. restore's hint after adopting a
+        # process whose definition changed never had an effect; it has none.
+        pass
 
     @property
     def freeze_reason(self) -> str | None:

@@ -259,6 +259,36 @@ def layer_ids_for(manifest: Manifest, diff_ids: Sequence[str]) -> tuple[str, ...
 # --- verified reading -------------------------------------------------------------
 
 
+def open_regular(path: Path) -> IO[bytes]:
+    """Open a file of an image layout for reading, refusing anything that is
+    not a regular file: a FIFO (or a device) in a layout would block the
+    reading thread forever, and a directory reads as an error far from here.
+    The open itself never blocks (O_NONBLOCK, dropped again for reading)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError(path, f"is {_kind_of(mode)}, not a regular file; expected a file of an OCI image layout")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_regular(path: Path) -> bytes:
+    with open_regular(path) as f:
+        return f.read()
+
+
 def _new_hash(digest: str) -> Any:
     return hashlib.new(digest.split(":", 1)[0])
 
@@ -270,7 +300,7 @@ class VerifiedReader(io.RawIOBase):
     def __init__(self, path: Path, digest: str, size: int) -> None:
         super().__init__()
         self.path, self.digest, self.size = path, digest, size
-        self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._file = open_regular(path)  # closed in close()
         self._hash = _new_hash(digest)
         self._count = 0
         self._verified = False
@@ -342,7 +372,7 @@ class OciLayout:
         self.path = Path(path)
         marker = self.path / OCI_LAYOUT_FILE
         try:
-            layout = json.loads(marker.read_bytes())
+            layout = json.loads(_read_regular(marker))
         except FileNotFoundError:
             raise ImageError(marker, "not an OCI image layout: the oci-layout file is missing") from None
         except (OSError, ValueError) as err:
@@ -382,7 +412,7 @@ class OciLayout:
     def index(self) -> tuple[Descriptor, ...]:
         file = self.path / INDEX_FILE
         try:
-            raw = file.read_bytes()
+            raw = _read_regular(file)
         except OSError as err:
             raise ImageError(file, f"cannot read the image index: {err.strerror}") from None
         try:

@@ -51,6 +51,7 @@ from typing import Any
 
 import structlog
 
+from supervisor import procfs
 from supervisor.rootfs.errors import ImageError, RootfsError
 from supervisor.rootfs.store import LayerStore
 from supervisor.runtime.spec import RootfsMount
@@ -321,20 +322,10 @@ def unmount(target: str | Path, detach: bool = False) -> None:
     _check(rc, "umount", str(target))
 
 
-def _unescape_mountinfo(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def is_mount_point(path: Path) -> bool:
-    wanted = os.path.abspath(path)
-    with open("/proc/self/mountinfo") as f:
-        return any(_unescape_mountinfo(line.split()[4]) == wanted for line in f)
-
-
 def _unmount_all(target: Path) -> None:
     """Lazily unmount whatever is (even stacked) on `target`."""
     for _ in range(16):
-        if not is_mount_point(target):
+        if not procfs.is_mount_point(target):
             return
         unmount(target, detach=True)
         log.warning("rootfs_mount_left_behind", target=str(target))

@@ -71,7 +71,9 @@ class Supd:
     runtime: Path = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
-    extra_args: list[str] = field(default_factory=list)
+    # live_restore defaults to true; a test's supd stops its units at SIGTERM
+    # unless the test asks for live-restore (then it ends with shut_down_for_real).
+    extra_args: list[str] = field(default_factory=lambda: ["--no-live-restore"])
 
     def __post_init__(self) -> None:
         self.units = self.root / "units"
@@ -200,6 +202,19 @@ class Supd:
             return ""
 
 
+def _kill_procs_in(cgroup: Path) -> None:
+    try:
+        pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not (cgroup / "cgroup.procs").read_text().strip(), timeout=10, what=f"{cgroup} empty")
+
+
 def _remove_cgroup_root(name: str) -> list[str]:
     left = []
     for h in cgroup_hierarchies():
@@ -227,6 +242,10 @@ def supd(tmp_path: Path, unique_name: str) -> Iterator[Supd]:
         for root in d.scope_search_roots():
             if root.exists():
                 scopes_left += [p for p, _d, _f in os.walk(root) if p.endswith(".scope")]
+        # A failed test may leave units running (live-restore is the default):
+        # end them by pid, so that one failure does not leak processes.
+        for scope in scopes_left:
+            _kill_procs_in(Path(scope))
         left = _remove_cgroup_root(unique_name)
         if os.environ.get("SUPD_TEST_SHOW_LOG"):
             print(d.daemon_log())

@@ -86,3 +86,20 @@ def test_import_errors_are_clear(supd: Supd, two_tags: BuiltImage, tmp_path: Pat
     # supd is fine afterwards
     assert supd.ctl("image", "import", f"{two_tags.layout}:v1").returncode == 0
     assert os.path.isdir(supd.state / "layers" / "sha256")
+
+
+def test_a_layout_whose_index_is_a_fifo_is_refused_and_blocks_nothing(
+    supd: Supd, two_tags: BuiltImage, tmp_path: Path
+) -> None:
+    # issue 10: importing it blocked supd's shared worker threads (every start and `logs`)
+    bad = tmp_path / "fifo-layout"
+    bad.mkdir()
+    (bad / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    os.mkfifo(bad / "index.json")
+    supd.start()
+    for _ in range(3):
+        r = supd.ctl("image", "import", f"{bad}:v1", timeout=30)
+        assert r.returncode == 1, r
+        assert "index.json: is a FIFO, not a regular file" in r.stderr, r.stderr
+    assert supd.ctl("image", "import", f"{two_tags.layout}:v1", timeout=60).returncode == 0
+    assert supd.ctl("list").returncode == 0

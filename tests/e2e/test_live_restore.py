@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from tests.e2e.conftest import Supd, pid_alive, wait_for
 
@@ -27,7 +28,7 @@ def running_pids(supd: Supd) -> dict[str, int]:
 def shut_down_for_real(supd: Supd) -> None:
     """End a test: a supd without live-restore stops every unit on SIGTERM."""
     supd.stop(signal.SIGKILL)
-    supd.extra_args = [a for a in supd.extra_args if a != "--live-restore"]
+    supd.extra_args = ["--no-live-restore"]
     supd.start()
     supd.stop(signal.SIGTERM)
 
@@ -108,8 +109,8 @@ def test_reused_pid_is_not_adopted(supd: Supd) -> None:
     finally:
         stranger.kill()
         stranger.wait()
-    # The original is not adopted either: its scope is cleared. (It may be
-    # reaped already: where PID 1 reaps orphans, os.kill(pid, 0) would fail.)
+    # the original is not adopted either: its scope is cleared (it may be gone
+    # and reaped by PID 1 already, so no "still there" check before this)
     wait_for(lambda: gone(pid), what=f"pid {pid} gone")
 
 
@@ -178,3 +179,100 @@ def test_unit_made_invalid_while_supd_was_down_is_stopped(supd: Supd) -> None:
     st = supd.wait_state("v", "error")
     assert "bogus_key" in st["error"]
     wait_for(lambda: gone(pid), what="the old process ended: nothing runs unsupervised")
+
+
+# --- issue 10: units come back ------------------------------------------------
+
+
+def _record(supd: Supd, unit: str) -> dict[str, object]:
+    return json.loads((supd.state / "state" / f"{unit}.json").read_text())["unit"]
+
+
+def test_unit_added_while_running_starts_again_after_a_stopping_shutdown(supd: Supd) -> None:
+    # issue 10: a file dropped in while supd runs, SIGTERM with live_restore =
+    # false, start again -> it stayed `exited` ("ended while supd was not running")
+    supd.start()
+    supd.write_unit("late", SLEEPER.replace('"always"', '"on-abnormal"'))
+    pid = supd.wait_state("late", "running")["pid"]
+    assert supd.stop(signal.SIGTERM) == 0
+    assert gone(pid)
+    record = _record(supd, "late")
+    assert record["state"] == "inactive" and record["shutdown_stopped"] is True
+    supd.start()
+    st = supd.wait_state("late", "running", "exited", "failed")
+    assert st["state"] == "running" and st["pid"] != pid
+    assert st["restarts"] == 0
+    assert not [e for e in supd.events("late") if e["event"] == "ended"]
+
+
+def test_a_stopping_shutdown_brings_back_a_unit_a_user_started(supd: Supd) -> None:
+    # not enabled, started by hand: running when supd stopped it, so it comes back
+    supd.write_unit("manual", "[unit]\nenabled = false\n" + SLEEPER)
+    supd.write_unit("idle", "[unit]\nenabled = false\n" + SLEEPER)
+    supd.start()
+    assert supd.ctl("start", "manual").returncode == 0
+    supd.wait_state("manual", "running")
+    assert supd.stop(signal.SIGTERM) == 0
+    supd.start()
+    supd.wait_state("manual", "running")
+    assert supd.status("idle")["state"] == "inactive"
+
+
+def test_live_restore_is_the_default_and_a_restart_keeps_pids(supd: Supd) -> None:
+    supd.extra_args = []  # no flag: the built-in default
+    supd.write_unit("a", SLEEPER)
+    supd.write_unit("b", SLEEPER)
+    supd.start()
+    before = wait_for(lambda: (p := running_pids(supd)) and len(p) == 2 and p, what="2 running")
+    assert json.loads(supd.ctl("info", "--json").stdout)["live_restore"] is True
+    assert supd.stop(signal.SIGTERM) == 0
+    for pid in before.values():
+        assert pid_alive(pid), "SIGTERM to supd must leave the units running"
+    supd.start()
+    after = wait_for(lambda: (p := running_pids(supd)) and len(p) == 2 and p, what="2 re-adopted")
+    assert after == before
+    shut_down_for_real(supd)
+
+
+def test_after_a_reboot_every_enabled_unit_starts_fresh(supd: Supd) -> None:
+    """A power cut and a new boot, simulated: supd and every unit process gone,
+    and the records carry the boot id of the boot before (the boot id is read
+    from the kernel, so the records are what changes)."""
+    crash = '[exec]\ncommand = ["/bin/sh", "-c", "exit 3"]\n[restart]\npolicy = "on-failure"\ndelay = "10ms"\nlimit_burst = 2\n'
+    supd.write_unit("web", SLEEPER)
+    supd.write_unit("held", SLEEPER)
+    supd.write_unit("broken", crash)
+    supd.write_unit("off", "[unit]\nenabled = false\n" + SLEEPER)
+    supd.start()
+    supd.wait_state("web", "running")
+    supd.wait_state("broken", "failed")
+    assert supd.ctl("stop", "held").returncode == 0
+    supd.wait_state("held", "inactive")
+    assert supd.ctl("start", "off").returncode == 0
+    # web: restarts > 0 before the "reboot"
+    first = supd.wait_state("web", "running")["pid"]
+    os.kill(first, signal.SIGKILL)
+    web_pid = wait_for(lambda: (p := running_pids(supd).get("web")) not in (None, first) and p, what="web restarted")
+    off_pid = supd.wait_state("off", "running")["pid"]
+    assert supd.status("web")["restarts"] == 1
+    wait_for(lambda: _record(supd, "web")["pid"] == web_pid, what="web's record written")
+    supd.stop(signal.SIGKILL)
+    for pid in (web_pid, off_pid):  # the power cut
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda pid=pid: gone(pid), what=f"pid {pid} gone")
+    for path in (supd.state / "state").glob("*.json"):
+        data = json.loads(path.read_text())
+        assert data["unit"]["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        data["unit"]["boot_id"] = "00000000-0000-4000-8000-000000000000"
+        path.write_text(json.dumps(data))
+    supd.start()
+    for name in ("web", "held", "broken"):
+        supd.wait_state(name, "running", "restarting", "failed")
+    web = supd.wait_state("web", "running")
+    assert web["restarts"] == 0
+    assert web["last_exit"] is not None  # history kept
+    assert supd.wait_state("held", "running")["restarts"] == 0  # a user's stop is forgotten at boot
+    assert supd.status("off")["state"] == "inactive"  # not enabled: not started at boot
+    assert not [e for e in supd.events() if e["event"] == "ended" or e["reason"] == "adopted"]
+    # `failed` is forgotten at boot: this supd (its event ring is its own) started it again
+    assert [e for e in supd.events("broken") if e["event"] == "starting"]

@@ -76,6 +76,9 @@ class SpawnedProcess:
     def kill(self, sig: int) -> None:
         os.kill(self.pid, sig)
 
+    def kill_group(self, sig: int) -> None:
+        os.killpg(self.pid, sig)
+
 
 class FakeController:
     """Stands in for the daemon; records what the API asked of it."""
@@ -148,7 +151,8 @@ class FakeController:
         if status["state"] != "running":
             raise ConflictError(f"{name} is {status['state']}; exec needs a running unit")
         proc = subprocess.Popen(
-            argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], env={"PATH": "/usr/bin:/bin", **env}, cwd=cwd
+            argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], env={"PATH": "/usr/bin:/bin", **env}, cwd=cwd,
+            start_new_session=True,  # like the spawner's exec relay: a group of its own
         )
         spawned = SpawnedProcess(proc)
         self.execs.append(spawned)
@@ -174,10 +178,15 @@ def short_dir() -> Iterator[Path]:
 
 @asynccontextmanager
 async def running_server(
-    sock: Path, controller: Any, *, group: str | None = None, request_timeout: float = 10.0
+    sock: Path, controller: Any, *, group: str | None = None, request_timeout: float = 10.0, max_followers: int = 64
 ) -> AsyncIterator[Path]:
     async with anyio.create_task_group() as tg:
-        await tg.start(lambda task_status: serve(sock, controller, group=group, task_status=task_status, request_timeout=request_timeout))
+        await tg.start(
+            lambda task_status: serve(
+                sock, controller, group=group, task_status=task_status, request_timeout=request_timeout,
+                max_followers=max_followers,
+            )
+        )  # fmt: skip
         try:
             yield sock
         finally:
@@ -695,3 +704,42 @@ async def test_a_controller_bug_is_a_500_and_the_server_keeps_serving(short_dir:
                 assert c.call("GET", "/v1/units/web")["name"] == "web"
 
         await in_thread(drive)
+
+
+@pytest.mark.asyncio
+async def test_follow_streams_are_limited_per_peer_and_freed_when_they_end(short_dir: Path, tmp_path: Path) -> None:
+    # issue 10: ~130 `logs -f` of one group member took supd down
+    fake = FakeController(tmp_path)
+    (tmp_path / "web.log").write_bytes(b"hello\n")
+    async with running_server(short_dir / "s.sock", fake, max_followers=2) as sock:
+        followers: list[socket.socket] = []
+        try:
+            for target in (b"/v1/units/web/logs?follow=1", b"/v1/events?follow=1"):
+                s = socket.socket(socket.AF_UNIX)
+                s.settimeout(DEADLINE)
+                s.connect(str(sock))
+                s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await in_thread(s.recv, 65536)).startswith(b"HTTP/1.1 200")
+                followers.append(s)
+            third = await in_thread(
+                raw_exchange, sock, b"GET /v1/units/web/logs?follow=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert third.startswith(b"HTTP/1.1 429"), third
+            assert f"uid {os.getuid()} already follows 2 log or event streams".encode() in third
+            # supd is fine, and other requests are not limited
+            assert (await in_thread(call_once, sock, "/v1/units"))
+        finally:
+            for s in followers:
+                s.close()
+        # a stream that ended frees its place (once the server noticed the hang-up)
+        with anyio.fail_after(DEADLINE):
+            while True:
+                s = socket.socket(socket.AF_UNIX)
+                s.settimeout(DEADLINE)
+                s.connect(str(sock))
+                s.sendall(b"GET /v1/units/web/logs?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await in_thread(s.recv, 65536)
+                s.close()
+                if head.startswith(b"HTTP/1.1 200"):
+                    break
+                await anyio.sleep(0.05)

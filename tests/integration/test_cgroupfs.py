@@ -376,7 +376,7 @@ async def test_remove_stale_removes_only_unkept_supd_scopes(driver: CgroupfsDriv
     for f in foreign:
         f.mkdir()
     try:
-        removed = await driver.remove_stale(keep={"keep"})
+        removed = await driver.remove_stale(keep={"keep"}, owned=[stale_ref])
         assert removed == ["supd-stale.scope"]
         assert all(not p.exists() for _k, p in stale_ref.paths)
         assert all(p.is_dir() for _k, p in keep_ref.paths)
@@ -387,6 +387,31 @@ async def test_remove_stale_removes_only_unkept_supd_scopes(driver: CgroupfsDriv
         for f in foreign:
             f.rmdir()
     await driver.remove(keep_ref)
+
+
+@pytest.mark.asyncio
+async def test_remove_stale_leaves_scopes_with_processes_no_record_names(driver: CgroupfsDriver, procs: Procs) -> None:
+    # issue 10: a second supd on the same root SIGKILLed the first one's units as "stale"
+    theirs_p = procs.python("import time; time.sleep(600)")
+    theirs, _ = await driver.create(spec("theirs"), theirs_p.pid)
+    empty, _ = await driver.create(spec("empty"), procs.python("pass").pid)
+    wait_for(lambda: not driver.pids(empty), what="the empty scope's process to exit")
+    removed = await driver.remove_stale(keep=set(), owned=[])
+    assert removed == ["supd-empty.scope"]  # nothing runs there: safe to clear
+    assert theirs_p.poll() is None and all(p.is_dir() for _k, p in theirs.paths)
+    await driver.remove(theirs)
+
+
+@pytest.mark.asyncio
+async def test_create_refuses_a_scope_that_already_holds_processes(driver: CgroupfsDriver, procs: Procs) -> None:
+    stranger = procs.python("import time; time.sleep(600)")
+    occupied, _ = await driver.create(spec("web"), stranger.pid)
+    newcomer = procs.python("import time; time.sleep(600)")
+    with pytest.raises(CgroupError, match=rf"unit web: the scope already holds processes .*pids \[{stranger.pid}\]"):
+        await driver.create(spec("web"), newcomer.pid)
+    assert str(stranger.pid) in (occupied.paths[0][1] / "cgroup.procs").read_text().split()
+    assert not any("supd-web.scope" in c for c in proc_cgroups(newcomer.pid))  # nothing half-joined
+    await driver.remove(occupied)
 
 
 @pytest.mark.asyncio

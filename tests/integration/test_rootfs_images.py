@@ -155,3 +155,26 @@ def test_concurrent_imports_of_one_image_agree(image: BuiltImage, tmp_path: Path
     assert len(list((tmp_path / "state" / "layers" / "sha256").iterdir())) == 3
     assert not list((tmp_path / "state" / "layers" / "tmp").iterdir())
     assert len(store.images()) == 1
+
+
+@pytest.mark.timeout(30)  # the bug this guards against blocks forever
+@pytest.mark.parametrize("special", ["index.json", "oci-layout"])
+def test_a_fifo_in_a_layout_is_refused_not_read(tmp_path: Path, special: str) -> None:
+    # issue 10: an index.json that is a FIFO blocked the shared worker threads
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    (layout / special).unlink()
+    os.mkfifo(layout / special)
+    with pytest.raises(ImageError, match=rf"{special}: is a FIFO, not a regular file"):
+        LayerStore(tmp_path / "state").import_image(layout, "v1")
+
+
+def test_a_device_as_a_blob_is_refused(tmp_path: Path) -> None:
+    from supervisor.rootfs.oci import open_regular
+
+    with pytest.raises(ImageError, match="is a character device, not a regular file"):
+        open_regular(Path("/dev/zero"))
+    with pytest.raises(ImageError, match="is a directory"):
+        open_regular(tmp_path)

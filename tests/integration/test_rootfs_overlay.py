@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor import procfs
 from supervisor.rootfs import overlay
 from supervisor.rootfs.errors import RootfsError
 from supervisor.rootfs.store import LayerStore
@@ -177,7 +178,7 @@ def test_cleanup_unmounts_whatever_is_left_on_the_mount_point(tmp_path: Path, un
     base = make_layer(tmp_path / "base", {})
     plan = prepare(make_unit(unique_name, tmp_path, [base], "persistent"), tmp_path)
     subprocess.run(["mount", "-t", "tmpfs", unique_name, plan.target], check=True)
-    assert overlay.is_mount_point(Path(plan.target))
+    assert procfs.is_mount_point(Path(plan.target))
     overlay.cleanup(unique_name, "persistent", tmp_path / "state", tmp_path / "run")
     assert not os.path.exists(plan.target)
     assert (tmp_path / "state" / "units" / unique_name / "upper").is_dir()

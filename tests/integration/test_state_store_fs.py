@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 
 from supervisor.daemon import state_store
-from supervisor.daemon.state_store import (
-    FORMAT_VERSION,
-    StateStore,
-    UnitRecord,
-    in_cgroup,
-    process_start_time,
-    same_process,
-)
+from supervisor import procfs
+from supervisor.daemon.state_store import FORMAT_VERSION, StateStore, UnitRecord
+from supervisor.procfs import in_cgroup, process_start_time, same_process
 
 WEB = UnitRecord(name="web", state="running", since=1_700_000_000.25, pid=4321, pid_start_time=99, restarts=1)
 
@@ -212,8 +207,8 @@ def test_in_cgroup_on_this_host(sleeper: subprocess.Popen[bytes]) -> None:
     with open(f"/proc/{sleeper.pid}/cgroup") as f:
         lines = f.read().splitlines()
     with open("/proc/self/mountinfo") as f:
-        mounts = state_store.parse_cgroup_mounts(f.read())
-    dirs = state_store.cgroup_dirs("\n".join(lines), mounts)
+        mounts = procfs.parse_cgroup_mounts(f.read())
+    dirs = procfs.cgroup_dirs("\n".join(lines), mounts)
     assert dirs, "a process on this host is in at least one mounted hierarchy"
     assert all(d.is_dir() for d in dirs)
     assert in_cgroup(sleeper.pid, [dirs[0]])

@@ -417,7 +417,7 @@ async def remove_stale(ctx: Ctx) -> None:
         # other sessions' supd units may live in this sandbox too: keep everything but ours
         (units,) = await ctx.driver._conn.call(dbus.MANAGER, "ListUnitsByPatterns", "asas", ([], ["supd-*.scope"]))
         others = {names.unit_of_scope(u[0]) for u in units} - {stale_unit}
-        removed = await ctx.driver.remove_stale({*others, keep_unit})
+        removed = await ctx.driver.remove_stale({*others, keep_unit}, owned=[stale])
         check(removed == [stale.scope], f"removed {removed}, expected [{stale.scope}]")
         await ctx.gone(stale)
         check(await ctx.prop(kept.scope, UNIT, "ActiveState") == "active", "kept scope still active")

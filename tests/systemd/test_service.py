@@ -32,8 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1200.0  # a ceiling for a hang: ~20 s here, minutes in a loaded TCG VM
 SERVICE = "supd.service"
 LIVE_RESTORE_CONFIG = """\
-# written by tests/systemd/test_service.py: the packaged defaults, plus
-live_restore = true
+# written by tests/systemd/test_service.py: the packaged defaults (live_restore = true)
 socket_group = "supd"
 """
 
@@ -280,3 +279,15 @@ def test_stop_without_live_restore_stops_the_units(inside: Inside, running_unit:
     inside.ok("systemctl", "stop", SERVICE, timeout=120)
     assert inside.show("ActiveState")["ActiveState"] == "inactive"
     wait_for(lambda: not pid_alive_inside(inside, unit_pid), timeout=30, what=f"{name} (pid {unit_pid}) to end")
+
+
+def test_units_supd_stopped_come_back_when_it_starts(inside: Inside, running_unit: tuple[str, int]) -> None:
+    # issue 10: after a stop with live_restore = false the unit stayed `exited`
+    name, _ = running_unit
+    assert inside.show("ActiveState")["ActiveState"] == "inactive"  # left so by the test above
+    inside.ok("systemctl", "start", SERVICE)
+    inside.wait_active("supd to start again")
+    wait_for(
+        lambda: (s := inside.unit_status(name)) and s.get("state") == "running" and s,
+        what=f"{name} to run again\n{inside.journal()}",
+    )

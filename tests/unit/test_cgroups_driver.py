@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cgroups.cgroupfs import default_cgroup_paths, parse_proc_cgroup
+from supervisor.cgroups.cgroupfs import default_cgroup_paths
+from supervisor.procfs import parse_proc_cgroup
 from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupRef, ScopeSpec
 from supervisor.units.model import ExecSpec, Resources, Unit, UnitSection
 

@@ -9,15 +9,12 @@ from typing import Any
 import pytest
 
 from supervisor.daemon.state_store import (
-    CgroupMount,
     StateStoreError,
     UnitRecord,
-    cgroup_dirs,
     cgroup_paths_of,
-    parse_cgroup_mounts,
-    parse_stat,
     record_from_json,
 )
+from supervisor.procfs import CgroupMount, cgroup_dirs, parse_cgroup_mounts, parse_stat
 
 FULL = UnitRecord(
     name="web",
@@ -32,6 +29,8 @@ FULL = UnitRecord(
     started_at=1_700_000_000.0,
     user_stopped=False,
     frozen_by_user=True,
+    boot_id="8c1f0a6e-0000-4000-8000-000000000001",
+    shutdown_stopped=True,
     extra={"health": "healthy"},
 )
 
