@@ -92,14 +92,12 @@ async def test_a_polling_watch_times_out_and_a_missing_path_is_an_error(tmp_path
 
 @pytest.mark.asyncio
 async def test_the_systemd_drivers_oom_watch_uses_this_module_on_a_real_file(tmp_path: Path) -> None:
-    import asyncio
-
     from supervisor.cgroups.systemd import OomWatch
 
     events = tmp_path / "memory.events"
     events.write_text("oom 0\noom_kill 0\n")
     watch = OomWatch()
-    watch.watch(events, asyncio.get_running_loop())
+    watch.watch(events)
     try:
         with open(events, "w") as f:  # in place, as the kernel updates it
             f.write("oom 1\noom_kill 2\n")
