@@ -71,9 +71,16 @@ async def bench_driver(driver: CgroupDriver, runs: int) -> list[float]:
     return times
 
 
+PARKING = "bench-parking.scope"
+
+
 async def _move_to_slice(ref: CgroupRef, pid: int) -> None:
+    """Into a leaf beside the scope: on v2 the slice itself delegates
+    controllers, so it may hold no process (no internal processes)."""
     for _key, path in ref.paths:
-        tree.write(path.parent, "cgroup.procs", str(pid))
+        parking = path.parent / PARKING
+        parking.mkdir(exist_ok=True)
+        tree.write(parking, "cgroup.procs", str(pid))
 
 
 async def bench_freeze(driver: CgroupfsDriver, runs: int) -> list[float]:
