@@ -56,31 +56,31 @@ def spec(unit: str) -> ScopeSpec:
 async def bench_driver(driver: CgroupDriver, runs: int) -> list[float]:
     """create + remove of a scope holding one sleeping process, per run, in ms."""
     sleeper = subprocess.Popen(["sleep", "600"])
+    # Between runs the sleeper waits in a scope of its own (made by the driver,
+    # so v1 cpusets are filled): a v2 slice that delegates controllers may hold
+    # no process, and remove() then has nothing to kill — the scope is measured,
+    # not a kill.
+    parking, _ = await driver.create(
+        ScopeSpec("parking", "supd.slice", "supd-bench-parking.scope", "bench", Resources()), sleeper.pid
+    )
     times: list[float] = []
     try:
         for i in range(runs):
             t0 = time.perf_counter()
             ref, _ = await driver.create(spec(f"b{i}"), sleeper.pid)
-            # Move it out again so remove() has nothing to kill: measure the scope, not a kill.
-            await _move_to_slice(ref, sleeper.pid)
+            _move(parking, sleeper.pid)
             await driver.remove(ref)
             times.append((time.perf_counter() - t0) * 1000)
     finally:
+        await driver.remove(parking)
         sleeper.kill()
         sleeper.wait()
     return times
 
 
-PARKING = "bench-parking.scope"
-
-
-async def _move_to_slice(ref: CgroupRef, pid: int) -> None:
-    """Into a leaf beside the scope: on v2 the slice itself delegates
-    controllers, so it may hold no process (no internal processes)."""
+def _move(ref: CgroupRef, pid: int) -> None:
     for _key, path in ref.paths:
-        parking = path.parent / PARKING
-        parking.mkdir(exist_ok=True)
-        tree.write(parking, "cgroup.procs", str(pid))
+        tree.write(path, "cgroup.procs", str(pid))
 
 
 async def bench_freeze(driver: CgroupfsDriver, runs: int) -> list[float]:
