@@ -526,7 +526,7 @@ class Ops:
             "stop": lambda m: m.file == "valid" and m.want_up,
         }
         name = None
-        if verb in sensible and self.rng.random() < 0.8:
+        if verb in sensible and self.rng.random() < 0.9:
             name = self.pick(sensible[verb])
         name = name or self.pick(lambda m: m.file != "absent")
         if name is None:
@@ -537,7 +537,9 @@ class Ops:
         if r.returncode != 0:
             return Outcome(f"{verb} {name}: rc {r.returncode} {r.stderr.strip()[:100]}", refused=True)
         m = self.model[name]
-        if verb in ("start", "restart"):
+        if verb == "start":
+            m.want_up = True  # a start of a frozen unit (already active) leaves it frozen, like systemctl start
+        elif verb == "restart":
             m.want_up, m.frozen = True, False
         elif verb == "stop":
             m.want_up, m.frozen = False, False
@@ -851,8 +853,8 @@ def confirm_with_supctl(soak: Soak, figs: Figures, step: int, op: str) -> None:
 
 
 def sample(soak: Soak, figs: Figures, step: int, snap: Snapshot) -> None:
-    if soak.proc is None:
-        return
+    if soak.proc is None or soak.proc.poll() is not None or not procfs.alive(soak.pid):
+        return  # a supd that is dying has no figures worth keeping
     active = frozenset(n for n, u in snap.listing.items() if u["state"] in ACTIVE)
     figs.fds.append((step, soak.incarnation, fd_count(soak.pid), active))
     sp = spawner_pid(soak.pid)
