@@ -197,8 +197,21 @@ class UnitModel:
     variant: int = 0
     res: int = 0
     file: str = "valid"  # valid | invalid | absent
-    want_up: bool = True
+    # None: either is right. units.md says an edit starts a stopped enabled
+    # unit; the lifecycle rewrite keeps a user's stop until a user start.
+    want_up: bool | None = True
     frozen: bool = False
+    user_stopped: bool = False
+
+    def after_edit(self, running: bool) -> None:
+        """What an edit of the file (valid, or a fix) makes the soak expect."""
+        self.frozen = False
+        if running and self.want_up:
+            self.want_up = True  # stopped with the old definition, started with the new one
+        elif self.user_stopped and self.kind.enabled:
+            self.want_up = None
+        else:
+            self.want_up = self.kind.enabled or (bool(self.want_up) and running)
 
     def __post_init__(self) -> None:
         self.want_up = self.kind.enabled
@@ -453,6 +466,8 @@ def expected_states(m: UnitModel) -> frozenset[str]:
         return frozenset({"error"})
     if m.frozen:
         return frozenset({"frozen"})
+    if m.want_up is None:
+        return m.kind.up_states | {"inactive", "exited", "failed"}
     if not m.want_up:
         # a stop ends in inactive; exited/failed units that were stopped stay so
         return frozenset({"inactive", "exited", "failed"})
@@ -538,11 +553,11 @@ class Ops:
             return Outcome(f"{verb} {name}: rc {r.returncode} {r.stderr.strip()[:100]}", refused=True)
         m = self.model[name]
         if verb == "start":
-            m.want_up = True  # a start of a frozen unit (already active) leaves it frozen, like systemctl start
+            m.want_up, m.user_stopped = True, False  # a start of a frozen unit (already active) leaves it frozen
         elif verb == "restart":
-            m.want_up, m.frozen = True, False
+            m.want_up, m.frozen, m.user_stopped = True, False, False
         elif verb == "stop":
-            m.want_up, m.frozen = False, False
+            m.want_up, m.frozen, m.user_stopped = False, False, True
         elif verb == "freeze":
             m.frozen = True
         elif verb == "thaw":
@@ -559,12 +574,10 @@ class Ops:
             return Outcome("no unit", refused=True)
         m = self.model[name]
         m.variant += 1
-        self.soak.write_unit(name, self.render(name))
         # a changed definition restarts a running unit, starts a stopped enabled one
-        was = self.soak.units() or {}
-        running = was.get(name, {}).get("state") in ACTIVE
-        m.frozen = False
-        m.want_up = m.kind.enabled or (m.want_up and running)
+        running = (self.soak.units() or {}).get(name, {}).get("state") in ACTIVE
+        self.soak.write_unit(name, self.render(name))
+        m.after_edit(running)
         return Outcome(f"edit {name} -> variant {m.variant}")
 
     def edit_resources(self) -> Outcome:
@@ -576,7 +589,7 @@ class Ops:
         before = (self.soak.units() or {}).get(name, {})
         self.soak.write_unit(name, self.render(name))
         if before.get("state") not in ACTIVE:
-            m.want_up = m.want_up or m.kind.enabled  # "anything changed, not running: started if enabled"
+            m.after_edit(running=False)  # "anything changed, unit not running: started if enabled"
         keep = {name: before["pid"]} if before.get("state") in ("running", "frozen") and m.kind.stable else {}
         return Outcome(f"edit-resources {name} -> resources #{m.res}", adopted=keep)
 
@@ -596,7 +609,7 @@ class Ops:
             return dataclasses.replace(self.edit_valid(), done="edit-valid")
         m = self.model[name]
         m.file = "valid"
-        m.want_up = m.kind.enabled
+        m.after_edit(running=False)
         self.soak.write_unit(name, self.render(name))
         return Outcome(f"edit-fix {name}")
 
@@ -615,7 +628,8 @@ class Ops:
             fallback = self.edit_fix()
             return fallback if fallback.done else dataclasses.replace(fallback, done="edit-fix")
         m = self.model[name]
-        m.file, m.want_up, m.frozen = "valid", m.kind.enabled, False
+        # a file that comes back is a new unit
+        m.file, m.want_up, m.frozen, m.user_stopped = "valid", m.kind.enabled, False, False
         self.soak.write_unit(name, self.render(name))
         return Outcome(f"re-add {name}")
 
@@ -670,7 +684,7 @@ class Ops:
         killed = power_off_units(self.soak)
         rewrite_boot_id(self.soak.state_dir, self.soak.incarnation)
         for m in self.model.values():  # a new boot: user stops and freezes are forgotten
-            m.frozen = False
+            m.frozen, m.user_stopped = False, False
             m.want_up = m.file == "valid" and m.kind.enabled
         self.soak.launch(live_restore=self.rng.random() < 0.8)
         return Outcome(f"reboot: supd {old} and {killed} unit processes gone, new supd {self.soak.pid}")
