@@ -23,12 +23,13 @@ count seen once the file is gone.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import errno
 import os
 import re
+import select
 import signal
+import threading
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -211,93 +212,119 @@ class OomWatch:
     driver knows, while each lives.
 
     One inotify instance for all of them (instances are a scarce per-user
-    resource, 128 by default; watches are not), serviced by a reader callback
-    on the event loop: the kernel marks memory.events modified (rate-limited
-    to one notification per jiffy or two) when a counter moves, and raises
-    oom_kill before it sends the victim its SIGKILL, so the count is normally
-    read before the exit is even seen. `kills(file)` is the highest count
-    read, kept after the file is gone until `unwatch(file)`."""
+    resource, 128 by default; watches are not), read by one thread of its own
+    that wakes on each notification and reads the file at once: systemd
+    removes an emptied scope within milliseconds, and the daemon's event loop
+    can be busy for longer than that (under the pure-v2 VM's emulation a
+    reader callback on the loop lost the race). The kernel marks
+    memory.events modified when a counter moves (rate-limited to one
+    notification per jiffy or two), and raises oom_kill before it sends the
+    victim its SIGKILL. `kills(file)` is the highest count read, kept after
+    the file is gone until `unwatch(file)`."""
 
     def __init__(self) -> None:
         self.fd: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop_r = self._stop_w = -1
         self._files: dict[int, Path] = {}  # live watch descriptor -> file
         self._kills: dict[Path, int] = {}
 
     def watching(self, file: Path) -> bool:
-        return file in self._kills
+        with self._lock:
+            return file in self._kills
 
     def kills(self, file: Path) -> int | None:
-        return self._kills.get(file)
+        with self._lock:
+            return self._kills.get(file)
 
-    def watch(self, file: Path, loop: asyncio.AbstractEventLoop) -> None:
+    def watch(self, file: Path) -> None:
         """Start following `file`; CgroupError if it cannot be watched."""
-        if self.fd is None:
+        with self._lock:
+            if self.fd is None:
+                self._start()
+            assert self.fd is not None
+            self._kills[file] = _read_oom_kills(file) or 0
             try:
-                fd = inotify.new_instance()
+                wd = inotify.add_watch(self.fd, file, inotify.IN_MODIFY)
             except OSError as e:
-                raise CgroupError(file, None, f"inotify_init1 failed: {e.strerror}") from e
-            loop.add_reader(fd, self._on_event)
-            self.fd, self._loop = fd, loop
-        self._kills[file] = _read_oom_kills(file) or 0
-        try:
-            wd = inotify.add_watch(self.fd, file, inotify.IN_MODIFY)
-        except OSError as e:
-            del self._kills[file]
-            raise CgroupError(file, None, f"inotify_add_watch failed: {e.strerror}") from e
-        self._files[wd] = file
+                del self._kills[file]
+                raise CgroupError(file, None, f"inotify_add_watch failed: {e.strerror}") from e
+            self._files[wd] = file
         self._refresh(file)  # a kill between the first read and the watch
+
+    def _start(self) -> None:
+        try:
+            self.fd = inotify.new_instance()
+        except OSError as e:
+            raise CgroupError("inotify", None, f"inotify_init1 failed: {e.strerror}") from e
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="supd-oom-watch", daemon=True)
+        self._thread.start()
 
     def unwatch(self, file: Path) -> None:
         """Forget `file` (its scope was removed)."""
-        self._kills.pop(file, None)
-        for wd in [wd for wd, f in self._files.items() if f == file]:
-            del self._files[wd]
-            if self.fd is not None:
-                inotify.rm_watch(self.fd, wd)  # EINVAL once the file is gone: fine
+        with self._lock:
+            self._kills.pop(file, None)
+            for wd in [wd for wd, f in self._files.items() if f == file]:
+                del self._files[wd]
+                if self.fd is not None:
+                    inotify.rm_watch(self.fd, wd)  # EINVAL once the file is gone: fine
 
     def _refresh(self, file: Path) -> None:
-        kills = _read_oom_kills(file)
-        if kills is not None and kills > self._kills.get(file, 0) and file in self._kills:
-            log.info("scope_oom_kill_seen", file=str(file), oom_kills=kills)
-            self._kills[file] = kills
-
-    def _on_event(self) -> None:
-        assert self.fd is not None
-        touched: set[Path] = set()
-        gone: set[int] = set()
         try:
-            while data := os.read(self.fd, 4096):
-                for wd, mask in inotify.parse_events(data):
-                    if wd in self._files:
-                        touched.add(self._files[wd])
-                    if mask & inotify.IN_IGNORED:
-                        gone.add(wd)
-        except BlockingIOError:
-            pass
-        for file in touched:
+            kills = _read_oom_kills(file)
+        except CgroupError as e:
+            log.warning("scope_oom_watch_read_failed", error=str(e))
+            return
+        with self._lock:
+            if kills is not None and file in self._kills and kills > self._kills[file]:
+                self._kills[file] = kills
+                seen = True
+            else:
+                seen = False
+        if seen:
+            log.info("scope_oom_kill_seen", file=str(file), oom_kills=kills)
+
+    def _run(self) -> None:
+        assert self.fd is not None
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        poller.register(self._stop_r, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ev in poller.poll()}
+            if self._stop_r in ready:
+                return
             try:
+                data = os.read(self.fd, 64 * 1024)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            touched: list[Path] = []
+            with self._lock:
+                for wd, mask in inotify.parse_events(data):
+                    file = self._files.get(wd)
+                    if file is not None and file not in touched:
+                        touched.append(file)
+                    if mask & inotify.IN_IGNORED:  # the cgroup was removed: its count stays until unwatch()
+                        self._files.pop(wd, None)
+            for file in touched:
                 self._refresh(file)
-            except CgroupError as e:
-                log.warning("scope_oom_watch_read_failed", error=str(e))
-        for wd in gone:  # the cgroup was removed: its count stays until unwatch()
-            self._files.pop(wd, None)
 
     def close(self) -> None:
-        if self.fd is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self.fd)
-            os.close(self.fd)
-        self.fd, self._loop = None, None
-        self._files.clear()
-        self._kills.clear()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:  # a worker thread: no watch from here
-        return None
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            os.write(self._stop_w, b"x")
+            thread.join()
+        with self._lock:
+            for fd in (self.fd, self._stop_r, self._stop_w):
+                if fd is not None and fd >= 0:
+                    os.close(fd)
+            self.fd, self._stop_r, self._stop_w = None, -1, -1
+            self._files.clear()
+            self._kills.clear()
 
 
 # ---------------------------------------------------------------- the driver
@@ -565,16 +592,15 @@ class SystemdDriver:
 
     def _watch_oom(self, ref: CgroupRef) -> Path | None:
         """Follow the scope's memory.events from first use on (create,
-        adoption); returns the file if it is followed. Not where there is none
-        (no cgroup2 memory controller), nor from a thread without event loop."""
+        adoption); returns the file if it is followed, None where there is
+        none (no cgroup2 memory controller)."""
         file = self._memory_events(ref)
         if file is None or self._oom.watching(file):
             return file
-        loop = _running_loop()
-        if loop is None or not file.exists():
+        if not file.exists():
             return None
         try:
-            self._oom.watch(file, loop)
+            self._oom.watch(file)
         except CgroupError as e:
             if file.exists():
                 log.warning("scope_oom_watch_failed", unit=ref.unit, error=str(e))

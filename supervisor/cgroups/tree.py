@@ -217,6 +217,22 @@ def is_frozen(ref: CgroupRef) -> bool:
     return state is not None and state.strip() == FROZEN
 
 
+def frozen_by_parent(ref: CgroupRef) -> bool:
+    """The kernel holds the scope frozen because an ancestor is frozen (someone
+    froze supd.slice or above), whatever the scope's own setting says."""
+    # On a hybrid host both freezers exist (supd uses cgroup.freeze; someone
+    # else may use the v1 freezer.state): either one holds the processes.
+    unified = _v2_freezable(ref)
+    if unified is not None:
+        own = read_optional(unified, CGROUP_FREEZE)
+        effective = keyed(read(unified, CGROUP_EVENTS)).get("frozen") == "1"
+        if effective and (own or "0").strip() == "0":
+            return True
+    freezer = ref.hierarchy_for("freezer")
+    parent = read_optional(freezer, "freezer.parent_freezing")
+    return parent is not None and parent.strip() == "1"
+
+
 async def freeze(ref: CgroupRef, timeout: float = DEFAULT_TIMEOUT) -> None:
     await _set_frozen(ref, True, timeout)
 

@@ -142,7 +142,8 @@ def cmd_verb(client: Client, args: argparse.Namespace, out: Output) -> int:
 def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = client.call("POST", commands.ROUTES_BY_COMMAND["reload"].path())
     out.show(result, args.json, render.render_reload)
-    return EXIT_OK
+    # A live update the kernel refused is a failed reload (the unit keeps running on its old limits).
+    return EXIT_ERROR if result.get("refused") else EXIT_OK
 
 
 def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:

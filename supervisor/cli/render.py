@@ -318,6 +318,8 @@ def render_reload(result: Mapping[str, Any]) -> str:
             lines.append(f"{key}: {name}")
     for name, message in (result.get("errors") or {}).items():
         lines.append(f"error: {name}: {message}")
+    for name, message in (result.get("refused") or {}).items():
+        lines.append(f"refused: {name}: {message}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

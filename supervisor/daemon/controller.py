@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -16,7 +17,7 @@ from supervisor.cgroups.driver import CgroupError
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon import status as unit_status
 from supervisor.daemon.spawnspec import build_exec_spec
-from supervisor.daemon.supervisor import StartFailure, Supervisor
+from supervisor.daemon.supervisor import Refused, StartFailure, Supervisor
 from supervisor.daemon.unitrun import UnitRun
 from supervisor.rootfs.store import LayerStore
 from supervisor.policy import state as states
@@ -79,13 +80,16 @@ class DaemonController:
         return unit_status.unit_status(self._unit(name), self.sup.driver)
 
     async def command(self, name: str, verb: str) -> dict[str, Any]:
+        """A verb goes to the unit's task (the only writer of its state) and
+        is answered once applied; start, stop and restart also wait until the
+        unit has settled, so `supctl start` says running (or why not)."""
         u = self._unit(name)
         if u.unit is None and verb in ("start", "restart"):
             raise ConflictError(f"{name} has an invalid unit file: {u.error}")
         try:
             if verb == "start":
                 if not u.active:
-                    self.sup.start(u)
+                    await self.sup.start(u)
                     await self._settle(u)
             elif verb == "stop":
                 await self.sup.stop(u)
@@ -94,33 +98,25 @@ class DaemonController:
                 await self.sup.restart(u)
                 await self._settle(u)
             elif verb == "freeze":
-                if not states.can_freeze(u.state):
-                    raise ConflictError(f"{name} is {u.state.value}; only a running unit can be frozen")
                 await self.sup.freeze(u)
             elif verb == "thaw":
-                if u.state != states.UnitState.FROZEN:
-                    raise ConflictError(f"{name} is {u.state.value}, not frozen")
                 await self.sup.thaw(u)
             else:
                 raise ConflictError(f"unknown verb {verb}")
         except (StartFailure, CgroupError, OSError) as e:
-            raise ConflictError(f"{name}: {verb} failed: {e}") from None
+            raise ConflictError(f"{name}: {verb} failed: {e}" if not isinstance(e, Refused) else str(e)) from None
         # The reply to a command is the unit's new state and figures, without the
         # process list (a /proc read per process): `supctl status` has that.
         return unit_status.unit_status(u, self.sup.driver, detail=False)
 
     async def _settle(self, u: UnitRun) -> None:
-        """Wait until the unit is no longer in a transitional state, so that the
-        reply to `supctl start` says running (or why not). The stop timeout
-        bounds how long a stop can take."""
+        """Wait until the unit is no longer in a transitional state (nor due to
+        start). The stop timeout bounds how long a stop can take."""
         limit = (u.unit.stop.timeout + 15.0) if u.unit else 15.0
         with anyio.move_on_after(limit):
-            while True:
-                # A start that was just requested has not reached the task yet.
-                pending_start = u.want_running and u.state in (states.UnitState.INACTIVE, states.UnitState.EXITED)
-                if u.state not in (states.UnitState.STARTING, states.UnitState.STOPPING) and not pending_start:
-                    if not (u.active and not u.want_running):
-                        return
+            while not u.gone.is_set():
+                if u.state not in (states.UnitState.STARTING, states.UnitState.STOPPING) and not u.life.due(time.monotonic()):
+                    return
                 await self.sup.wait_changed()
 
     async def reload(self) -> dict[str, Any]:

@@ -251,13 +251,9 @@ async def _act(sup: Supervisor, u: UnitRun, action: str) -> None:
 
 
 def _poke_dependents(sup: Supervisor, u: UnitRun) -> None:
-    # Units waiting in their dependency wait re-check on a poke; a unit's
-    # health is not a state change, so nothing else would wake them.
-    for other in sup.units.values():
-        if other.unit is None or other.active or other.state != UnitState.STARTING:
-            continue
-        if u.name in other.unit.unit.after or u.name in other.unit.unit.requires:
-            other.poke()
+    # Units waiting in their dependency wait re-check on a change; a unit's
+    # health is not a state change, so say it changed.
+    sup.notify_changed()
 
 
 async def _wait_thawed(sup: Supervisor, u: UnitRun) -> None:

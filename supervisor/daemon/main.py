@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import structlog
 
+from supervisor import failpoints
 from supervisor import log as logsetup
 from supervisor import procfs
 from supervisor.api import server as api_server
@@ -31,6 +32,7 @@ from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
 from supervisor.daemon.controller import DaemonController
 from supervisor.daemon.events import EventBus
 from supervisor.daemon.notify import Notifier
+from supervisor.daemon.resilient import keep_running
 from supervisor.daemon.state_store import StateStore, UnitRecord
 from supervisor.daemon.statewriter import StateWriter
 from supervisor.daemon.supervisor import StartFailure, Supervisor
@@ -49,7 +51,8 @@ from supervisor.version import VERSION
 log = structlog.get_logger()
 
 # Housekeeping (log rotation) runs this often; everything else is event-driven.
-HOUSEKEEPING_INTERVAL = 30.0
+# SUPD_HOUSEKEEPING_INTERVAL (seconds) shortens it for tests.
+HOUSEKEEPING_INTERVAL = float(os.environ.get("SUPD_HOUSEKEEPING_INTERVAL", "30"))
 
 
 def raise_nofile_limit() -> None:
@@ -128,28 +131,43 @@ class Daemon:
         return loaded
 
     async def reload(self) -> dict[str, Any]:
+        """Rescan the units folder and send each unit what changed. Stops run
+        in the units' own tasks, concurrently: a unit with a long stop timeout
+        delays neither this reply nor any other file. A live resource update
+        the kernel refused is listed under "refused"."""
         assert self.sup is not None
+        sup = self.sup
         async with self._reload_lock:
             self.notifier.reloading()
-            loaded = self._scan()
-            result: dict[str, Any] = {"added": [], "changed": [], "removed": [], "errors": {}}
-            for name, u in list(self.sup.units.items()):
-                if name not in loaded:
+            loaded = await anyio.to_thread.run_sync(self._scan)  # parses every file: off the loop
+            result: dict[str, Any] = {"added": [], "changed": [], "removed": [], "errors": {}, "refused": {}}
+            for name, u in list(sup.units.items()):
+                if name not in loaded and not u.removed:
                     result["removed"].append(name)
-                    await self.sup.remove(u)
+                    await sup.remove(u, wait=False)
                     self.writer.remove(name)
+            changed: list[tuple[str, Any, Any]] = []
             for name, entry in loaded.items():
                 if entry.error is not None:
                     result["errors"][name] = entry.error
-                u = self.sup.units.get(name)
-                if u is None:
-                    self.sup.add(entry)
+                u = sup.units.get(name)
+                if u is None or u.removed:
+                    sup.add(entry)
                     result["added"].append(name)
-                elif entry.unit != u.unit or entry.error != u.error:
-                    if entry.error is not None and entry.error == u.error:
-                        continue
-                    what = await self.sup.redefine(u, entry)
-                    result["changed"].append({"name": name, "action": what})
+                elif entry.unit != (u.next_unit[0] if u.next_unit is not None else u.unit) or (entry.unit is None and entry.error != u.error):
+                    changed.append((name, u, entry))
+
+            async def redefine(name: str, u: Any, entry: Any) -> None:
+                what = await sup.redefine(u, entry)
+                if what.startswith("update-refused"):
+                    result["refused"][name] = what.split(": ", 1)[1]
+                    what = "update-refused"
+                result["changed"].append({"name": name, "action": what})
+
+            async with anyio.create_task_group() as tg:
+                for args in changed:
+                    tg.start_soon(redefine, *args)
+            result["changed"].sort(key=lambda c: c["name"])
             self.notifier.ready(self._status_line())
             return result
 
@@ -293,6 +311,7 @@ class Daemon:
 
     # --------------------------------------------------------------- tasks
     async def _watch_units(self) -> None:
+        await failpoints.ahit("inotify.setup")
         async for _ in unitdir.watch(self.config.units_dir, self.shutdown):
             result = await self.reload()
             if any(result[k] for k in ("added", "changed", "removed")):
@@ -307,21 +326,31 @@ class Daemon:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGHUP and not self.shutdown.is_set():
                     log.info("reload_requested", signal=name)
-                    await self.reload()
+                    try:
+                        await self.reload()
+                    except Exception:  # the signal handler must outlive a failed reload
+                        log.exception("reload_failed", signal=name)
                 elif self.shutdown.is_set():
                     log.info("shutdown_in_progress", signal=name)
                 else:
                     log.info("shutdown_requested", signal=name)
                     self.shutdown.set()
 
+    def _rotate_logs(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                failpoints.hit("log.rotate", name)
+                unit_logs.rotate_if_needed(
+                    unit_logs.log_path(self.config.state_dir, name), self.config.log_max_bytes, self.config.log_keep
+                )
+            except OSError as e:  # a full disk stops one rotation, not supd
+                log.warning("log_rotate_failed", unit=name, error=str(e))
+
     async def _housekeeping(self) -> None:
         while True:
             await anyio.sleep(HOUSEKEEPING_INTERVAL)
             assert self.sup is not None
-            for name in list(self.sup.units):
-                unit_logs.rotate_if_needed(
-                    unit_logs.log_path(self.config.state_dir, name), self.config.log_max_bytes, self.config.log_keep
-                )
+            await anyio.to_thread.run_sync(self._rotate_logs, list(self.sup.units))
             if self.notifier.enabled:
                 self.notifier.status(self._status_line())
 
@@ -333,13 +362,27 @@ class Daemon:
     async def _stop_all(self) -> None:
         assert self.sup is not None
         sup = self.sup
+
+        async def stop(u: UnitRun) -> None:
+            try:
+                await sup.stop(u, resume.SHUTDOWN_REASON)
+            except StartFailure:
+                pass  # removed meanwhile
+
+        # Bounded: a stop that cannot finish (a frozen parent) must not keep
+        # supd from exiting; what is left is reported.
+        limit = max((u.unit.stop.timeout for u in sup.units.values() if u.unit is not None), default=0.0) + 15.0
         with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                for u in list(sup.units.values()):
-                    if u.active or u.want_running:
-                        tg.start_soon(sup.stop, u, resume.SHUTDOWN_REASON)
-            while any(u.active for u in sup.units.values()):
-                await sup.wait_changed()
+            with anyio.move_on_after(limit):
+                async with anyio.create_task_group() as tg:
+                    for u in list(sup.units.values()):
+                        if u.active or u.want_running:
+                            tg.start_soon(stop, u)
+                while any(u.active for u in sup.units.values()):
+                    await sup.wait_changed()
+        left = [u.name for u in sup.units.values() if u.active]
+        if left:
+            log.warning("units_not_stopped", units=left, waited=limit)
 
     async def run(self) -> None:
         config = self.config
@@ -369,11 +412,13 @@ class Daemon:
         )
         async with anyio.create_task_group() as tg:
             self.sup.attach(tg)
-            tg.start_soon(self.reaper.run)
-            tg.start_soon(self.writer.run)
-            await tg.start(functools.partial(api_server.serve, group=config.socket_group), config.socket_path, controller)
+            # Daemon-wide tasks survive their own errors (daemon/resilient.py).
+            tg.start_soon(keep_running, "reaper", self.reaper.run)
+            tg.start_soon(keep_running, "state_writer", self.writer.run)
+            serve = functools.partial(api_server.serve, group=config.socket_group)
+            await tg.start(keep_running, "api_server", serve, config.socket_path, controller)
             tg.start_soon(self._signals)
-            tg.start_soon(freezer.host_pressure_task, self.sup)
+            tg.start_soon(keep_running, "host_pressure", freezer.host_pressure_task, self.sup)
             loaded = self._scan()
             records = self._load_records()
             if self.driver is not None:
@@ -394,8 +439,8 @@ class Daemon:
                     u.want_running = False
                     u.error = self.rejected[name]
                     self.sup.set_state(u, UnitState.FAILED, "state record rejected", error=u.error)
-            tg.start_soon(self._watch_units)
-            tg.start_soon(self._housekeeping)
+            tg.start_soon(keep_running, "units_watch", self._watch_units)
+            tg.start_soon(keep_running, "housekeeping", self._housekeeping)
             interval = self.notifier.watchdog_interval()
             if interval:
                 tg.start_soon(self._watchdog, interval)
@@ -421,6 +466,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_config(argv)
     except ConfigError as e:
+        print(f"supd: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        failpoints.arm_from_env()
+    except failpoints.FailpointSpecError as e:
         print(f"supd: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     logsetup.configure(config.log_format)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import anyio
 import structlog
 
+from supervisor import failpoints
 from supervisor.daemon.restore import adoption_key
 from supervisor.daemon.state_store import StateStore, UnitRecord
 
@@ -59,9 +60,10 @@ class StateWriter:
     def _write(self, batch: dict[str, UnitRecord | None]) -> None:
         for name, record in batch.items():
             try:
+                failpoints.hit("state.save", name)
                 if record is None:
                     self.store.remove(name)
                 else:
                     self.store.save(record)
-            except OSError as e:
+            except OSError as e:  # a full disk loses a record, never supd
                 log.warning("state_save_failed", unit=name, error=str(e))

@@ -103,9 +103,14 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
             "io_weight": r.io_weight,
             "cpuset": r.cpuset,
         }
+    parent_frozen = _frozen_by_parent(u)
     status.update(
         {
-            "freeze_reason": u.freeze_reason,
+            # The kernel's truth: a parent frozen by someone else holds the unit
+            # frozen whatever supd asked for.
+            "frozen": status["frozen"] or parent_frozen,
+            "frozen_by_parent": parent_frozen,
+            "freeze_reason": "frozen by parent" if parent_frozen and u.state != UnitState.FROZEN else u.freeze_reason,
             "health_output": u.health_output,
             "limits": limits,
             "slice": unit.slice_name if unit else None,
@@ -119,6 +124,15 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
         }
     )
     return status
+
+
+def _frozen_by_parent(u: UnitRun) -> bool:
+    if u.cgroup is None:
+        return False
+    try:
+        return cgroup_tree.frozen_by_parent(u.cgroup)
+    except (CgroupError, OSError, ValueError):
+        return False
 
 
 def _signal_name(sig: int | str | None) -> str | None:

@@ -1,9 +1,17 @@
-"""The supervisor: one anyio task per unit, driving the unit state machine.
+"""The supervisor: one anyio task per unit, the only writer of that unit's state.
 
-A unit's task is the only code that starts, watches and stops that unit's
-process; commands (API, reload, dependencies) only change what the unit
-should be doing (`want_running`) and poke the task. That keeps every
-transition in one place, in order, each with an event and a reason.
+Everything else — the API, reload, restore, health checks, the freezer
+policies, dependencies — sends the unit's task a `Command` and awaits it
+(`Supervisor.start/stop/restart/freeze/thaw/fail/redefine/remove`). The task
+applies each one through `policy.lifecycle.step` (the one place a state
+changes), in order, with an event, and carries out the actions it returns.
+A freeze and a stop can therefore never race: the second one sees the first's
+result.
+
+Faults stay with their unit: an unexpected exception in a unit's work is
+logged, its process and scope are cleaned up, and the unit goes to `failed`
+with the message; the task then waits for a user start. A start cancelled
+halfway (supd shutting down) cleans up in a shielded scope on every path.
 """
 
 from __future__ import annotations
@@ -12,20 +20,24 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from supervisor import failpoints
+from supervisor.cgroups import tree as cgroup_tree
 from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupRef, ScopeSpec
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import DaemonConfig
 from supervisor.daemon.events import EventBus
 from supervisor.daemon.spawnspec import build_spawn_spec, describe_spawn_error
 from supervisor.daemon.unitdir import Loaded
-from supervisor.daemon.unitrun import UnitRun
-from supervisor.policy.restart import ExitStatus, should_restart
+from supervisor.daemon.unitrun import Command, UnitRun
+from supervisor.policy import lifecycle as lc
+from supervisor.policy.restart import ExitStatus
 from supervisor.policy.state import UnitState
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner, SpawnError
@@ -34,13 +46,34 @@ from supervisor.units.values import signal_name
 
 log = structlog.get_logger()
 
-# How long a SIGKILLed unit may take to disappear before we give up waiting
-# for it (it is then in uninterruptible sleep; the cgroup still holds it).
+# How long a SIGKILLed unit may take to disappear before the stop is reported
+# stalled (a frozen parent cgroup, a process in uninterruptible sleep); the
+# kill is then retried, STALL_RETRY_MAX apart at most.
 KILL_GRACE = 10.0
+STALL_RETRY_MAX = 30.0
+# Errors a start can meet that are the unit's (its file, its image, the kernel
+# refusing its limits) rather than supd's bugs.
+START_ERRORS = (SpawnError, CgroupError, OSError, ValueError)
 
 
 class StartFailure(Exception):
     """The unit cannot be started; the message is shown in `supctl status`."""
+
+
+class Refused(StartFailure):
+    """The lifecycle refused a command in this state (HTTP 409)."""
+
+
+@dataclass
+class _Run:
+    """The process the unit's task is supervising right now."""
+
+    unit: Unit
+    pid: int
+    ref: CgroupRef | None
+    exited: anyio.Event
+    tg: TaskGroup
+    stopping: bool = False
 
 
 class Supervisor:
@@ -73,13 +106,40 @@ class Supervisor:
         self.run_watchers: list[Callable[[Supervisor, UnitRun, Unit], Awaitable[None]]] = []
 
     # ----------------------------------------------------------- transitions
-    def set_state(self, u: UnitRun, state: UnitState, reason: str, *, again: bool = False, **fields: Any) -> None:
-        """Move `u` to `state` with an event; `again` re-announces an unchanged
-        state (a unit file that is invalid in a new way)."""
-        if u.state != state or again:
-            u.state = state
+    def _apply(self, u: UnitRun, event: lc.Event) -> lc.Step:
+        """Apply one lifecycle event (refusals raise Refused) and commit it."""
+        step = lc.step(u.life, event, time.monotonic())
+        if step.refused is not None:
+            raise Refused(f"{u.name} {step.refused}")
+        self._commit(u, step)
+        return step
+
+    def _commit(self, u: UnitRun, step: lc.Step) -> None:
+        before, u.life = u.life, step.life
+        fields = _event_fields(step)
+        if step.life.state is not before.state or step.again:
             u.since = time.time()
-            self.events.emit(u.name, state.value, reason, **fields)
+            if step.life.state in (UnitState.FAILED, UnitState.ERROR) and step.life.error:
+                fields.setdefault("error", step.life.error)
+            self.events.emit(u.name, step.life.state.value, step.life.reason, **fields)
+        for action in step.actions:
+            if isinstance(action, lc.Announce):
+                self.events.emit(u.name, action.event, action.reason, **fields)
+            elif isinstance(action, lc.StopDependents):
+                self._stop_dependents(u)
+        self._broadcast()
+        if self.on_state_change is not None:
+            try:
+                self.on_state_change(u)
+            except Exception:  # a record that cannot be written must not stop the unit
+                log.exception("state_record_failed", unit=u.name)
+
+    def set_state(self, u: UnitRun, state: UnitState, reason: str, **fields: Any) -> None:
+        """Restore a recorded state for a unit whose task has not run yet
+        (daemon start-up only: a take-over, not a transition)."""
+        u.life = replace(u.life, state=state, reason=reason)
+        u.since = time.time()
+        self.events.emit(u.name, state.value, reason, **fields)
         self._broadcast()
         if self.on_state_change is not None:
             self.on_state_change(u)
@@ -87,6 +147,10 @@ class Supervisor:
     def _broadcast(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+    def notify_changed(self) -> None:
+        """Something units wait on changed without a state change (health)."""
+        self._broadcast()
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
@@ -97,351 +161,431 @@ class Supervisor:
 
     def add(self, loaded: Loaded) -> UnitRun:
         assert self._tg is not None
-        u = UnitRun(name=loaded.name, file=loaded.file, unit=loaded.unit, error=loaded.error)
-        u.reset_policy()
+        u = UnitRun(name=loaded.name, file=loaded.file, unit=loaded.unit)
+        # A file that comes back while its old unit is still stopping: the new
+        # unit waits for the old one to be gone (same scope name).
+        predecessor = self.units.get(u.name)
         self.units[u.name] = u
-        if loaded.error is not None:
-            self.set_state(u, UnitState.ERROR, "invalid unit file", error=loaded.error)
-        else:
-            assert loaded.unit is not None
-            u.want_running = loaded.unit.unit.enabled
+        spec = loaded.unit.restart if loaded.unit is not None else None
+        enabled = loaded.unit.unit.enabled if loaded.unit is not None else False
+        step = lc.step(u.life, lc.Load(spec, enabled, loaded.error), time.monotonic())
+        if loaded.error is None:
+            u.life = step.life
             self.events.emit(u.name, "loaded", "unit file", file=str(loaded.file))
-        self._tg.start_soon(self._unit_task, u, name=f"unit {u.name}")
+        else:
+            self._commit(u, step)
+        self._tg.start_soon(self._unit_task, u, predecessor, name=f"unit {u.name}")
         return u
 
     async def redefine(self, u: UnitRun, loaded: Loaded) -> str:
-        """Apply a changed unit file. Returns what was done (for reload replies)."""
-        old = u.unit
-        if loaded.error is not None:
-            u.error = loaded.error
-            if u.active:
-                await self.stop(u, reason="invalid unit file")
-            u.unit = None
-            u.want_running = False
-            self.set_state(u, UnitState.ERROR, "invalid unit file", error=loaded.error, again=True)
-            u.poke()
-            return "error"
-        new = loaded.unit
-        assert new is not None
-        u.error = None
-        u.file = loaded.file
-        if old is not None and u.active and old.differs_only_in_resources(new) and u.cgroup is not None:
-            changed = [k for k in vars(new.resources) if getattr(new.resources, k) != getattr(old.resources, k)]
-            u.unit = new
-            warnings = await self.driver.update(u.cgroup, new.resources) if self.driver else []
-            u.warnings = tuple(warnings)
-            self.events.emit(u.name, "updated", "resources changed live", changed=changed, warnings=warnings)
-            return "updated"
-        was_running = u.active
-        if was_running:
-            await self.stop(u, reason="unit file changed", keep_wanted=False)
-            await self._wait_inactive(u)
-        u.unit = new
-        u.reset_policy()
-        u.want_running = new.unit.enabled or was_running
-        if u.state in (UnitState.ERROR, UnitState.FAILED):
-            self.set_state(u, UnitState.INACTIVE, "unit file changed")
-        else:
-            self.events.emit(u.name, "reloaded", "unit file changed")
-        u.poke()
-        return "restarted" if was_running else "changed"
+        """Apply a changed unit file. Returns what was done (for reload replies):
+        "error", "updated", "update-refused: <why>", "restarted" or "changed"."""
+        cmd = await self._send(u, Command("redefine", loaded=loaded))
+        return cmd.result
 
-    async def remove(self, u: UnitRun) -> None:
-        u.removed = True
-        u.want_running = False
-        if u.active:
-            await self.stop(u, reason="unit file removed")
-            await self._wait_inactive(u)
-        u.poke()
-        self.units.pop(u.name, None)
-        self.events.emit(u.name, "removed", "unit file removed")
-
-    async def _wait_inactive(self, u: UnitRun) -> None:
-        while u.active:
-            await self.wait_changed()
+    async def remove(self, u: UnitRun, *, wait: bool = True) -> None:
+        """Forget a unit whose file is gone (its task stops the process first)."""
+        await self._send(u, Command("remove"))
+        if wait:
+            await u.gone.wait()
 
     # ------------------------------------------------------------ commands
-    def start(self, u: UnitRun) -> None:
-        """A user start: also the only way out of `failed`."""
-        if u.unit is None:
-            return
-        u.want_running = True
-        u.user_stopped = False
-        if u.state == UnitState.FAILED:
-            u.reset_policy()
-            self.set_state(u, UnitState.INACTIVE, "user")
-        elif u.start_limit is not None:
-            u.start_limit.reset()
+    async def _send(self, u: UnitRun, cmd: Command) -> Command:
+        if u.gone.is_set():
+            raise Refused(f"{u.name} is being removed")
+        u.inbox.append(cmd)
         u.poke()
+        await cmd.done.wait()
+        if cmd.error is not None:
+            raise cmd.error
+        return cmd
+
+    async def event(self, u: UnitRun, event: lc.Event) -> lc.Step:
+        """Send a lifecycle event to the unit's task; returns the applied step
+        (raises Refused with the reason when the lifecycle refuses it)."""
+        cmd = await self._send(u, Command("event", event=event))
+        assert cmd.step is not None
+        return cmd.step
+
+    async def start(self, u: UnitRun) -> None:
+        """A user start: also the only way out of `failed`."""
+        await self.event(u, lc.Start())
 
     async def stop(self, u: UnitRun, reason: str = "user", keep_wanted: bool = False) -> None:
-        u.want_running = keep_wanted
-        u.stop_reason = reason
-        u.user_stopped = reason == "user"
-        if u.active:
-            u.stop_requested.set()
-        elif u.state == UnitState.RESTARTING:
-            self.set_state(u, UnitState.INACTIVE, reason)
-        u.poke()
+        await self.event(u, lc.Stop(reason, keep_wanted))
 
     async def fail(self, u: UnitRun, reason: str) -> None:
         """Stop the running process and treat its end as a failure with `reason`
         ("health", "max-frozen", ...): the unit's [restart] policy decides what next."""
-        if not u.active:
-            return
-        u.fail_reason = reason
-        u.stop_reason = reason
-        u.stop_requested.set()
+        try:
+            await self.event(u, lc.Fail(reason))
+        except Refused:
+            pass  # nothing running any more
 
     async def restart(self, u: UnitRun) -> None:
-        # Stop for good, then start: a stop that keeps the unit wanted would let
-        # the unit task start it again before we see it go inactive (and a supd
-        # shutdown in between would start it again).
-        if u.active:
-            await self.stop(u, reason="user restart")
-            await self._wait_inactive(u)
-        self.start(u)
+        await self.event(u, lc.Restart())
 
     async def freeze(self, u: UnitRun, reason: str = "user") -> None:
-        if u.cgroup is None or self.driver is None:
-            raise StartFailure(f"{u.name} has no running process to freeze")
-        await self.driver.freeze(u.cgroup)
-        u.frozen, u.freeze_reason = True, reason
-        self.set_state(u, UnitState.FROZEN, reason)
+        await self.event(u, lc.Freeze(reason))
 
     async def thaw(self, u: UnitRun, reason: str = "user") -> None:
-        if u.cgroup is None or self.driver is None:
-            raise StartFailure(f"{u.name} has no running process to thaw")
-        await self.driver.thaw(u.cgroup)
-        u.frozen, u.freeze_reason = False, None
-        self.set_state(u, UnitState.RUNNING, "thaw " + reason if reason != "user" else "user")
+        await self.event(u, lc.Thaw(reason))
 
     # ----------------------------------------------------------- unit task
-    async def _unit_task(self, u: UnitRun) -> None:
-        while not u.removed:
-            wake = u.new_wake()
-            if u.want_running and u.unit is not None and u.state not in (UnitState.FAILED, UnitState.ERROR):
-                await self._run_with_policy(u)
-                continue
-            await wake.wait()
+    async def _unit_task(self, u: UnitRun, predecessor: UnitRun | None = None) -> None:
+        if predecessor is not None:
+            await predecessor.gone.wait()
+        try:
+            while True:
+                try:
+                    await self._drive(u)
+                    return
+                except Exception as e:  # contained: the unit fails, supd carries on
+                    try:
+                        await self._contain(u, e)
+                    except Exception:  # even a failed clean-up must not reach the daemon's task group
+                        log.exception("unit_containment_failed", unit=u.name)
+                        await anyio.sleep(1.0)
+        finally:
+            u.gone.set()
+            for cmd in u.inbox:
+                cmd.error = Refused(f"{u.name} was removed")
+                cmd.done.set()
+            u.inbox.clear()
+            if u.life.removed and self.units.get(u.name) is u:  # not at a shutdown
+                del self.units[u.name]
+                self.events.emit(u.name, "removed", "unit file removed")
+                self._broadcast()
 
-    async def _run_with_policy(self, u: UnitRun) -> None:
-        """Start the unit once and handle its end by the restart policy."""
-        assert u.unit is not None and u.backoff is not None and u.start_limit is not None
-        unit = u.unit
-        if not await self._wait_dependencies(u):
-            return
-        now = time.monotonic()
-        if u.adopt_pid is None and not u.start_limit.allow(now):
-            u.want_running = False
-            u.error = (
-                f"start limit hit: started more than {unit.restart.limit_burst} times in "
-                f"{unit.restart.limit_interval:g}s; `supctl start {u.name}` clears it"
-            )
-            self.set_state(u, UnitState.FAILED, "start-limit", error=u.error)
-            self._stop_dependents(u)
-            return
-        if u.adopt_pid is not None:
-            status = await self._run_adopted(u, unit)
+    async def _contain(self, u: UnitRun, e: Exception) -> None:
+        log.exception("unit_task_crashed", unit=u.name)
+        with anyio.CancelScope(shield=True):
+            ref = u.cgroup
+            if ref is not None and self.driver is not None and not self.detaching:
+                try:
+                    await self.driver.remove(ref)
+                except Exception as cleanup_error:
+                    log.warning("cgroup_remove_failed", unit=u.name, error=str(cleanup_error))
+            elif u.pid is not None:
+                _kill_quietly(u.pid, signal.SIGKILL)
+            if u.unit is not None and u.unit.rootfs is not None and self.cleanup_rootfs is not None:
+                try:
+                    await anyio.to_thread.run_sync(self.cleanup_rootfs, u.unit)
+                except Exception as cleanup_error:
+                    log.warning("rootfs_cleanup_failed", unit=u.name, error=str(cleanup_error))
+        u.pid, u.cgroup, u.frozen = None, None, False
+        if u.next_unit is not None:
+            u.unit, u.next_unit = u.next_unit[0], None
+        self._commit(u, lc.step(u.life, lc.Crashed(f"internal error: {e!r}"), time.monotonic()))
+        for cmd in list(u.inbox):  # whatever was asked meanwhile is looked at afresh
+            if cmd.done.is_set():
+                u.inbox.remove(cmd)
+
+    async def _drive(self, u: UnitRun) -> None:
+        while True:
+            if u.life.removed and not u.active:
+                return
+            now = time.monotonic()
+            if u.adopt_pid is not None and u.unit is not None:
+                await self._run_adopted(u, u.unit)
+                continue
+            if u.life.due(now) and u.unit is not None:
+                await self._run(u, u.unit)
+                continue
+            timeout = float("inf")
+            if u.life.state is UnitState.RESTARTING and u.life.retry_at is not None:
+                timeout = max(0.0, u.life.retry_at - now)
+            cmd = await self._next_command(u, timeout)
+            if cmd is not None:
+                await self._handle(u, cmd, None)
+
+    async def _next_command(self, u: UnitRun, timeout: float = float("inf"), until: anyio.Event | None = None) -> Command | None:
+        """The next command, or None when `timeout` passed or `until` is set."""
+        with anyio.move_on_after(timeout):
+            while not u.inbox:
+                if until is not None and until.is_set():
+                    return None
+                await u.new_wake().wait()
+        return u.inbox.popleft() if u.inbox else None
+
+    async def _handle(self, u: UnitRun, cmd: Command, run: _Run | None) -> None:
+        try:
+            if cmd.kind == "event":
+                assert cmd.event is not None
+                cmd.step = await self._event_now(u, cmd.event, run)
+            elif cmd.kind == "redefine":
+                cmd.result = await self._redefine_now(u, cmd.loaded, run)
+            elif cmd.kind == "remove":
+                cmd.step = await self._event_now(u, lc.Remove(), run)
+        except (StartFailure, CgroupError, OSError) as e:
+            cmd.error = e
+        except Exception as e:
+            cmd.error = StartFailure(f"{u.name}: internal error: {e!r}")
+            raise
+        finally:
+            cmd.done.set()
+
+    async def _event_now(self, u: UnitRun, event: lc.Event, run: _Run | None) -> lc.Step:
+        """Apply an event in the unit's task. Freeze and thaw act on the kernel
+        first: if that fails the state stays as it was."""
+        step = lc.step(u.life, event, time.monotonic())
+        if step.refused is not None:
+            raise Refused(f"{u.name} {step.refused}")
+        for action in step.actions:
+            if isinstance(action, (lc.FreezeProcess, lc.ThawProcess)):
+                ref = run.ref if run is not None else u.cgroup
+                if ref is None or self.driver is None:
+                    raise Refused(f"{u.name} has no cgroup to {'freeze' if isinstance(action, lc.FreezeProcess) else 'thaw'}")
+                if isinstance(action, lc.FreezeProcess):
+                    await self.driver.freeze(ref)
+                    u.frozen = True
+                else:
+                    await self.driver.thaw(ref)
+                    u.frozen = False
+        self._commit(u, step)
+        if run is not None and lc.SignalStop() in step.actions:
+            self._begin_stop(u, run)
+        return step
+
+    async def _redefine_now(self, u: UnitRun, loaded: Loaded, run: _Run | None) -> str:
+        old, new = u.unit, loaded.unit
+        u.file = loaded.file
+        if run is not None and old is not None and new is not None and old.differs_only_in_resources(new):
+            return await self._update_live(u, old, new, run)
+        if new is None:
+            event: lc.Event = lc.Redefine(None, False, loaded.error)
         else:
-            status = await self._run_once(u, unit)
-        if status is None:  # could not start
-            self._stop_dependents(u)
+            event = lc.Redefine(new.restart, new.unit.enabled, None, restart_needed=True)
+        await self._event_now(u, event, run)
+        if run is not None:
+            u.next_unit = (new,)  # the running process ends on the definition it started with
+        else:
+            u.unit = new
+        if new is None:
+            return "error"
+        return "restarted" if run is not None else "changed"
+
+    async def _update_live(self, u: UnitRun, old: Unit, new: Unit, run: _Run) -> str:
+        """Resources-only change to a running unit: applied in place. A refusal
+        (EBUSY lowering memory_max below usage, EINVAL, ERANGE, a refused systemd
+        property) leaves the old limits in force and says so."""
+        changed = tuple(k for k in vars(new.resources) if getattr(new.resources, k) != getattr(old.resources, k))
+        warnings: list[str] = []
+        if self.driver is not None and run.ref is not None:
+            try:
+                await failpoints.ahit("driver.update", u.name)
+                warnings = await self.driver.update(run.ref, new.resources)
+                refused = [w for w in warnings if "refused by systemd" in w]
+                if refused:  # the systemd driver skips a property systemd refuses: that is a refusal here
+                    raise CgroupError(run.ref.scope, None, "; ".join(refused))
+            except Exception as e:  # whatever the reason, the unit keeps running on its old limits
+                error = f"{new.file}: [resources]: live update refused, old limits kept: {e}"
+                try:  # some files may have been written before the refusal
+                    await self.driver.update(run.ref, old.resources)
+                except Exception as restore_error:
+                    log.warning("cgroup_restore_limits_failed", unit=u.name, error=str(restore_error))
+                self._apply(u, lc.UpdateRefused(error))
+                return f"update-refused: {error}"
+        u.unit = new
+        u.warnings = tuple(warnings)
+        self._apply(u, lc.UpdateApplied(changed, tuple(warnings)))
+        return "updated"
+
+    # ------------------------------------------------------------- running
+    async def _run(self, u: UnitRun, unit: Unit) -> None:
+        """Start the unit once (after its dependencies) and see it to its end."""
+        if not await self._wait_dependencies(u, unit):
             return
-        u.last_exit = status
+        step = self._apply(u, lc.Launch())
+        if lc.Spawn() not in step.actions:
+            return
+        started = await self._spawn(u, unit)
+        if started is None:
+            return
+        pid, ref = started
+        u.pid, u.started_at = pid, time.monotonic()
+        self._apply(u, lc.Started(pid))
+        await self._see_to_end(u, unit, pid, ref)
+
+    async def _see_to_end(self, u: UnitRun, unit: Unit, pid: int, ref: CgroupRef | None) -> None:
+        status = await self._supervise(u, unit, pid, ref)
         if self.detaching:
             return
-        user_stop = u.stop_requested.is_set() and u.fail_reason is None
-        if u.fail_reason is not None:
-            status = status.because(u.fail_reason)
-            u.last_exit = status
-            u.fail_reason = None
-        u.stop_requested = anyio.Event()
-        if user_stop:
-            self.set_state(u, UnitState.INACTIVE, u.stop_reason, **_exit_fields(status))
-            self._stop_dependents(u)
-            return
-        if u.want_running and should_restart(unit.restart.policy, status, user_stop=False):
-            delay = u.backoff.exited(time.monotonic())
-            u.restarts += 1
-            self.set_state(u, UnitState.RESTARTING, status.reason, delay=round(delay, 3), **_exit_fields(status))
-            wake = u.new_wake()
-            with anyio.move_on_after(delay):
-                await wake.wait()
-            if not u.want_running and u.state == UnitState.RESTARTING:
-                self.set_state(u, UnitState.INACTIVE, u.stop_reason)
-            return
-        u.want_running = False
-        self.set_state(u, UnitState.EXITED, status.reason, **_exit_fields(status))
-        self._stop_dependents(u)
+        with anyio.CancelScope(shield=True):
+            status = self._classify(u, status)
+            await self._cleanup(u, unit, ref)
+        u.pid, u.cgroup, u.frozen, u.started_at = None, None, False, None
+        if u.next_unit is not None:  # a definition that waited for the old process to end
+            u.unit, u.next_unit = u.next_unit[0], None
+        self._apply(u, lc.Exited(status))
 
-    async def _run_once(self, u: UnitRun, unit: Unit) -> ExitStatus | None:
-        """Spawn, place in the cgroup, go, supervise, clean up. None = cannot start."""
-        u.active = True
-        u.frozen, u.freeze_reason = False, None
-        self.set_state(u, UnitState.STARTING, "restart" if u.restarts else "start")
+    async def _spawn(self, u: UnitRun, unit: Unit) -> tuple[int, CgroupRef | None] | None:
+        """Rootfs, spawn, cgroup, go. None (and state failed) when it cannot
+        start. Whatever way it ends early — an error, a bug, a cancel — what was
+        made (process, scope, mount point) is removed in a shielded scope."""
         ref: CgroupRef | None = None
+        pending = None
         warnings: list[str] = []
         try:
+            plan = None
+            if unit.rootfs is not None and self.prepare_rootfs is not None:
+                # Importing an image on first use unpacks tarballs: keep it off the loop.
+                plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit)
+            spec = build_spawn_spec(unit, plan)
+            await failpoints.ahit("spawn", unit.name)
+            log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
+            null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                plan = None
-                if unit.rootfs is not None and self.prepare_rootfs is not None:
-                    # Importing an image on first use unpacks tarballs: keep it off the loop.
-                    plan = await anyio.to_thread.run_sync(self.prepare_rootfs, unit)
-                spec = build_spawn_spec(unit, plan)
-                log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
-                null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                pending = await self.spawner.start(spec, stdio=(null_fd, log_fd, log_fd))
+            finally:
+                os.close(log_fd)
+                os.close(null_fd)
+            # Place the process in its scope while it sets itself up: the first
+            # cgroup move after a quiet spell waits for an RCU grace period
+            # (~10 ms here), which this overlaps with the mounts. It still
+            # cannot exec before both are done.
+            errors: list[BaseException] = []
+
+            async def ready() -> None:
                 try:
-                    pending = await self.spawner.start(spec, stdio=(null_fd, log_fd, log_fd))
-                finally:
-                    os.close(log_fd)
-                    os.close(null_fd)
-                try:
-                    # Place the process in its scope while it sets itself up:
-                    # the first cgroup move after a quiet spell waits for an RCU
-                    # grace period (~10 ms here), which this overlaps with the
-                    # mounts. It still cannot exec before both are done.
-                    ready_error: list[BaseException] = []
-                    create_error: list[BaseException] = []
+                    await pending.wait_ready()
+                except SpawnError as e:
+                    errors.append(e)
 
-                    async def ready() -> None:
-                        try:
-                            await pending.wait_ready()
-                        except SpawnError as e:
-                            ready_error.append(e)
-
-                    async with anyio.create_task_group() as setup:
-                        setup.start_soon(ready)
-                        if self.driver is not None:
-                            try:
-                                ref, warnings = await self.driver.create(ScopeSpec.for_unit(unit), pending.pid)
-                            except (CgroupError, OSError) as e:
-                                create_error.append(e)
-                    for error in create_error + ready_error:
-                        raise error
-                    if ref is not None and self.driver is not None:
-                        u.cgroup, u.warnings = ref, tuple(warnings)
-                        for w in warnings:
-                            log.warning("cgroup_limit_not_applied", unit=unit.name, warning=w)
-                        u.oom_kills_at_start = self.driver.stats(ref).oom_kills or 0
-                    await pending.go()
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await pending.abort()
-                    raise
-            except (SpawnError, CgroupError, StartFailure, OSError, ValueError) as e:
-                u.error = describe_spawn_error(unit, str(e)) if isinstance(e, SpawnError) else str(e)
-                u.want_running = False
-                with anyio.CancelScope(shield=True):
-                    await self._cleanup(u, unit, ref)
-                self.set_state(u, UnitState.FAILED, "cannot start", error=u.error)
+            async with anyio.create_task_group() as setup:
+                setup.start_soon(ready)
+                if self.driver is not None:
+                    try:
+                        await failpoints.ahit("driver.create", unit.name)
+                        ref, warnings = await self.driver.create(ScopeSpec.for_unit(unit), pending.pid)
+                    except (CgroupError, OSError) as e:
+                        errors.insert(0, e)
+            if errors:
+                raise errors[0]
+            if ref is not None and self.driver is not None:
+                u.cgroup, u.warnings = ref, tuple(warnings)
+                for w in warnings:
+                    log.warning("cgroup_limit_not_applied", unit=unit.name, warning=w)
+                u.oom_kills_at_start = self.driver.stats(ref).oom_kills or 0
+            await pending.go()
+            return pending.pid, ref
+        except BaseException as e:
+            with anyio.CancelScope(shield=True):
+                await self._abort_start(u, unit, pending, ref)
+            if isinstance(e, (StartFailure, *START_ERRORS)):
+                message = describe_spawn_error(unit, str(e)) if isinstance(e, SpawnError) else str(e)
+                self._apply(u, lc.StartFailed(message))
                 return None
-            except Exception as e:  # a bug must not take the daemon down with it
-                log.exception("unit_start_crashed", unit=unit.name)
-                u.error = f"internal error: {e!r}"
-                u.want_running = False
-                with anyio.CancelScope(shield=True):
-                    await self._cleanup(u, unit, ref)
-                self.set_state(u, UnitState.FAILED, "cannot start", error=u.error)
-                return None
-            u.pid = pending.pid
-            u.error = None
-            u.started_at = time.monotonic()
-            assert u.backoff is not None
-            u.backoff.started(u.started_at)
-            self.set_state(u, UnitState.RUNNING, "started", pid=u.pid)
-            return await self._supervise_to_end(u, unit, pending.pid, ref)
-        finally:
-            self._run_over(u)
+            raise
 
-    async def _run_adopted(self, u: UnitRun, unit: Unit) -> ExitStatus:
+    def _prepare_rootfs(self, unit: Unit) -> Any:
+        failpoints.hit("rootfs.mount", unit.name)
+        assert self.prepare_rootfs is not None
+        return self.prepare_rootfs(unit)
+
+    async def _abort_start(self, u: UnitRun, unit: Unit, pending: Any, ref: CgroupRef | None) -> None:
+        """Undo a half-done start; every step on its own, none may stop the others."""
+        if pending is not None:
+            try:
+                await pending.abort()
+            except Exception as e:
+                log.warning("spawn_abort_failed", unit=unit.name, error=str(e))
+        if self.driver is not None and ref is not None:
+            # Only a scope this start made: a create that fails cleans up after
+            # itself, and a scope it refused (processes supd did not start)
+            # must never be touched.
+            try:
+                await self.driver.remove(ref)
+            except Exception as e:
+                log.warning("cgroup_remove_failed", unit=unit.name, error=str(e))
+        if unit.rootfs is not None and self.cleanup_rootfs is not None:
+            try:
+                await anyio.to_thread.run_sync(self.cleanup_rootfs, unit)
+            except Exception as e:
+                log.warning("rootfs_cleanup_failed", unit=unit.name, error=str(e))
+        u.cgroup, u.pid = None, None
+
+    async def _run_adopted(self, u: UnitRun, unit: Unit) -> None:
         """Supervise a process a previous supd started (live-restore, or a crash of
         supd): its pid, start time and scope were checked by the caller. It is not
         our child, so its exit is seen through a pidfd but its status is unknown."""
         pid, u.adopt_pid = u.adopt_pid, None
         assert pid is not None
-        u.active = True
-        try:
-            u.pid = pid
-            u.started_at = time.monotonic()
-            assert u.backoff is not None
-            u.backoff.started(u.started_at)
-            if u.cgroup is not None and self.driver is not None:
-                try:
-                    u.oom_kills_at_start = self.driver.stats(u.cgroup).oom_kills or 0
-                except (CgroupError, OSError):
-                    pass
-            self.set_state(u, UnitState.RUNNING, "adopted", pid=pid)
-            if u.adopt_since is not None:  # uptime counts from the real start, not the adoption
-                u.since, u.adopt_since = u.adopt_since, None
-            if u.cgroup is not None and self.driver is not None and self.driver.stats(u.cgroup).frozen:
-                u.frozen = True
-                u.freeze_reason = u.freeze_reason or "user"
-                self.set_state(u, UnitState.FROZEN, u.freeze_reason)
-            return await self._supervise_to_end(u, unit, pid, u.cgroup)
-        finally:
-            self._run_over(u)
+        u.pid = pid
+        u.started_at = time.monotonic()
+        frozen_by = None
+        if u.cgroup is not None and self.driver is not None:
+            try:
+                stats = self.driver.stats(u.cgroup)
+                u.oom_kills_at_start = stats.oom_kills or 0
+                if stats.frozen:
+                    frozen_by = u.life.freeze_reason or "user"
+                    u.frozen = True
+            except (CgroupError, OSError):
+                pass
+        self._commit(u, lc.step(u.life, lc.Adopted(pid, frozen_by), time.monotonic()))
+        if u.adopt_since is not None:  # uptime counts from the real start, not the adoption
+            u.since, u.adopt_since = u.adopt_since, None
+        await self._see_to_end(u, unit, pid, u.cgroup)
 
-    async def _supervise_to_end(self, u: UnitRun, unit: Unit, pid: int, ref: CgroupRef | None) -> ExitStatus:
-        status = await self._supervise(u, unit, pid)
-        if self.detaching:  # live-restore: leave the process and its scope as they are
-            return status
-        with anyio.CancelScope(shield=True):
-            status = self._classify(u, status)
-            await self._cleanup(u, unit, ref)
-        return status
-
-    def _run_over(self, u: UnitRun) -> None:
-        if not self.detaching:
-            u.pid = None
-            u.cgroup = None
-            u.frozen = False
-        u.active = False
-        self._broadcast()
-
-    async def _supervise(self, u: UnitRun, unit: Unit, pid: int) -> ExitStatus:
-        """Wait for the process to exit, or for a stop request and then for the exit."""
+    async def _supervise(self, u: UnitRun, unit: Unit, pid: int, ref: CgroupRef | None) -> ExitStatus:
+        """Wait for the process to exit, handling commands meanwhile (a stop
+        runs beside them, so a stop that takes its time blocks nothing)."""
         result: list[ExitStatus] = []
         exited = anyio.Event()
 
         async def wait_exit() -> None:
             result.append(await self.reaper.wait(pid))
             exited.set()
+            u.poke()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait_exit)
             watchers = anyio.CancelScope()
 
+            async def guarded(watcher: Callable[[Supervisor, UnitRun, Unit], Awaitable[None]]) -> None:
+                # A policy that breaks (a memory watch the kernel refuses, a bug
+                # in a check) ends itself, not the unit.
+                try:
+                    await watcher(self, u, unit)
+                except Exception:
+                    log.exception("unit_watcher_failed", unit=u.name, watcher=getattr(watcher, "__name__", repr(watcher)))
+
             async def run_watchers() -> None:
                 with watchers:
                     async with anyio.create_task_group() as wg:
                         for watcher in self.run_watchers:
-                            wg.start_soon(watcher, self, u, unit)
+                            wg.start_soon(guarded, watcher)
 
             tg.start_soon(run_watchers)
-            async with anyio.create_task_group() as race:
-
-                async def on_exit() -> None:
-                    await exited.wait()
-                    race.cancel_scope.cancel()
-
-                async def on_stop() -> None:
-                    await u.stop_requested.wait()
-                    race.cancel_scope.cancel()
-
-                race.start_soon(on_exit)
-                race.start_soon(on_stop)
+            run = _Run(unit, pid, ref, exited, tg)
+            if u.life.state is UnitState.STOPPING:  # stopped while it was being set up
+                self._begin_stop(u, run)
+            while not exited.is_set():
+                cmd = await self._next_command(u, until=exited)
+                if cmd is None:
+                    break
+                await self._handle(u, cmd, run)
             watchers.cancel()
-            if not exited.is_set():
-                with anyio.CancelScope(shield=True):
-                    await self._stop_process(u, unit, pid, exited)
+            tg.cancel_scope.cancel()
         return result[0]
 
-    async def _stop_process(self, u: UnitRun, unit: Unit, pid: int, exited: anyio.Event) -> None:
-        self.set_state(u, UnitState.STOPPING, u.stop_reason)
-        if u.frozen and u.cgroup is not None and self.driver is not None:
+    def _begin_stop(self, u: UnitRun, run: _Run) -> None:
+        if not run.stopping:
+            run.stopping = True
+            run.tg.start_soon(self._stop_process, u, run)
+
+    async def _stop_process(self, u: UnitRun, run: _Run) -> None:
+        """[stop].signal, then SIGKILL to the scope after [stop].timeout; a kill
+        that does not empty the scope (a frozen parent, D state) is reported
+        and retried until the process is gone. Never raises."""
+        unit, pid, ref, exited = run.unit, run.pid, run.ref, run.exited
+        if u.frozen and ref is not None and self.driver is not None:
             # A frozen process cannot act on a signal: thaw first, then signal.
-            await self.driver.thaw(u.cgroup)
+            try:
+                await self.driver.thaw(ref)
+            except (CgroupError, OSError) as e:
+                log.warning("stop_thaw_failed", unit=u.name, error=str(e))
             u.frozen = False
         self._signal_main(unit, pid, unit.stop.signal)
         with anyio.move_on_after(unit.stop.timeout):
@@ -449,12 +593,34 @@ class Supervisor:
         if exited.is_set():
             return
         self.events.emit(u.name, "kill", "stop timeout", signal="SIGKILL", timeout=unit.stop.timeout)
-        if u.cgroup is not None and self.driver is not None:
-            await self.driver.kill(u.cgroup, signal.SIGKILL)
-        else:
-            _kill_quietly(pid, signal.SIGKILL)
-        with anyio.move_on_after(KILL_GRACE):
-            await exited.wait()
+        wait = KILL_GRACE
+        while not exited.is_set():
+            with anyio.move_on_after(KILL_GRACE):
+                try:
+                    await failpoints.ahit("driver.kill", u.name)
+                    if ref is not None and self.driver is not None:
+                        await self.driver.kill(ref, signal.SIGKILL)
+                    else:
+                        _kill_quietly(pid, signal.SIGKILL)
+                except Exception as e:
+                    log.warning("stop_kill_failed", unit=u.name, error=str(e))
+                    _kill_quietly(pid, signal.SIGKILL)
+            with anyio.move_on_after(wait):
+                await exited.wait()
+            if exited.is_set():
+                return
+            why = self._why_stuck(ref)
+            self._commit(u, lc.step(u.life, lc.StopStalled(why), time.monotonic()))
+            wait = min(wait * 2, STALL_RETRY_MAX)
+
+    def _why_stuck(self, ref: CgroupRef | None) -> str:
+        if ref is not None:
+            try:
+                if cgroup_tree.frozen_by_parent(ref):
+                    return "frozen by parent: cannot finish the stop until supd.slice (or above) is thawed; retrying"
+            except (CgroupError, OSError):
+                pass
+        return "processes did not end after SIGKILL (uninterruptible sleep?); retrying"
 
     def _signal_main(self, unit: Unit, pid: int, sig: int) -> None:
         # A container's pid 1 (its init or command) owns its processes, as with
@@ -483,57 +649,66 @@ class Supervisor:
     async def _cleanup(self, u: UnitRun, unit: Unit, ref: CgroupRef | None) -> None:
         if ref is not None and self.driver is not None:
             try:
+                await failpoints.ahit("driver.remove", unit.name)
                 await self.driver.remove(ref)
             except (CgroupError, OSError) as e:
                 log.warning("cgroup_remove_failed", unit=unit.name, error=str(e))
         if unit.rootfs is not None and self.cleanup_rootfs is not None:
             try:
-                self.cleanup_rootfs(unit)
+                # Removing an ephemeral upper can take a while: off the loop.
+                await anyio.to_thread.run_sync(self.cleanup_rootfs, unit)
             except OSError as e:
                 log.warning("rootfs_cleanup_failed", unit=unit.name, error=str(e))
 
     # -------------------------------------------------------- dependencies
-    async def _wait_dependencies(self, u: UnitRun) -> bool:
-        """Start what `u` requires and wait until everything it is after runs.
-        Returns False if `u` should not start after all (stopped meanwhile)."""
-        assert u.unit is not None
-        deps = tuple(dict.fromkeys(u.unit.unit.after + u.unit.unit.requires))
+    async def _wait_dependencies(self, u: UnitRun, unit: Unit) -> bool:
+        """Start what `u` requires and wait until everything it is after runs,
+        handling commands meanwhile. False: `u` should not start after all."""
+        deps = tuple(dict.fromkeys(unit.unit.after + unit.unit.requires))
         if not deps:
             return True
-        for name in u.unit.unit.requires:
+        for name in unit.unit.requires:
             dep = self.units.get(name)
-            if dep is not None and not dep.want_running and dep.unit is not None:
+            if dep is not None and not dep.want_running and dep.unit is not None and dep.state is not UnitState.FAILED:
                 self.events.emit(name, "start", f"required by {u.name}")
-                self.start(dep)
-        announced = False
+                self._post(dep, lc.Start())
         while True:
-            if not u.want_running or u.removed:
+            if not u.life.due(time.monotonic()):
                 return False
             waiting = [n for n in deps if not self._dependency_ready(n)]
             if not waiting:
                 return True
-            failed = [n for n in u.unit.unit.requires if self._dependency_failed(n)]
+            failed = [n for n in unit.unit.requires if self._dependency_failed(n)]
             if failed:
-                u.want_running = False
-                self.set_state(u, UnitState.FAILED, "dependency", error=f"required unit {failed[0]} is not running")
+                self._apply(u, lc.DependencyFailed(failed[0]))
                 return False
-            if not announced:
-                self.set_state(u, UnitState.STARTING, "waiting for " + ", ".join(waiting))
-                announced = True
-            wake = u.wake
+            self._apply(u, lc.Wait(tuple(waiting)))
+            cmd: list[Command] = []
             async with anyio.create_task_group() as tg:
 
                 async def changed() -> None:
                     await self.wait_changed()
                     tg.cancel_scope.cancel()
 
-                async def poked() -> None:
-                    await wake.wait()
+                async def command() -> None:
+                    got = await self._next_command(u)
+                    if got is not None:
+                        cmd.append(got)
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(changed)
-                tg.start_soon(poked)
-            u.new_wake()
+                tg.start_soon(command)
+            for c in cmd:
+                await self._handle(u, c, None)
+            if u.unit is not unit:
+                return False  # redefined meanwhile: start over with the new definition
+
+    def _post(self, u: UnitRun, event: lc.Event) -> None:
+        """Send an event without waiting for it (dependencies: a unit's task
+        must never wait on another's)."""
+        if not u.gone.is_set():
+            u.inbox.append(Command("event", event=event))
+            u.poke()
 
     def _dependency_ready(self, name: str) -> bool:
         dep = self.units.get(name)
@@ -549,19 +724,20 @@ class Supervisor:
 
     def _stop_dependents(self, u: UnitRun) -> None:
         for other in self.units.values():
-            if other.unit is not None and u.name in other.unit.unit.requires and (other.active or other.want_running):
+            if other is u or other.unit is None or u.name not in other.unit.unit.requires:
+                continue
+            if other.active or other.want_running:
                 self.events.emit(other.name, "stop", f"requires {u.name}")
-                other.want_running = False
-                other.stop_reason = f"requires {u.name}"
-                if other.active:
-                    other.stop_requested.set()
-                other.poke()
+                self._post(other, lc.Stop(f"requires {u.name}"))
 
 
-def _exit_fields(status: ExitStatus) -> dict[str, Any]:
-    """Exit figures for events, with the signal by name (as in status objects)."""
-    sig = None if status.signal is None else signal_name(int(status.signal))
-    return {"code": status.code, "signal": sig}
+def _event_fields(step: lc.Step) -> dict[str, Any]:
+    """Event fields, with a signal by name (as in status objects)."""
+    fields = dict(step.fields)
+    sig = fields.get("signal")
+    if isinstance(sig, int):
+        fields["signal"] = signal_name(sig)
+    return fields
 
 
 def _kill_quietly(pid: int, sig: int) -> None:

@@ -1,62 +1,70 @@
 """What the daemon knows about one unit while it supervises it.
 
 `UnitRun` is the daemon's mutable record of a unit (the definition is the
-frozen `Unit`); it is owned by that unit's task, and commands reach the task by
-flipping `want_running` and poking `wake`/`stop_requested`.
+frozen `Unit`). Its lifecycle value `life` (policy.lifecycle.Life: state,
+reason, what the unit should be doing, restart history) is written only by
+the unit's own task (daemon/supervisor.py), which applies
+`policy.lifecycle.step`; everything else sends that task a `Command` and
+awaits it. The process facts (pid, cgroup, kernel freezer) sit beside it.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from supervisor.cgroups.driver import CgroupRef
-from supervisor.policy.ratelimit import StartLimit
-from supervisor.policy.restart import Backoff, ExitStatus
+from supervisor.policy import lifecycle as lc
+from supervisor.policy.restart import ExitStatus
 from supervisor.policy.state import UnitState
 from supervisor.units.model import Unit
 
 
-@dataclass
+@dataclass(eq=False)
+class Command:
+    """A request to a unit's task: a lifecycle event, a new definition, or removal.
+    `done` is set once the task has applied it; `error` says why it could not."""
+
+    kind: str  # "event" | "redefine" | "remove"
+    event: lc.Event | None = None
+    loaded: Any = None  # unitdir.Loaded for "redefine"
+    done: anyio.Event = field(default_factory=anyio.Event)
+    step: lc.Step | None = None
+    result: str = ""
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
 class UnitRun:
     name: str
     file: Path
     unit: Unit | None
-    error: str | None = None
-    state: UnitState = UnitState.INACTIVE
+    life: lc.Life = field(default_factory=lc.Life)
     since: float = field(default_factory=time.time)
     pid: int | None = None
     cgroup: CgroupRef | None = None
-    restarts: int = 0
-    last_exit: ExitStatus | None = None
-    want_running: bool = False
+    # The kernel freezer as supd last set it (a stop thaws before signalling).
     frozen: bool = False
-    freeze_reason: str | None = None
     warnings: tuple[str, ...] = ()
-    started_at: float | None = None  # monotonic, for reset_after
+    started_at: float | None = None  # monotonic, for health's start period
     oom_kills_at_start: int = 0
-    removed: bool = False
     health: str | None = None
     health_output: str | None = None
-    backoff: Backoff | None = None
-    start_limit: StartLimit | None = None
-    # Poked whenever the unit's task should look at want_running again.
+    # Commands waiting for the unit's task, and its wake-up.
+    inbox: deque[Command] = field(default_factory=deque)
     wake: anyio.Event = field(default_factory=anyio.Event)
-    # Set (while a process runs) to make the task stop it; the reason goes into the event.
-    stop_requested: anyio.Event = field(default_factory=anyio.Event)
-    stop_reason: str = "user"
-    # Set by Supervisor.fail(): the stop is a failure (restart policy applies).
-    fail_reason: str | None = None
-    # The task is running this unit (spawn, supervise, cleanup) right now.
-    active: bool = False
-    # The last stop was the user's (kept across supd restarts: a stopped unit stays stopped).
-    user_stopped: bool = False
+    # Set when the unit's task has ended (the unit was removed).
+    gone: anyio.Event = field(default_factory=anyio.Event)
     # A process left running by a previous supd, to be supervised instead of started.
     adopt_pid: int | None = None
     adopt_since: float | None = None  # when the adopted process was started (wall clock)
+    # A new definition (or None: invalid) waiting for the running process to end.
+    next_unit: tuple[Unit | None] | None = None
 
     def poke(self) -> None:
         self.wake.set()
@@ -65,10 +73,83 @@ class UnitRun:
         self.wake = anyio.Event()
         return self.wake
 
-    def reset_policy(self) -> None:
-        """Fresh backoff and start-limit counters (a new definition, or a user start)."""
-        if self.unit is None:
-            self.backoff, self.start_limit = None, None
-            return
-        self.backoff = Backoff(self.unit.restart)
-        self.start_limit = StartLimit(self.unit.restart.limit_burst, self.unit.restart.limit_interval)
+    # --- read-only views of the lifecycle (status, policies, restore)
+
+    @property
+    def state(self) -> UnitState:
+        return self.life.state
+
+    @property
+    def active(self) -> bool:
+        """A process exists or is being set up (or torn down)."""
+        return self.life.has_process or self.life.spawning or self.life.state is UnitState.STOPPING
+
+    @property
+    def removed(self) -> bool:
+        return self.life.removed
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the unit is stopping, or why it last stopped (the reason of its
+        inactive state): restore.record_for tells a shutdown stop by it."""
+        return self.life.stop_reason or self.life.reason
+
+    @stop_reason.setter
+    def stop_reason(self, value: str) -> None:
+        # The lifecycle owns stop reasons. restore's hint after adopting a
+        # process whose definition changed never had an effect; it has none.
+        pass
+
+    @property
+    def freeze_reason(self) -> str | None:
+        return self.life.freeze_reason
+
+    @freeze_reason.setter
+    def freeze_reason(self, value: str | None) -> None:
+        self._restore(freeze_reason=value)
+
+    # --- history a restarted supd restores before the unit's task first runs
+
+    @property
+    def error(self) -> str | None:
+        return self.life.error
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self._restore(error=value)
+
+    @property
+    def restarts(self) -> int:
+        return self.life.restarts
+
+    @restarts.setter
+    def restarts(self, value: int) -> None:
+        self._restore(restarts=value)
+
+    @property
+    def last_exit(self) -> ExitStatus | None:
+        return self.life.last_exit
+
+    @last_exit.setter
+    def last_exit(self, value: ExitStatus | None) -> None:
+        self._restore(last_exit=value)
+
+    @property
+    def want_running(self) -> bool:
+        return self.life.want_running
+
+    @want_running.setter
+    def want_running(self, value: bool) -> None:
+        self._restore(want_running=value)
+
+    @property
+    def user_stopped(self) -> bool:
+        return self.life.user_stopped
+
+    @user_stopped.setter
+    def user_stopped(self, value: bool) -> None:
+        self._restore(user_stopped=value)
+
+    def _restore(self, **changes: Any) -> None:
+        # Only history, never the state: that changes through lifecycle.step.
+        self.life = replace(self.life, **changes)

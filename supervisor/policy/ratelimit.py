@@ -7,6 +7,21 @@ from __future__ import annotations
 from collections import deque
 
 
+def record_start(starts: tuple[float, ...], burst: int, interval: float, now: float) -> tuple[float, ...] | None:
+    """The start stamps after a start at `now`, or None when it is over the
+    limit (at most `burst` starts within any `interval` seconds; 0 = no limit)."""
+    if interval == 0:
+        return starts
+    if starts and now < starts[-1]:
+        # The clock went backwards: old stamps are meaningless and would
+        # otherwise keep the unit locked out until the clock catches up.
+        starts = ()
+    recent = tuple(t for t in starts if now - t < interval)
+    if len(recent) >= burst:
+        return None
+    return recent + (now,)
+
+
 class StartLimit:
     """At most `burst` starts within any `interval` seconds; `interval` 0 means no limit."""
 
@@ -21,17 +36,10 @@ class StartLimit:
 
     def allow(self, now: float) -> bool:
         """Record a start at `now`; False (and nothing recorded) when over the limit."""
-        if self.interval == 0:
-            return True
-        if self._starts and now < self._starts[-1]:
-            # The clock went backwards: old stamps are meaningless and would
-            # otherwise keep the unit locked out until the clock catches up.
-            self._starts.clear()
-        while self._starts and now - self._starts[0] >= self.interval:
-            self._starts.popleft()
-        if len(self._starts) >= self.burst:
+        after = record_start(tuple(self._starts), self.burst, self.interval, now)
+        if after is None:
             return False
-        self._starts.append(now)
+        self._starts = deque(after)
         return True
 
     def reset(self) -> None:

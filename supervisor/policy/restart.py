@@ -84,46 +84,59 @@ def backoff_delay(spec: RestartSpec, restarts: int) -> float:
     return max(0.0, min(doubled, spec.max_delay))
 
 
-class Backoff:
-    """Exponential restart backoff for one unit.
+@dataclass(frozen=True)
+class BackoffState:
+    """Exponential restart backoff as a value (what `policy.lifecycle` keeps).
 
-    Call `started(now)` when a process starts and `exited(now)` when it ends;
-    `delay_for_next_start(now)` is what is left to wait before the next start.
-    A run of at least `reset_after` seconds starts the doubling over. A clock
-    that went backwards counts as a reset and never yields negative waits.
+    `started(now)` when a process starts, `exited(spec, now)` when it ends
+    (its `delay` is then the wait before the next start). A run of at least
+    `reset_after` seconds starts the doubling over. A clock that went
+    backwards counts as a reset and never yields negative waits.
     """
+
+    restarts: int = 0  # consecutive restarts since the last reset
+    started_at: float | None = None
+    exited_at: float | None = None
+    delay: float = 0.0
+
+    def started(self, now: float) -> BackoffState:
+        return BackoffState(self.restarts, now, None, self.delay)
+
+    def exited(self, spec: RestartSpec, now: float) -> BackoffState:
+        started = self.started_at
+        restarts = self.restarts
+        if started is None or now < started or now - started >= spec.reset_after:
+            restarts = 0
+        return BackoffState(restarts + 1, None, now, backoff_delay(spec, restarts))
+
+    def remaining(self, now: float) -> float:
+        if self.exited_at is None:
+            return 0.0
+        return min(max(self.exited_at + self.delay - now, 0.0), self.delay)
+
+
+class Backoff:
+    """A mutable holder of a `BackoffState` (for callers that keep one per unit)."""
 
     def __init__(self, spec: RestartSpec) -> None:
         self.spec = spec
-        self.restarts = 0  # consecutive restarts since the last reset
-        self._started_at: float | None = None
-        self._exited_at: float | None = None
-        self._delay = 0.0
+        self.value = BackoffState()
+
+    @property
+    def restarts(self) -> int:
+        return self.value.restarts
 
     def started(self, now: float) -> None:
-        self._started_at = now
-        self._exited_at = None
+        self.value = self.value.started(now)
 
     def exited(self, now: float) -> float:
         """Record the end of a run; returns the delay before the next start."""
-        started = self._started_at
-        if started is None or now < started or now - started >= self.spec.reset_after:
-            self.restarts = 0
-        self._delay = backoff_delay(self.spec, self.restarts)
-        self.restarts += 1
-        self._started_at = None
-        self._exited_at = now
-        return self._delay
+        self.value = self.value.exited(self.spec, now)
+        return self.value.delay
 
     def delay_for_next_start(self, now: float) -> float:
-        if self._exited_at is None:
-            return 0.0
-        remaining = self._exited_at + self._delay - now
-        return min(max(remaining, 0.0), self._delay)
+        return self.value.remaining(now)
 
     def reset(self) -> None:
         """Forget the history (a start the user asked for)."""
-        self.restarts = 0
-        self._started_at = None
-        self._exited_at = None
-        self._delay = 0.0
+        self.value = BackoffState()

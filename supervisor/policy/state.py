@@ -26,20 +26,22 @@ class UnitState(str, Enum):
 
 S = UnitState
 
-# Where a unit can go from each state. A unit whose file turns invalid while
-# it runs is stopped first, so ERROR is entered only from states with no
-# process (or from STOPPING, on the way out).
+# Where a unit can go from each state; policy.lifecycle.step enforces it.
+# A unit whose file turns invalid while it runs is stopped first, so ERROR is
+# entered only from states with no process (or from STOPPING, on the way
+# out). Taking over after a supd restart or reboot is not a move along this
+# table (see lifecycle.Adopted, SupdRestarted).
 TRANSITIONS: Mapping[UnitState, frozenset[UnitState]] = MappingProxyType(
     {
-        S.INACTIVE: frozenset({S.STARTING, S.ERROR}),
-        S.STARTING: frozenset({S.RUNNING, S.STOPPING, S.EXITED, S.FAILED, S.RESTARTING}),
+        S.INACTIVE: frozenset({S.STARTING, S.ERROR, S.FAILED}),
+        S.STARTING: frozenset({S.RUNNING, S.STOPPING, S.FAILED, S.INACTIVE, S.ERROR}),
         S.RUNNING: frozenset({S.STOPPING, S.FROZEN, S.EXITED, S.FAILED, S.RESTARTING}),
-        S.STOPPING: frozenset({S.INACTIVE, S.STARTING, S.EXITED, S.FAILED, S.ERROR}),
+        S.STOPPING: frozenset({S.INACTIVE, S.EXITED, S.FAILED, S.ERROR, S.RESTARTING}),
         S.FROZEN: frozenset({S.RUNNING, S.STOPPING, S.EXITED, S.FAILED, S.RESTARTING}),
         S.RESTARTING: frozenset({S.STARTING, S.INACTIVE, S.FAILED, S.ERROR}),
-        S.EXITED: frozenset({S.STARTING, S.ERROR, S.INACTIVE}),
-        S.FAILED: frozenset({S.STARTING, S.ERROR, S.INACTIVE}),
-        S.ERROR: frozenset({S.INACTIVE, S.STARTING, S.ERROR}),
+        S.EXITED: frozenset({S.STARTING, S.ERROR, S.INACTIVE, S.FAILED}),
+        S.FAILED: frozenset({S.ERROR, S.INACTIVE}),
+        S.ERROR: frozenset({S.INACTIVE, S.ERROR}),
     }
 )
 
@@ -59,8 +61,9 @@ def can_start(state: UnitState) -> bool:
     """A start command makes sense: nothing runs and the file is valid.
 
     RESTARTING counts: starting now just skips the rest of the backoff.
+    FAILED counts: a user start is its way out (through INACTIVE).
     """
-    return can_transition(state, S.STARTING) and state is not S.STOPPING and state is not S.ERROR
+    return state in (S.INACTIVE, S.RESTARTING, S.EXITED, S.FAILED)
 
 
 def can_stop(state: UnitState) -> bool:

@@ -92,22 +92,22 @@ async def test_a_polling_watch_times_out_and_a_missing_path_is_an_error(tmp_path
 
 @pytest.mark.asyncio
 async def test_the_systemd_drivers_oom_watch_uses_this_module_on_a_real_file(tmp_path: Path) -> None:
-    import asyncio
-
     from supervisor.cgroups.systemd import OomWatch
 
     events = tmp_path / "memory.events"
     events.write_text("oom 0\noom_kill 0\n")
-    watch = OomWatch(events, asyncio.get_running_loop())
+    watch = OomWatch()
+    watch.watch(events)
     try:
         with open(events, "w") as f:  # in place, as the kernel updates it
             f.write("oom 1\noom_kill 2\n")
         with anyio.fail_after(10):
-            while watch.kills != 2:
+            while watch.kills(events) != 2:
                 await anyio.sleep(0.01)
-        events.unlink()  # the cgroup is gone: IN_IGNORED ends the reading
+        events.unlink()  # the cgroup is gone: IN_IGNORED ends the watch, the count stays
         with anyio.fail_after(10):
-            while watch._loop is not None:
+            while watch._files:
                 await anyio.sleep(0.01)
+        assert watch.kills(events) == 2
     finally:
         watch.close()

@@ -135,7 +135,7 @@ def _nspid(pid: int) -> list[int]:
             for line in f:
                 if line.startswith("NSpid:"):
                     return [int(x) for x in line.split()[1:]]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone between listing and reading
         pass
     return []
 

@@ -31,6 +31,12 @@ pytestmark = [pytest.mark.systemd, pytest.mark.root, pytest.mark.slow, pytest.ma
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1200.0  # a ceiling for a hang: ~20 s here, minutes in a loaded TCG VM
 SERVICE = "supd.service"
+HOST_LEFTOVERS = (
+    "/etc/supd",
+    "/etc/systemd/system/supd.service",
+    "/etc/systemd/system/supd.service.d",
+    "/etc/tmpfiles.d/supd.conf",
+)
 LIVE_RESTORE_CONFIG = """\
 # written by tests/systemd/test_service.py: the packaged defaults (live_restore = true)
 socket_group = "supd"
@@ -142,6 +148,12 @@ def pid_alive_inside(inside: Inside, pid: int) -> bool:
 def inside(deb: Path, sandbox: Sandbox) -> Inside:
     """The package installed in the sandbox, supd running with live_restore = true."""
     inside = Inside(sandbox)
+    # The sandbox's root is an overlay of the host's: a supd set up on the
+    # host by hand (a test VM) must not turn this into an upgrade with a
+    # conffile prompt or a unit override. Removed in the overlay only.
+    for leftover in HOST_LEFTOVERS:
+        inside.ok("rm", "-rf", leftover)
+    inside.ok("systemctl", "daemon-reload")
     # postinst creates the group and folders, reloads systemd, and enables +
     # starts supd (first install)
     shutil.copy(deb, inside.path(f"/var/tmp/{deb.name}"))

@@ -147,13 +147,13 @@ async def test_oom_watch_keeps_the_count_after_the_file_is_gone(tmp_path: Path) 
     b.write_text(_memory_events(5))
     watch = OomWatch()
     try:
-        watch.watch(a, asyncio.get_running_loop())
-        watch.watch(b, asyncio.get_running_loop())  # one inotify instance for every scope
+        watch.watch(a)
+        watch.watch(b)  # one inotify instance (and thread) for every scope
         assert (watch.kills(a), watch.kills(b)) == (0, 5)
         a.write_text(_memory_events(2))
         await _until(lambda: watch.kills(a) == 2, "the watch to read oom_kill 2")
         a.unlink()
-        await _until(lambda: a not in watch._files.values(), "IN_IGNORED for the removed file")
+        await _until(lambda: a not in list(watch._files.values()), "IN_IGNORED for the removed file")
         assert watch.kills(a) == 2 and watch.kills(b) == 5
         b.write_text(_memory_events(6))
         await _until(lambda: watch.kills(b) == 6, "the other file still followed")

@@ -4,7 +4,7 @@ supervisor (its freeze/thaw only flip the record; the decisions are real)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import anyio
@@ -15,6 +15,7 @@ from supervisor.daemon.events import EventBus
 from supervisor.daemon.freezer import FREEZE_SPACING, HostPressureFreezer, freeze_on_arm
 from supervisor.daemon.pressure import PressureError, parse_pressure, some_avg10, trigger_line, trigger_thresholds
 from supervisor.daemon.unitrun import UnitRun
+from supervisor.policy.lifecycle import Life
 from supervisor.policy.freeze import THAW_AFTER
 from supervisor.policy.state import UnitState
 from supervisor.units.model import ExecSpec, FreezeSpec, Unit, UnitSection
@@ -96,16 +97,17 @@ class StandInSupervisor:
             unit=UnitSection(priority=priority),
             freeze=FreezeSpec(on_host_pressure=tuple((pressure or {}).items())) if pressure else None,
         )
-        u = UnitRun(name=name, file=unit.file, unit=unit, state=UnitState.RUNNING, pid=1000 + len(self.units), active=True)
+        life = Life(state=UnitState.RUNNING, reason="started", spec=unit.restart, has_process=True)
+        u = UnitRun(name=name, file=unit.file, unit=unit, life=life, pid=1000 + len(self.units))
         self.units[name] = u
         return u
 
     async def freeze(self, u: UnitRun, reason: str = "user") -> None:
-        u.frozen, u.freeze_reason, u.state = True, reason, UnitState.FROZEN
+        u.frozen, u.life = True, replace(u.life, state=UnitState.FROZEN, freeze_reason=reason)
         self.actions.append(("freeze", u.name, reason))
 
     async def thaw(self, u: UnitRun, reason: str = "user") -> None:
-        u.frozen, u.freeze_reason, u.state = False, None, UnitState.RUNNING
+        u.frozen, u.life = False, replace(u.life, state=UnitState.RUNNING, freeze_reason=None)
         self.actions.append(("thaw", u.name, reason))
 
     async def wait_changed(self) -> None:
@@ -207,7 +209,8 @@ def test_restarted_unit_is_not_a_user_thaw() -> None:
     host.values = {"memory": 60.0}
     run(f.evaluate, 10.0)
     # max-frozen failed it and it came back as a new process
-    u.frozen, u.freeze_reason, u.state, u.pid = False, None, UnitState.RUNNING, 4242
+    u.frozen, u.pid = False, 4242
+    u.life = replace(u.life, state=UnitState.RUNNING, freeze_reason=None)
     run(f.evaluate, 20.0)
     assert f.user_thawed == set()
     assert sup.actions[-1] == ("freeze", "batch", "pressure")
