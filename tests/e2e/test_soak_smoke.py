@@ -3,7 +3,8 @@ pacing, every kind of operation at least once (its first 16 steps go through
 each), invariants checked after every step. The full soak (500 operations over
 at least 10 minutes) is `make soak`, not part of the test run.
 
-About 50 s on an idle 2-core host; it is the whole soak program, so a
+50-70 s on a 2-core host (more while another violation waits out its 30 s
+settle); it is the whole soak program, so a
 violation it reports is printed with the seed and the step."""
 
 from __future__ import annotations
