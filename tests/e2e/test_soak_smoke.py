@@ -3,9 +3,9 @@ pacing, every kind of operation at least once (its first 16 steps go through
 each), invariants checked after every step. The full soak (500 operations over
 at least 10 minutes) is `make soak`, not part of the test run.
 
-50-70 s on a 2-core host (more while another violation waits out its 30 s
-settle); it is the whole soak program, so a
-violation it reports is printed with the seed and the step."""
+30-70 s on a 2-core host (30 s more for each violation, which waits out the
+settle bound); it is the whole soak program, so a violation it reports is
+printed with the seed and the step."""
 
 from __future__ import annotations
 
