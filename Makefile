@@ -10,7 +10,7 @@ APT_PACKAGES := busybox-static tini crun runc podman conmon umoci skopeo stress-
                 qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client
 # (the third line: the host side of the pure cgroup v2 VM tier, tests/vm/README.md)
 
-.PHONY: setup run test test-host test-v2 test-unit bench bench-v2 clean
+.PHONY: setup run test test-host test-v2 test-unit bench bench-v2 soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ test-unit: $(VENV)/.installed
 
 bench: setup
 	$(PY) bench/run.py
+
+# issue 10's soak: 500 random operations over at least 10 minutes against a
+# real supd, invariants checked after every step (bench/README.md, "soak.py");
+# SOAK_ARGS="--seed N" replays a run, SOAK_ARGS="--ops 40 --min-seconds 0" is the smoke
+SOAK_ARGS ?=
+soak: setup
+	$(PY) bench/soak.py --ops 500 --min-seconds 600 $(SOAK_ARGS)
 
 # container start, freeze/thaw and scope create/remove on pure cgroup v2 beside
 # crun, in the test VM (ratios: TCG makes absolute times meaningless); the

@@ -15,6 +15,9 @@ from pathlib import Path
 
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 PROCS_FILE = "cgroup.procs"
+# Names the benchmarks (supdtest) and the soak (supdsoak) give their roots:
+# remove_root refuses anything else, so it can never empty a real cgroup.
+OWN_PREFIXES = ("supdtest", "supdsoak")
 
 
 def unique_root() -> str:
@@ -50,8 +53,8 @@ def pids_under(root_name: str) -> set[int]:
 
 def remove_root(root_name: str, deadline_s: float = 30.0) -> list[int]:
     """Kill what is left (by pid), rmdir every cgroup bottom-up; the leaked pids."""
-    if not root_name.startswith("supdtest"):
-        raise ValueError(f"remove_root: expected a name starting with supdtest, got {root_name!r}")
+    if not root_name.startswith(OWN_PREFIXES):
+        raise ValueError(f"remove_root: expected a name starting with one of {OWN_PREFIXES}, got {root_name!r}")
     leaked = sorted(pids_under(root_name))
     for pid in leaked:
         try:
