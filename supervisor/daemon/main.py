@@ -253,7 +253,15 @@ class Daemon:
                 continue
             # Not adoptable: whatever is left in its scope is not supervised by anyone.
             stale = self.driver.find(ScopeSpec.for_unit(entry.unit))
-            if stale is not None and self._ours_or_empty(stale, adoption.cgroup if adoption else None):
+            # A record of this unit from this boot makes its scope ours even when
+            # the record predates the scope's last making: a supd killed between
+            # placing a (re)started process and saving its record leaves that
+            # process in the unit's scope under the root it owned (the lock says
+            # no other supd was there), and it must end, not block the start.
+            recorded_this_boot = record is not None and same_boot
+            if stale is not None and (
+                recorded_this_boot or self._ours_or_empty(stale, adoption.cgroup if adoption else None)
+            ):
                 try:
                     await self.driver.remove(stale)
                     log.info("stale_scope_removed", unit=name, why=adoption.why if adoption else "no state recorded")
