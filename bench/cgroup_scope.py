@@ -130,6 +130,15 @@ def direct_scope(root: Path, runs: int) -> list[float]:
     return times
 
 
+async def _remove_roots(driver: CgroupfsDriver) -> None:
+    """Kill whatever a run left and remove the bench's whole cgroup root."""
+    for root in driver.roots.values():
+        for cg in tree.walk(root):
+            tree.signal_pids(tree.procs(cg), signal.SIGKILL)
+    for root in driver.roots.values():
+        await tree.rmdir_tree(root, attempts=12)
+
+
 async def _measure(runs: int) -> tuple[str, dict[str, list[float]]]:
     driver = CgroupfsDriver(detect(), "/supdbench" + uuid.uuid4().hex[:8])
     try:
@@ -141,11 +150,7 @@ async def _measure(runs: int) -> tuple[str, dict[str, list[float]]]:
             samples["by hand: mkdir + 5 limits + rmdir"] = direct_scope(driver.roots["unified"], runs)
         return driver.describe(), samples
     finally:
-        for root in driver.roots.values():
-            for cg in tree.walk(root):
-                tree.signal_pids(tree.procs(cg), signal.SIGKILL)
-        for root in driver.roots.values():
-            await tree.rmdir_tree(root, attempts=12)
+        await _remove_roots(driver)
 
 
 def run(runs: int = 100) -> Table:
@@ -175,11 +180,7 @@ async def main() -> None:
         # Hook: the systemd driver's figure comes from bench_driver(SystemdDriver, runs)
         # run inside the systemd sandbox (tests/systemd); not measured here.
     finally:
-        for root in driver.roots.values():
-            for cg in tree.walk(root):
-                tree.signal_pids(tree.procs(cg), signal.SIGKILL)
-        for root in driver.roots.values():
-            await tree.rmdir_tree(root, attempts=12)
+        await _remove_roots(driver)
 
 
 if __name__ == "__main__":
