@@ -23,7 +23,6 @@ from supervisor.rootfs.store import LayerStore
 from supervisor.policy import state as states
 from supervisor.runtime.spawn import SpawnError
 
-IMPORT_THREADS = 2  # concurrent `supctl image import`s; more wait their turn
 
 
 
@@ -60,9 +59,10 @@ class DaemonController:
         self._reload = reload
         self._info = info
         self._images = images
-        # Image imports get their own few worker threads: a slow (or stuck)
-        # import waits for these, never for the threads starts and logs use.
-        self._import_threads = anyio.CapacityLimiter(IMPORT_THREADS)
+        # Image imports share the supervisor's few image threads with unit
+        # starts that import an image: a slow (or stuck) import waits for
+        # those, never for the threads other starts, scans and logs use.
+        self._import_threads = sup.image_threads
 
     def _unit(self, name: str) -> UnitRun:
         u = self.sup.units.get(name)

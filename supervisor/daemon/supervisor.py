@@ -51,6 +51,7 @@ log = structlog.get_logger()
 # kill is then retried, STALL_RETRY_MAX apart at most.
 KILL_GRACE = 10.0
 STALL_RETRY_MAX = 30.0
+IMAGE_THREADS = 2  # concurrent image imports (API and unit starts); more wait their turn
 # Errors a start can meet that are the unit's (its file, its image, the kernel
 # refusing its limits) rather than supd's bugs.
 START_ERRORS = (SpawnError, CgroupError, OSError, ValueError)
@@ -90,6 +91,9 @@ class Supervisor:
         self.config = config
         self.spawner = spawner
         self.reaper = reaper
+        # Image work (API imports, and starts of units whose rootfs is an image
+        # that may be imported on first use) runs on these few threads only.
+        self.image_threads = anyio.CapacityLimiter(IMAGE_THREADS)
         self.driver = driver
         self.events = events
         self.prepare_rootfs = prepare_rootfs
@@ -429,8 +433,11 @@ class Supervisor:
         try:
             plan = None
             if unit.rootfs is not None and self.prepare_rootfs is not None:
-                # Importing an image on first use unpacks tarballs: keep it off the loop.
-                plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit)
+                # Importing an image on first use unpacks tarballs: keep it off the
+                # loop, and an image unit in the image threads, so a slow or
+                # hostile image never holds the threads everything else uses.
+                limiter = self.image_threads if unit.rootfs.image is not None else None
+                plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
             spec = build_spawn_spec(unit, plan)
             await failpoints.ahit("spawn", unit.name)
             log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
