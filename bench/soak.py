@@ -657,10 +657,27 @@ class Ops:
         return {n: u["pid"] for n, u in listing.items()
                 if n in self.model and self.model[n].kind.stable and u["state"] in ("running", "frozen") and u.get("pid")}
 
+    def recorded_pids(self) -> dict[str, int | None]:
+        """The pid each unit's state record names (what a new supd can adopt)."""
+        found: dict[str, int | None] = {}
+        for path in (self.soak.state_dir / "state").glob("*.json"):
+            try:
+                found[path.stem] = json.loads(path.read_text())["unit"].get("pid")
+            except (OSError, ValueError, KeyError, TypeError):
+                found[path.stem] = None
+        return found
+
     def kill_supd(self) -> Outcome:
-        keep = self.stable_pids()
+        running = self.stable_pids()
         old = self.soak.pid
         self.soak.end(signal.SIGKILL)
+        # The contract (docs/configuration.md, live restore): a process is
+        # re-adopted when its record names it. A supd killed between a (re)start
+        # and the save of that record leaves a process no record names: the new
+        # supd ends it and starts the unit, which the other invariants check
+        # (running again, nothing left over); its pid cannot survive.
+        recorded = self.recorded_pids()
+        keep = {name: pid for name, pid in running.items() if recorded.get(name) == pid}
         self.soak.launch(live_restore=self.rng.random() < 0.8)
         return Outcome(f"kill -9 supd {old}, new supd {self.soak.pid} (live_restore={self.soak.live_restore})",
                        adopted=keep)
