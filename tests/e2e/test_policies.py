@@ -62,7 +62,9 @@ def events_of(supd: Supd, unit: str, event: str) -> list[dict[str, Any]]:
 def test_near_memory_max_freezes_before_oom_then_raise_and_thaw(supd: Supd) -> None:
     supd.write_unit("grow", grower_unit("64M", 96))
     supd.start()
-    running = supd.wait_state("grow", "running")
+    # Where polling is slow (the VM tier), the unit may already be frozen by
+    # the time a status call sees it: either state carries its pid.
+    running = supd.wait_state("grow", "running", "frozen")
     pid = running["pid"]
 
     frozen = supd.wait_state("grow", "frozen", "failed", "restarting", "exited", timeout=60)
