@@ -215,7 +215,10 @@ class Request:
 
 def resolve(method: str, target: str) -> Request:
     """Find the route for `method target`; 404 for an unknown path, 405 for a wrong method."""
-    split = urlsplit(target)
+    try:
+        split = urlsplit(target)
+    except ValueError as e:  # "//[x": an unbalanced IPv6 host part
+        raise BadRequestError(f"malformed request target {target!r}: {e}") from e
     path = split.path
     allowed: list[str] = []
     for route in ROUTES:
