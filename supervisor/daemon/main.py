@@ -296,9 +296,6 @@ class Daemon:
             u.cgroup = adoption.cgroup
             u.freeze_reason = "user" if record.frozen_by_user else None
             u.want_running = True
-            if record.definition != restore.definition_hash(unit):
-                # Adopt first (never lose the process), then apply the new definition.
-                u.stop_reason = "unit file changed"
         elif plan.action == "failed":
             u.want_running = False
             self.sup.set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]

@@ -94,12 +94,6 @@ class UnitRun:
         inactive state): restore.record_for tells a shutdown stop by it."""
         return self.life.stop_reason or self.life.reason
 
-    @stop_reason.setter
-    def stop_reason(self, value: str) -> None:
-        # The lifecycle owns stop reasons. restore's hint after adopting a
-        # process whose definition changed never had an effect; it has none.
-        pass
-
     @property
     def freeze_reason(self) -> str | None:
         return self.life.freeze_reason
