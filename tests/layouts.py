@@ -29,9 +29,16 @@ def host_kind() -> LayoutKind:
     return host_layout().kind
 
 
+def pid1_name() -> str:
+    try:
+        return Path("/proc/1/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def systemd_booted() -> bool:
-    """systemd is PID 1 here (sd_booted's test)."""
-    return SYSTEMD_RUNNING.is_dir()
+    """systemd's own test (sd_booted) plus PID 1 being systemd."""
+    return SYSTEMD_RUNNING.is_dir() and pid1_name() == "systemd"
 
 
 def describe_host() -> str:
@@ -50,17 +57,6 @@ def requires_layout(*kinds: LayoutKind, why: str) -> pytest.MarkDecorator:
 
 requires_v1 = functools.partial(requires_layout, LayoutKind.LEGACY, LayoutKind.HYBRID)
 requires_unified = functools.partial(requires_layout, LayoutKind.UNIFIED)
-
-
-def v2_controllers_at_mount() -> set[str]:
-    """Controllers the cgroup2 mount can hand out (empty on legacy)."""
-    unified = host_layout().unified
-    if unified is None:
-        return set()
-    try:
-        return set((unified.mount / "cgroup.controllers").read_text().split())
-    except OSError:
-        return set()
 
 
 def ncpus() -> int:

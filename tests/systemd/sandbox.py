@@ -47,6 +47,10 @@ from pathlib import Path
 
 import structlog
 
+# Where the host is systemd-booted, the tests drive its own PID 1 instead.
+from tests.layouts import pid1_name as host_pid1
+from tests.layouts import systemd_booted as host_is_systemd_booted
+
 log = structlog.get_logger()
 
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
@@ -305,18 +309,6 @@ class Sandbox:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         log.info("sandbox_down", name=self.name, problems=problems)
         return problems
-
-
-def host_pid1() -> str:
-    try:
-        return Path("/proc/1/comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
-def host_is_systemd_booted() -> bool:
-    """systemd's own test (sd_booted) plus PID 1 being systemd."""
-    return Path("/run/systemd/system").is_dir() and host_pid1() == "systemd"
 
 
 def host_layout() -> str:
