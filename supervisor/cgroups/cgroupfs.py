@@ -88,12 +88,16 @@ class CgroupfsDriver:
         # Controllers are enabled from here down: the mount root (writable by
         # root, exempt from the no-internal-processes rule), or supd's own
         # delegated cgroup under systemd, above which supd must not write.
-        self._unified_top = (
-            self.roots[UNIFIED] if per_hierarchy is not None and UNIFIED in per_hierarchy else
-            self._hierarchy(UNIFIED).mount if UNIFIED in self.roots else Path("/")
-        )
+        delegated = per_hierarchy is not None and UNIFIED in per_hierarchy
+        self._unified_top: Path | None = None
+        if UNIFIED in self.roots:
+            self._unified_top = self.roots[UNIFIED] if delegated else self._hierarchy(UNIFIED).mount
         self._unified_ready = False
         self._unified_lock = anyio.Lock()
+        # v2 levels already delegating every wanted controller they can: a
+        # create walks the path each time, and re-reading two files per level
+        # per start is the bulk of a scope's cost under emulation.
+        self._delegating: set[Path] = set()
 
     # --- paths
 
@@ -137,7 +141,7 @@ class CgroupfsDriver:
         """Once per driver, under a lock: enable controllers from the top supd
         may write (the mount root, or the delegated cgroup it runs in) down to
         its cgroup root, moving supd's own processes out of that root first."""
-        if self._unified_ready or self.layout.kind is not LayoutKind.UNIFIED:
+        if self._unified_ready or self.layout.kind is not LayoutKind.UNIFIED or self._unified_top is None:
             return
         async with self._unified_lock:
             if self._unified_ready:
@@ -166,8 +170,11 @@ class CgroupfsDriver:
         leaf and the write is tried again; anywhere else it is an error."""
         if self.layout.kind is not LayoutKind.UNIFIED:
             return  # hybrid: the cgroup2 side only carries freeze/kill/events
+        if level in self._delegating:
+            return
         available = tree.read(level, CGROUP_CONTROLLERS).split()
         enabled = set(tree.read(level, SUBTREE_CONTROL).split())
+        refused = False
         for controller in (c for c in V2_WANTED if c in available and c not in enabled):
             for attempt in range(EVACUATE_ATTEMPTS):
                 try:
@@ -185,8 +192,17 @@ class CgroupfsDriver:
                             ) from e
                         # Not fatal: limits of this controller turn into warnings at create.
                         log.warning("cgroup_controller_not_enabled", cgroup=str(level), controller=controller, error=str(e))
+                        refused = True  # not cached: tried again at the next create
                         break
                     self._evacuate(level)
+        if not refused and self._kept_while_running(level):
+            self._delegating.add(level)
+
+    def _kept_while_running(self, level: Path) -> bool:
+        """supd's root, what is above it, and supd.slice stay while supd runs;
+        unit slices go when their last scope does, and come back empty."""
+        root = self.roots[UNIFIED]
+        return level == root or level == root / names.ROOT_SLICE or level in root.parents
 
     def _evacuate(self, root: Path) -> None:
         """No internal processes on v2: move whatever sits in the root supd
@@ -400,6 +416,7 @@ class CgroupfsDriver:
     async def aclose(self) -> None:
         """Leave no empty supd.slice behind when supd exits. A slice that still
         holds scopes (units kept running by live-restore) refuses rmdir: kept."""
+        self._delegating.clear()
         for root in self.roots.values():
             top = root / names.ROOT_SLICE
             if not top.is_dir():
