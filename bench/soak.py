@@ -49,6 +49,7 @@ import cgroup_cleanup
 import procfs
 import rawhttp
 import scratch
+from supd_instance import SupdError, SupdInstance, repo_env
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -220,66 +221,57 @@ class UnitModel:
 # --- the instance -------------------------------------------------------------
 
 
-def supd_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("NOTIFY_SOCKET", None)
-    return env
-
-
 @dataclass
 class Soak:
+    """The supd under test (a bench SupdInstance on the soak's folders and
+    cgroup root), launched again after every kill, SIGTERM and reboot."""
+
     work: Path
     seed: int
     cgroup_root: str = field(default_factory=lambda: f"supdsoak{secrets.token_hex(5)}")
     tag: str = field(default_factory=lambda: secrets.token_hex(6))
-    proc: subprocess.Popen[bytes] | None = None
     live_restore: bool = True
     incarnation: int = 0
+    instance: SupdInstance = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.instance = SupdInstance(self.work, cgroup_root=self.cgroup_root)
 
     @property
     def units_dir(self) -> Path:
-        return self.work / "units"
+        return self.instance.units_dir
 
     @property
     def state_dir(self) -> Path:
-        return self.work / "state"
+        return self.instance.state_dir
 
     @property
     def runtime_dir(self) -> Path:
-        return self.work / "runtime"
+        return self.instance.runtime_dir
 
     @property
     def socket(self) -> Path:
-        return self.runtime_dir / "supd.sock"
+        return self.instance.socket
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.instance.process
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return self.instance.pid
 
     def launch(self, live_restore: bool) -> None:
         self.live_restore = live_restore
         self.incarnation += 1
-        argv = [sys.executable, "-m", "supervisor", "--units", str(self.units_dir),
-                "--state-dir", str(self.state_dir), "--runtime-dir", str(self.runtime_dir),
-                "--cgroup-driver", "cgroupfs", "--cgroup-root", "/" + self.cgroup_root,
-                "--log-format", "json", "--live-restore" if live_restore else "--no-live-restore"]
-        with open(self.work / "supd.log", "ab") as log:
+        self.work.mkdir(parents=True, exist_ok=True)
+        with open(self.instance.log, "ab") as log:
             log.write(f"--- soak: supd incarnation {self.incarnation} live_restore={live_restore}\n".encode())
-            log.flush()
-            # its own session: a SIGINT to the soak's terminal must not reach it
-            self.proc = subprocess.Popen(argv, cwd=REPO, env=supd_env(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"supd exited with {self.proc.returncode} at start (log: {self.work / 'supd.log'})")
-            try:
-                rawhttp.request(self.socket, "GET", "/v1/units", timeout=5)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"supd did not answer within {READY_TIMEOUT:.0f} s")
+        self.instance.launch(live_restore=live_restore)
+        try:
+            self.instance.wait_ready(READY_TIMEOUT)
+        except SupdError as e:
+            raise RuntimeError(str(e)) from e
 
     def end(self, sig: int, timeout: float = 120.0) -> int | None:
         """Signal supd and reap it; SIGKILL (by pid) if it does not end."""
@@ -293,11 +285,11 @@ class Soak:
                 self.proc.kill()
                 self.proc.wait(30)
         rc = self.proc.returncode
-        self.proc = None
+        self.instance.process = None
         return rc
 
     def supctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = dict(supd_env(), SUPD_SOCKET=str(self.socket))
+        env = repo_env({"SUPD_SOCKET": str(self.socket)})
         try:
             return subprocess.run([sys.executable, "-m", "supervisor.cli.main", *args], cwd=REPO, env=env,
                                   capture_output=True, text=True, timeout=SUPCTL_TIMEOUT)

@@ -29,19 +29,20 @@ class SupdError(Exception):
 
 def repo_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)  # a bench run under systemd: supd must not notify for it
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra or {})
     return env
 
 
 class SupdInstance:
-    def __init__(self, work: Path, units_dir: Path | None = None) -> None:
+    def __init__(self, work: Path, units_dir: Path | None = None, cgroup_root: str | None = None) -> None:
         self.work = work
         self.units_dir = units_dir or work / "units"
         self.state_dir = work / "state"
         self.runtime_dir = work / "runtime"
         self.log = work / "supd.log"
-        self.cgroup_root = cgroup_cleanup.unique_root()
+        self.cgroup_root = cgroup_root or cgroup_cleanup.unique_root()
         self.process: subprocess.Popen[bytes] | None = None
         self.launched_at = 0.0
         self.leaked_pids: list[int] = []
@@ -56,7 +57,9 @@ class SupdInstance:
             raise RuntimeError("supd is not running")
         return self.process.pid
 
-    def launch(self) -> None:
+    def launch(self, live_restore: bool = False) -> None:
+        """Start supd. Without live restore (the benches' default) SIGTERM stops
+        the units, so a stop's figure includes theirs."""
         self.units_dir.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -64,7 +67,7 @@ class SupdInstance:
             "--units", str(self.units_dir), "--state-dir", str(self.state_dir),
             "--runtime-dir", str(self.runtime_dir), "--cgroup-driver", "cgroupfs",
             "--cgroup-root", "/" + self.cgroup_root, "--log-format", "json",
-            "--no-live-restore",  # SIGTERM stops the units: the figures include the stop
+            "--live-restore" if live_restore else "--no-live-restore",
         ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.launched_at = time.monotonic()
