@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -120,8 +121,6 @@ def hit(name: str, unit: str | None = None) -> None:
         return
     action, delay = _fault(name, unit)
     if action == "delay":
-        import time
-
         time.sleep(delay)
     _raise(name, action)
 
