@@ -18,7 +18,8 @@ empty dict and `ahit()` one more await.
 Points: driver.create, driver.update, driver.kill, driver.remove (the
 cgroup driver, whichever it is), rootfs.mount (preparing a unit's root
 filesystem), spawn (handing a spec to the spawner), state.save (writing a
-unit record), log.rotate (log rotation), inotify.setup (the units folder
+unit record), state.launch (the record written just before a process may
+exec), log.rotate (log rotation), inotify.setup (the units folder
 watch).
 """
 
@@ -36,7 +37,7 @@ import anyio
 ENV: Final = "SUPD_FAILPOINTS"
 POINTS: Final = (
     "driver.create", "driver.update", "driver.kill", "driver.remove", "rootfs.mount", "spawn", "state.save",
-    "log.rotate", "inotify.setup",
+    "state.launch", "log.rotate", "inotify.setup",
 )  # fmt: skip
 
 _ENTRY = re.compile(r"^(?:(\d+)\*)?(raise|panic|off|delay\((\d+(?:\.\d+)?)(ms|s)?\))$")

@@ -176,6 +176,10 @@ class Daemon:
         if not u.removed and u.state in restore.PERSISTED_STATES:
             self.writer.save(restore.record_for(u, self.boot_id))
 
+    async def _record_launch(self, u: UnitRun, pid: int, ref: CgroupRef | None) -> None:
+        if not u.removed:
+            await self.writer.write_through(restore.launch_record(u, pid, ref, self.boot_id))
+
     def _lock_root(self) -> None:
         """One supd per cgroup root (cgroups/ownership.py): refuse to start
         beside another, naming it, before touching any scope."""
@@ -436,6 +440,7 @@ class Daemon:
                 log.info("rootfs_leftovers_removed", units=leftovers)
             verdicts = await self._take_over(loaded, records)
             self.sup.on_state_change = self._persist
+            self.sup.on_launch = self._record_launch
             for name, entry in loaded.items():
                 u = self.sup.add(entry)
                 if name in verdicts:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import structlog
@@ -63,6 +63,23 @@ def record_for(u: UnitRun, boot_id: str) -> UnitRecord:
         frozen_by_user=u.state == UnitState.FROZEN and u.freeze_reason == "user",
         boot_id=boot_id,
         shutdown_stopped=u.state == UnitState.INACTIVE and u.stop_reason == SHUTDOWN_REASON,
+    )
+
+
+def launch_record(u: UnitRun, pid: int, ref: CgroupRef | None, boot_id: str) -> UnitRecord:
+    """The record of a process placed in its scope and about to exec: state
+    `starting` with its pid, so a supd killed from here on re-adopts it."""
+    running = record_for(u, boot_id)
+    return replace(
+        running,
+        state=UnitState.STARTING.value,
+        since=time.time(),
+        pid=pid,
+        pid_start_time=process_start_time(pid),
+        cgroup=ref.to_json() if ref is not None else None,
+        started_at=time.time(),
+        frozen_by_user=False,
+        shutdown_stopped=False,
     )
 
 

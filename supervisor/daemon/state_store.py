@@ -147,8 +147,10 @@ class StateStore:
     def _display(self, path: Path) -> str:
         return f"{STATE_SUBDIR}/{path.name}"
 
-    def save(self, record: UnitRecord) -> None:
-        """Atomically replace the unit's state file with `record`."""
+    def save(self, record: UnitRecord, *, durable: bool = True) -> None:
+        """Atomically replace the unit's state file with `record`. Not durable:
+        no fsyncs, so the record survives supd being killed but not a power
+        cut, which nothing it names (a process) survives either."""
         target = self.path_for(record.name)
         # serialise first: a record that can't be written must not cost us the old file
         payload = json.dumps({"version": FORMAT_VERSION, "unit": record.to_json()}, indent=1, sort_keys=True)
@@ -159,7 +161,8 @@ class StateStore:
                 f.write(payload)
                 f.write("\n")
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(temp, target)
         except BaseException:
             try:
@@ -167,7 +170,8 @@ class StateStore:
             except FileNotFoundError:
                 pass
             raise
-        self._fsync_folder()
+        if durable:
+            self._fsync_folder()
 
     def remove(self, name: str) -> None:
         """Forget a unit; removing one that has no file is not an error."""

@@ -6,9 +6,19 @@ worker thread in batches, newest record per unit wins, one batch at a time
 (so a unit's writes never overtake each other). What a crash can lose is the
 last few milliseconds of records; a record that is missing or stale is safe,
 because adoption checks pid, start time and scope before it trusts one.
+
+One record cannot wait for a batch: the one naming a process about to exec
+(`write_through`), so that a supd killed right after the exec re-adopts the
+process instead of starting a second one. It is written at once, without
+fsync (it only has to outlive supd, not the machine), and every record
+carries a sequence number, so a batch in flight never puts an older record
+back over a newer one.
 """
 
 from __future__ import annotations
+
+import itertools
+import threading
 
 import anyio
 import structlog
@@ -23,22 +33,33 @@ log = structlog.get_logger()
 class StateWriter:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        self._pending: dict[str, UnitRecord | None] = {}  # None: remove the record
+        # name -> (sequence number, record; None: remove the record)
+        self._pending: dict[str, tuple[int, UnitRecord | None]] = {}
         self._queued_keys: dict[str, tuple[object, ...]] = {}
         self._wake = anyio.Event()
+        self._sequence = itertools.count(1)
+        self._written: dict[str, int] = {}  # name -> sequence number on disk
+        self._write_lock = threading.Lock()
 
     def save(self, record: UnitRecord) -> None:
         key = adoption_key(record)
         if self._queued_keys.get(record.name) == key:
             return  # nothing a restarted supd needs has changed (a freeze, a thaw)
         self._queued_keys[record.name] = key
-        self._pending[record.name] = record
+        self._pending[record.name] = (next(self._sequence), record)
         self._wake.set()
 
     def remove(self, name: str) -> None:
         self._queued_keys.pop(name, None)
-        self._pending[name] = None
+        self._pending[name] = (next(self._sequence), None)
         self._wake.set()
+
+    async def write_through(self, record: UnitRecord) -> None:
+        """Write `record` now (not durable), superseding what is queued for it."""
+        self._pending.pop(record.name, None)
+        self._queued_keys[record.name] = adoption_key(record)
+        sequence = next(self._sequence)
+        await anyio.to_thread.run_sync(self._write, {record.name: (sequence, record)}, False, "state.launch")
 
     async def run(self) -> None:
         while True:
@@ -57,13 +78,23 @@ class StateWriter:
         batch, self._pending = self._pending, {}
         self._write(batch)
 
-    def _write(self, batch: dict[str, UnitRecord | None]) -> None:
-        for name, record in batch.items():
+    def _write(
+        self, batch: dict[str, tuple[int, UnitRecord | None]], durable: bool = True, point: str = "state.save"
+    ) -> None:
+        for name, (sequence, record) in batch.items():
             try:
-                failpoints.hit("state.save", name)
-                if record is None:
-                    self.store.remove(name)
-                else:
-                    self.store.save(record)
-            except OSError as e:  # a full disk loses a record, never supd
+                failpoints.hit(point, name)  # outside the lock: a stalled write holds up no other
+            except OSError as e:
                 log.warning("state_save_failed", unit=name, error=str(e))
+                continue
+            with self._write_lock:
+                if self._written.get(name, 0) > sequence:
+                    continue  # a newer record is on disk already
+                try:
+                    if record is None:
+                        self.store.remove(name)
+                    else:
+                        self.store.save(record, durable=durable)
+                    self._written[name] = sequence
+                except OSError as e:  # a full disk loses a record, never supd
+                    log.warning("state_save_failed", unit=name, error=str(e))

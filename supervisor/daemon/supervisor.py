@@ -105,6 +105,9 @@ class Supervisor:
         # Set on a live-restore shutdown: tasks leave their processes running.
         self.detaching = False
         self.on_state_change: Callable[[UnitRun], None] | None = None
+        # Awaited with (unit, pid, scope) just before a process may exec: the
+        # record that lets a supd killed right after it re-adopt the process.
+        self.on_launch: Callable[[UnitRun, int, CgroupRef | None], Awaitable[None]] | None = None
         # Started beside every running process and cancelled when it ends:
         # health checks, memory-threshold freezes (see daemon/health.py, freezer.py).
         self.run_watchers: list[Callable[[Supervisor, UnitRun, Unit], Awaitable[None]]] = []
@@ -474,6 +477,8 @@ class Supervisor:
                 for w in warnings:
                     log.warning("cgroup_limit_not_applied", unit=unit.name, warning=w)
                 u.oom_kills_at_start = self.driver.stats(ref).oom_kills or 0
+            if self.on_launch is not None:
+                await self.on_launch(u, pending.pid, ref)
             await pending.go()
             return pending.pid, ref
         except BaseException as e:

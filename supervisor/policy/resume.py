@@ -9,7 +9,7 @@ since (the boot id changed).
 - Same boot: a live process is adopted; a unit supd itself stopped at its
   shutdown, or that was waiting out a restart delay, starts again; one that
   was running and ended while supd was away is a failure for its restart
-  policy; `failed` and a user's stop are kept; anything else follows
+  policy; one recorded just before its exec (`starting`) starts again; `failed` and a user's stop are kept; anything else follows
   `[unit].enabled`.
 - New boot: nothing from the old boot is running or adoptable; every enabled
   unit starts fresh (restart counter 0, user stops and `failed` forgotten, as
@@ -62,6 +62,9 @@ def decide(
         return Resume("stopped", restarts, True, "stopped by a user")
     if shutdown_stopped:
         return Resume("start", restarts, False, "stopped at supd's shutdown")
+    if state == "starting":
+        # recorded just before its exec: it never ran as far as anyone saw
+        return Resume("start", restarts, user_stopped, "was starting when supd stopped")
     if process == "ended":
         return Resume("ended", restarts, user_stopped, "ended while supd was not running")
     if state == "restarting":

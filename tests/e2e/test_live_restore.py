@@ -88,6 +88,45 @@ def test_unit_that_died_while_supd_was_down_is_restarted(supd: Supd) -> None:
     assert ended and "not running" in ended[0]["reason"]
 
 
+def test_process_started_just_before_a_kill_of_supd_is_readopted(supd: Supd) -> None:
+    # The batched record of "running" never reaches the disk (its write is
+    # stalled), as when supd is killed right after the exec: the record
+    # written just before the exec still names the process.
+    old_env = supd.env
+    supd.env = lambda: dict(old_env(), SUPD_FAILPOINTS="state.save@late=delay(600s)")  # type: ignore[method-assign]
+    supd.write_unit("late", SLEEPER)
+    supd.start()
+    pid = supd.wait_state("late", "running")["pid"]
+    record = json.loads((supd.state / "state" / "late.json").read_text())["unit"]
+    assert (record["state"], record["pid"]) == ("starting", pid)
+    supd.stop(signal.SIGKILL)
+    supd.env = old_env  # type: ignore[method-assign]
+    supd.start()
+    st = supd.wait_state("late", "running")
+    assert st["pid"] == pid and st["restarts"] == 0
+    assert [e for e in supd.events("late") if e["reason"] == "adopted"]
+    shut_down_for_real(supd)
+
+
+def test_unit_whose_launch_never_reached_exec_starts_again(supd: Supd) -> None:
+    # A record of a launch whose process is gone: it was being started when
+    # supd stopped, so it starts again (not "ended", whatever its policy).
+    supd.write_unit("again", '[exec]\ncommand = ["/bin/sleep", "100000"]\n')
+    supd.start()
+    pid = supd.wait_state("again", "running")["pid"]
+    supd.stop(signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: gone(pid), what=f"pid {pid} gone")
+    path = supd.state / "state" / "again.json"
+    data = json.loads(path.read_text())
+    data["unit"]["state"] = "starting"
+    path.write_text(json.dumps(data))
+    supd.start()
+    st = supd.wait_state("again", "running")
+    assert st["pid"] != pid and st["restarts"] == 0
+    supd.stop(signal.SIGTERM)
+
+
 def test_reused_pid_is_not_adopted(supd: Supd) -> None:
     supd.write_unit("r", SLEEPER)
     supd.start()

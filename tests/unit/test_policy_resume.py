@@ -36,6 +36,13 @@ def test_same_boot_process_gone_is_ended_while_away() -> None:
     assert plan(process="ended").restarts == 3  # the caller counts the restart, if any
 
 
+def test_launch_recorded_before_exec_is_adopted_or_started_again() -> None:
+    # the record written just before the exec: the process, if it is there, is ours
+    assert plan(state="starting").action == "adopt"
+    # gone: it never ran as far as anyone saw, whatever its restart policy says
+    assert plan(state="starting", process="ended") == Resume("start", 3, False, "was starting when supd stopped")
+
+
 def test_unit_stopped_at_supd_shutdown_starts_again() -> None:
     # issue 10: it stayed `exited` ("ended while supd was not running")
     got = plan(state="inactive", shutdown_stopped=True, process="none")
