@@ -38,14 +38,23 @@ DEAD_STATES = frozenset({"Z", "X", "x"})  # zombie, dead
 # --- the boot ------------------------------------------------------------------
 
 
-def boot_id(path: Path = BOOT_ID) -> str:
-    """This boot's id, or "" when the kernel does not tell (then every record
-    counts as being from this boot: the pid + start time check still guards
-    against adopting a stranger)."""
+def boot_id(path: Path = BOOT_ID, init_stat: Path = PROC / "1" / "stat") -> str:
+    """This boot's identity: the kernel's boot id, and the start time of
+    PID 1 of supd's pid namespace ("<boot id>@<ticks>"). A container (or a
+    systemd sandbox) that reboots gets a new PID 1 on the same kernel, and
+    nothing of its old processes is left either: that is a new boot too.
+    "" when the kernel does not tell (then every record counts as being from
+    this boot: the pid + start time check still guards against adopting a
+    stranger)."""
     try:
-        return path.read_text(encoding="ascii").strip()
+        kernel = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
         return ""
+    try:
+        init = parse_stat(init_stat.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        init = None
+    return kernel if init is None else f"{kernel}@{init[1]}"
 
 
 # --- stat ----------------------------------------------------------------------

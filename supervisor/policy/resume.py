@@ -38,8 +38,14 @@ class Resume:
 
 def same_boot(recorded: str, current: str) -> bool:
     """A record without a boot id (written by supd 0.1.0) or a kernel that
-    gives none counts as this boot: the process check alone decides then."""
-    return not recorded or not current or recorded == current
+    gives none counts as this boot: the process check alone decides then.
+    Ids are "<kernel boot id>@<PID 1's start time>" (procfs.boot_id); a
+    record with the kernel's part alone is compared on that part."""
+    if not recorded or not current:
+        return True
+    if "@" not in recorded:  # written before the id named PID 1's start too
+        return recorded == current.partition("@")[0]
+    return recorded == current
 
 
 def decide(

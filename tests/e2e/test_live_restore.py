@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from supervisor import procfs
 from tests.e2e.conftest import Supd, pid_alive, wait_for
 
 SLEEPER = '[exec]\ncommand = ["/bin/sleep", "100000"]\n[restart]\npolicy = "always"\ndelay = "100ms"\n[stop]\ntimeout = "3s"\n'
@@ -301,7 +302,7 @@ def test_after_a_reboot_every_enabled_unit_starts_fresh(supd: Supd) -> None:
         wait_for(lambda pid=pid: gone(pid), what=f"pid {pid} gone")
     for path in (supd.state / "state").glob("*.json"):
         data = json.loads(path.read_text())
-        assert data["unit"]["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        assert data["unit"]["boot_id"] == procfs.boot_id()
         data["unit"]["boot_id"] = "00000000-0000-4000-8000-000000000000"
         path.write_text(json.dumps(data))
     supd.start()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor import procfs
 from tests.e2e.conftest import DRIVER, Supd, cgroup_hierarchies, pid_alive, wait_for
 from tests.e2e.test_live_restore import SLEEPER
 
@@ -126,7 +127,7 @@ def test_a_record_pointing_outside_supds_slices_is_rejected_never_acted_on(
             "paths": {hierarchy.name if hierarchy.name != "cgroup" else "unified": str(victim_cgroup)},
             "driver": "cgroupfs",
         },
-        "boot_id": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        "boot_id": procfs.boot_id(),
     }
     (state / "evil.json").write_text(json.dumps({"version": 1, "unit": record}))
     supd.start()

@@ -93,6 +93,8 @@ MASKED_UNITS = (
 
 BOOT_TIMEOUT = 90.0
 HALT_TIMEOUT = 30.0
+# systemd-nspawn exits with this when the container asked for a reboot
+NSPAWN_REBOOT_EXIT = 133
 
 
 class SandboxError(Exception):
@@ -254,6 +256,23 @@ class Sandbox:
         )
 
     # -- lifecycle -------------------------------------------------------
+    def reboot(self) -> None:
+        """`systemctl reboot` inside, then boot the same root again: its files
+        (the overlay's upper layer) are kept, every process and its /run are
+        not, and PID 1 is a new process, as after a real reboot."""
+        self.exec(["systemctl", "reboot"])  # its answer may be cut by the reboot itself
+        try:
+            code = self.nspawn.wait(timeout=HALT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise SandboxError(f"sandbox {self.name} did not reboot in time:\n{_nspawn_log(self)}") from None
+        if code != NSPAWN_REBOOT_EXIT:
+            raise SandboxError(f"systemd-nspawn exited {code}, not {NSPAWN_REBOOT_EXIT} (reboot):\n{_nspawn_log(self)}")
+        nspawn = nspawn_binary()
+        assert nspawn is not None
+        self.nspawn = _launch(nspawn, self.name, self.state_dir, self.cgroup_dirs)
+        _wait_for_boot(self)
+        (self.payload_dir / HARNESS_CGROUP).mkdir(exist_ok=True)
+
     def down(self) -> list[str]:
         """Halt and remove everything; returns what could not be cleaned."""
         problems: list[str] = []
@@ -418,20 +437,7 @@ def boot(base_dir: Path, name: str | None = None) -> Sandbox:
     cgroup_dirs = tuple(r / name for r in roots)
     for d in cgroup_dirs:
         d.mkdir()
-    launcher = "".join(f'echo $$ > {d}/{CGROUP_PROCS} && ' for d in cgroup_dirs) + 'exec "$@"'
-    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
-    log_file = open(state_dir / "nspawn.log", "wb")  # noqa: SIM115 - lives as long as nspawn
-    proc = subprocess.Popen(
-        [
-            "sh", "-c", launcher, "sh", nspawn,
-            f"--directory={state_dir / 'root'}", f"--machine={name}",
-            "--register=no", "--keep-unit", "--private-network",
-            "--tmpfs=/var/tmp", "--console=pipe", "--boot",
-        ],
-        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        env=env, start_new_session=True,
-    )  # fmt: skip
-    log_file.close()
+    proc = _launch(nspawn, name, state_dir, cgroup_dirs)
     sandbox = Sandbox(name=name, state_dir=state_dir, nspawn=proc, cgroup_dirs=cgroup_dirs)
     try:
         _wait_for_boot(sandbox)
@@ -446,6 +452,25 @@ def boot(base_dir: Path, name: str | None = None) -> Sandbox:
         "sandbox_up", name=name, leader=sandbox.leader_pid, boot_seconds=sandbox.boot_seconds
     )
     return sandbox
+
+
+def _launch(nspawn: str, name: str, state_dir: Path, cgroup_dirs: tuple[Path, ...]) -> subprocess.Popen[bytes]:
+    """systemd-nspawn booting state_dir/root, placed in our cgroups first."""
+    launcher = "".join(f'echo $$ > {d}/{CGROUP_PROCS} && ' for d in cgroup_dirs) + 'exec "$@"'
+    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    log_file = open(state_dir / "nspawn.log", "ab")  # noqa: SIM115 - lives as long as nspawn
+    proc = subprocess.Popen(
+        [
+            "sh", "-c", launcher, "sh", nspawn,
+            f"--directory={state_dir / 'root'}", f"--machine={name}",
+            "--register=no", "--keep-unit", "--private-network",
+            "--tmpfs=/var/tmp", "--console=pipe", "--boot",
+        ],
+        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    log_file.close()
+    return proc
 
 
 def _nspawn_log(sandbox: Sandbox) -> str:

@@ -303,3 +303,32 @@ def test_units_supd_stopped_come_back_when_it_starts(inside: Inside, running_uni
         lambda: (s := inside.unit_status(name)) and s.get("state") == "running" and s,
         what=f"{name} to run again\n{inside.journal()}",
     )
+
+
+def test_reboot_with_the_state_folder_kept_brings_every_unit_back(inside: Inside, running_unit: tuple[str, int]) -> None:
+    # issue 10: after a reboot every enabled unit starts fresh, whatever its
+    # restart policy (the default is "no") and even if a user had stopped it
+    name, _ = running_unit
+    inside.path("/etc/supd/supd.toml").write_text(LIVE_RESTORE_CONFIG)
+    inside.ok("systemctl", "restart", SERVICE)
+    inside.wait_active("supd to come back with live_restore = true")
+    stopped = "off" + os.urandom(4).hex()
+    inside.path(f"/etc/supd/units/{stopped}.toml").write_text('[exec]\ncommand = ["/bin/sleep", "100000"]\n')
+    before = {}
+    for unit in (name, stopped):
+        status = wait_for(
+            lambda unit=unit: (s := inside.unit_status(unit)) and s.get("state") == "running" and s,
+            what=f"{unit} to run before the reboot",
+        )
+        before[unit] = int(status["pid"])
+    inside.ok("supctl", "stop", stopped)
+    wait_for(lambda: (inside.unit_status(stopped) or {}).get("state") == "inactive", what=f"{stopped} stopped")
+    inside.box.reboot()
+    inside.wait_active("supd to start at boot")
+    for unit in (name, stopped):
+        status = wait_for(
+            lambda unit=unit: (s := inside.unit_status(unit)) and s.get("state") == "running" and s,
+            what=f"{unit} to run after the reboot\n{inside.journal()}",
+        )
+        assert status["restarts"] == 0, status
+        assert pid_alive_inside(inside, int(status["pid"]))

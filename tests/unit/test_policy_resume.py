@@ -83,3 +83,11 @@ def test_unknown_boot_ids_count_as_the_same_boot() -> None:
     assert same_boot("", BOOT) and same_boot(BOOT, "") and same_boot(BOOT, BOOT)
     assert not same_boot(BOOT, OTHER_BOOT)
     assert plan(recorded_boot="").action == "adopt"
+
+
+def test_a_new_pid_1_on_the_same_kernel_is_a_new_boot() -> None:
+    # a rebooted container or systemd sandbox: same kernel, new PID 1
+    assert not same_boot(f"{BOOT}@100", f"{BOOT}@900")
+    assert same_boot(f"{BOOT}@100", f"{BOOT}@100")
+    # records written with the kernel's id alone compare on that part
+    assert same_boot(BOOT, f"{BOOT}@900") and not same_boot(OTHER_BOOT, f"{BOOT}@900")
