@@ -36,7 +36,7 @@ from supervisor.daemon.resilient import keep_running
 from supervisor.daemon.state_store import StateStore, UnitRecord
 from supervisor.daemon.statewriter import StateWriter
 from supervisor.daemon.supervisor import StartFailure, Supervisor
-from supervisor.daemon.unitrun import UnitRun
+from supervisor.daemon.unitrun import Command, UnitRun
 from supervisor.policy import resume
 from supervisor.policy.restart import should_restart
 from supervisor.policy.state import UnitState
@@ -300,6 +300,14 @@ class Daemon:
             u.cgroup = adoption.cgroup
             u.freeze_reason = "user" if record.frozen_by_user else None
             u.want_running = True
+            ran_on = restore.definition_it_ran_on(unit, record)
+            if ran_on is not None:
+                # Edited while supd was away: once adopted, the unit takes the
+                # new file as it would an edit while running (live for
+                # [resources] alone, else a restart on the new definition).
+                log.info("unit_changed_while_away", unit=u.name, live=ran_on is not unit)
+                u.unit = ran_on
+                u.inbox.append(Command("redefine", loaded=unitdir.Loaded(u.name, u.file, unit, None)))
         elif plan.action == "failed":
             u.want_running = False
             self.sup.set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]

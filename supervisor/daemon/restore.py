@@ -10,6 +10,7 @@ and the unit's restart policy decides.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from supervisor.daemon.unitrun import UnitRun
 from supervisor.policy.restart import ExitStatus
 from supervisor.policy.resume import SHUTDOWN_REASON, Process
 from supervisor.policy.state import UnitState
-from supervisor.units.model import Unit
+from supervisor.units.model import Resources, Unit
 
 log = structlog.get_logger()
 
@@ -63,7 +64,27 @@ def record_for(u: UnitRun, boot_id: str) -> UnitRecord:
         frozen_by_user=u.state == UnitState.FROZEN and u.freeze_reason == "user",
         boot_id=boot_id,
         shutdown_stopped=u.state == UnitState.INACTIVE and u.stop_reason == SHUTDOWN_REASON,
+        resources=dataclasses.asdict(u.unit.resources) if (u.unit is not None and pid) else None,
     )
+
+
+def definition_it_ran_on(unit: Unit, record: UnitRecord) -> Unit | None:
+    """The definition an adopted process runs on, when its unit file changed
+    while supd was away (None: it did not change). The file now differs from
+    the recorded one in [resources] only if putting back the recorded
+    resources gives the recorded hash; then that is the old definition, and
+    the change applies live. Otherwise the old one is unknown: the new one
+    stands in, and the change needs a restart (as an edit while running)."""
+    if not record.definition or record.definition == definition_hash(unit):
+        return None
+    if record.resources is not None:
+        try:
+            old = dataclasses.replace(unit, resources=Resources(**record.resources))
+        except TypeError:  # fields of another version
+            return unit
+        if definition_hash(old) == record.definition:
+            return old
+    return unit
 
 
 def launch_record(u: UnitRun, pid: int, ref: CgroupRef | None, boot_id: str) -> UnitRecord:

@@ -72,6 +72,9 @@ class UnitRecord:
     # supd itself stopped the unit at its shutdown (live_restore = false): the
     # next supd starts it again.
     shutdown_stopped: bool = False
+    # the [resources] the process was started with (or last updated to): tells
+    # a restarted supd whether an edit made meanwhile can be applied live
+    resources: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -94,6 +97,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "frozen_by_user": ((bool,), "true or false"),
     "boot_id": ((str,), "a string"),
     "shutdown_stopped": ((bool,), "true or false"),
+    "resources": ((dict, type(None)), "an object or null"),
     "extra": ((dict,), "an object"),
 }
 _REQUIRED = ("name", "state", "since")

@@ -338,3 +338,35 @@ def test_a_process_started_after_the_last_record_is_ended_not_left_unsupervised(
     assert st["state"] == "running", st
     assert st["pid"] != pid
     wait_for(lambda: gone(pid), what="the unsupervised process ended")
+
+
+def _memory_limit(supd: Supd, unit: str) -> int:
+    for d in supd.scope_dirs(unit):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            if (d / name).exists():
+                return int((d / name).read_text())
+    raise AssertionError(f"no memory limit file in {supd.scope_dirs(unit)}")
+
+
+def test_unit_file_edited_while_supd_was_away_is_taken_after_adoption(supd: Supd) -> None:
+    supd.extra_args = ["--live-restore"]
+    base = '[exec]\ncommand = ["/bin/sleep", "{secs}"]\n[resources]\nmemory_max = "{mem}"\n'
+    supd.write_unit("live", base.format(secs=100000, mem="64M"))
+    supd.write_unit("again", base.format(secs=100000, mem="64M"))
+    supd.start()
+    live = supd.wait_state("live", "running")["pid"]
+    again = supd.wait_state("again", "running")["pid"]
+    assert supd.stop(signal.SIGTERM) == 0
+    supd.write_unit("live", base.format(secs=100000, mem="96M"))  # resources only: applied live
+    supd.write_unit("again", base.format(secs=200000, mem="64M"))  # the command: a restart
+    supd.start()
+    assert supd.wait_state("live", "running")["pid"] == live
+    wait_for(lambda: _memory_limit(supd, "live") == 96 << 20, what="live's new memory limit")
+    assert [e for e in supd.events("live") if e["event"] == "updated"]
+    st = wait_for(
+        lambda: (s := supd.status("again"))["state"] == "running" and s["pid"] != again and s,
+        what="again restarted on its new definition",
+    )
+    assert Path(f"/proc/{st['pid']}/cmdline").read_bytes().split(b"\0")[1] == b"200000"
+    wait_for(lambda: gone(again), what=f"the old process of again (pid {again}) ended")
+    shut_down_for_real(supd)
