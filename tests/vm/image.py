@@ -35,10 +35,11 @@ BOOT_PACKAGES = (
 # What the project's tests and benchmarks run, as the Makefile's APT_PACKAGES
 # installs them on a host. Left out on purpose: podman and conmon (no test needs
 # them; the v2 bench compares with crun) and dpkg-dev (build-deb.sh only calls
-# dpkg-deb, which is in the essential dpkg).
+# dpkg-deb, which is in the essential dpkg). gcc and libc6-dev build the
+# static probes the container-boundary tests run inside containers.
 PROJECT_PACKAGES = (
     "python3", "python3-venv", "busybox-static", "tini", "crun", "runc", "umoci",
-    "skopeo", "stress-ng", "systemd-container", "curl",
+    "skopeo", "stress-ng", "systemd-container", "curl", "gcc", "libc6-dev", "libseccomp2",
 )
 PACKAGES = BOOT_PACKAGES + PROJECT_PACKAGES
 
