@@ -37,8 +37,8 @@ from supervisor.daemon.state_store import StateStore, UnitRecord
 from supervisor.daemon.statewriter import StateWriter
 from supervisor.daemon.supervisor import StartFailure, Supervisor
 from supervisor.daemon.unitrun import Command, UnitRun
+from supervisor.policy import lifecycle as lc
 from supervisor.policy import resume
-from supervisor.policy.restart import should_restart
 from supervisor.policy.state import UnitState
 from supervisor.rootfs import overlay
 from supervisor.rootfs.errors import RootfsError
@@ -279,6 +279,8 @@ class Daemon:
         return verdicts
 
     def _restore_unit(self, u: UnitRun, record: UnitRecord, adoption: restore.Adoption) -> None:
+        """Hand the unit's task what the record and /proc say (it applies the
+        resume as its first lifecycle step), and what it needs to adopt."""
         plan = resume.decide(
             state=record.state,
             user_stopped=record.user_stopped,
@@ -288,18 +290,12 @@ class Daemon:
             current_boot=self.boot_id,
             process=restore.PROCESS[adoption.verdict],
         )
-        restore.restore_history(u, record)
-        u.restarts, u.user_stopped = plan.restarts, plan.user_stopped
-        unit = u.unit
-        if unit is None:
-            return
         log.info("unit_resumed", unit=u.name, action=plan.action, why=plan.why)
-        if plan.action == "adopt":
+        unit = u.unit
+        if plan.action == "adopt" and unit is not None:
             u.adopt_pid = record.pid
             u.adopt_since = record.since
             u.cgroup = adoption.cgroup
-            u.freeze_reason = "user" if record.frozen_by_user else None
-            u.want_running = True
             ran_on = restore.definition_it_ran_on(unit, record)
             if ran_on is not None:
                 # Edited while supd was away: once adopted, the unit takes the
@@ -308,23 +304,19 @@ class Daemon:
                 log.info("unit_changed_while_away", unit=u.name, live=ran_on is not unit)
                 u.unit = ran_on
                 u.inbox.append(Command("redefine", loaded=unitdir.Loaded(u.name, u.file, unit, None)))
-        elif plan.action == "failed":
-            u.want_running = False
-            self.sup.set_state(u, UnitState.FAILED, "restored")  # type: ignore[union-attr]
-        elif plan.action == "stopped":
-            u.want_running = False
-        elif plan.action == "start":
-            u.want_running = True
-        elif plan.action == "ended":
-            u.last_exit = restore.ENDED_WHILE_AWAY
-            self.events.emit(u.name, "ended", restore.ENDED_WHILE_AWAY.reason, why=adoption.why)
-            if should_restart(unit.restart.policy, restore.ENDED_WHILE_AWAY):
-                u.restarts += 1
-                u.want_running = True
-            else:
-                u.want_running = False
-                self.sup.set_state(u, UnitState.EXITED, restore.ENDED_WHILE_AWAY.reason)  # type: ignore[union-attr]
-        # "as_enabled": Supervisor.add already followed [unit].enabled
+        self.sup.resume(
+            u,
+            lc.Resumed(
+                plan.action,
+                "restored" if plan.action == "failed" else (adoption.why if plan.action == "ended" else plan.why),
+                restarts=plan.restarts,
+                user_stopped=plan.user_stopped,
+                last_exit=restore.recorded_exit(record),
+                new_boot=not resume.same_boot(record.boot_id, self.boot_id),
+                frozen_by_user=record.frozen_by_user,
+                error=record.error,
+            ),
+        )
 
     # --------------------------------------------------------------- tasks
     async def _watch_units(self) -> None:
@@ -454,9 +446,7 @@ class Daemon:
                 if name in verdicts:
                     self._restore_unit(u, *verdicts[name])
                 elif name in self.rejected and u.unit is not None:
-                    u.want_running = False
-                    u.error = self.rejected[name]
-                    self.sup.set_state(u, UnitState.FAILED, "state record rejected", error=u.error)
+                    self.sup.resume(u, lc.Resumed("failed", "state record rejected", error=self.rejected[name]))
             tg.start_soon(keep_running, "units_watch", self._watch_units)
             tg.start_soon(keep_running, "housekeeping", self._housekeeping)
             interval = self.notifier.watchdog_interval()

@@ -65,6 +65,7 @@ def record_for(u: UnitRun, boot_id: str) -> UnitRecord:
         boot_id=boot_id,
         shutdown_stopped=u.state == UnitState.INACTIVE and u.stop_reason == SHUTDOWN_REASON,
         resources=dataclasses.asdict(u.unit.resources) if (u.unit is not None and pid) else None,
+        error=u.error if u.state == UnitState.FAILED else None,
     )
 
 
@@ -118,6 +119,7 @@ def adoption_key(record: UnitRecord) -> tuple[object, ...]:
         record.frozen_by_user,
         record.boot_id,
         record.shutdown_stopped,
+        record.error,
     )
 
 
@@ -149,16 +151,13 @@ def judge(record: UnitRecord, same_boot: bool = True) -> Adoption:
     return Adoption("adopt", "same process, same scope", ref)
 
 
-def restore_history(u: UnitRun, record: UnitRecord) -> None:
-    """Restart counters and last exit survive supd restarts."""
-    u.restarts = record.restarts
-    u.user_stopped = record.user_stopped
-    if record.last_exit:
-        u.last_exit = ExitStatus(
-            code=record.last_exit.get("code"),
-            signal=record.last_exit.get("signal"),
-            reason=str(record.last_exit.get("reason", "")),
-        )
+def recorded_exit(record: UnitRecord) -> ExitStatus | None:
+    """The last exit a record carries on (history survives supd restarts)."""
+    if not record.last_exit:
+        return None
+    return ExitStatus(
+        code=record.last_exit.get("code"),
+        signal=record.last_exit.get("signal"),
+        reason=str(record.last_exit.get("reason", "")),
+    )
 
-
-ENDED_WHILE_AWAY = ExitStatus(code=None, signal=None, reason="ended while supd was not running")

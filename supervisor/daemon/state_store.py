@@ -75,6 +75,7 @@ class UnitRecord:
     # the [resources] the process was started with (or last updated to): tells
     # a restarted supd whether an edit made meanwhile can be applied live
     resources: dict[str, Any] | None = None
+    error: str | None = None  # why it failed (state failed), for `supctl status` after a restart
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -98,6 +99,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "boot_id": ((str,), "a string"),
     "shutdown_stopped": ((bool,), "true or false"),
     "resources": ((dict, type(None)), "an object or null"),
+    "error": ((str, type(None)), "a string or null"),
     "extra": ((dict,), "an object"),
 }
 _REQUIRED = ("name", "state", "since")

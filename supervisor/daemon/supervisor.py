@@ -141,15 +141,10 @@ class Supervisor:
             except Exception:  # a record that cannot be written must not stop the unit
                 log.exception("state_record_failed", unit=u.name)
 
-    def set_state(self, u: UnitRun, state: UnitState, reason: str, **fields: Any) -> None:
-        """Restore a recorded state for a unit whose task has not run yet
-        (daemon start-up only: a take-over, not a transition)."""
-        u.life = replace(u.life, state=state, reason=reason)
-        u.since = time.time()
-        self.events.emit(u.name, state.value, reason, **fields)
-        self._broadcast()
-        if self.on_state_change is not None:
-            self.on_state_change(u)
+    def resume(self, u: UnitRun, event: lc.Resumed) -> None:
+        """What a starting supd found for a unit it has just added: the unit's
+        task applies it as its first step, before it looks at anything else."""
+        u.resumed = event
 
     def _broadcast(self) -> None:
         self._changed.set()
@@ -243,6 +238,9 @@ class Supervisor:
         if predecessor is not None:
             await predecessor.gone.wait()
         try:
+            if u.resumed is not None:
+                event, u.resumed = u.resumed, None
+                self._commit(u, lc.step(u.life, event, time.monotonic()))
             while True:
                 try:
                     await self._drive(u)

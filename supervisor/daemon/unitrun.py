@@ -63,6 +63,8 @@ class UnitRun:
     # A process left running by a previous supd, to be supervised instead of started.
     adopt_pid: int | None = None
     adopt_since: float | None = None  # when the adopted process was started (wall clock)
+    # What a starting supd found in the unit's record: its task's first step.
+    resumed: lc.Resumed | None = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
 

@@ -28,6 +28,7 @@ from typing import Any, Final, Union
 
 from supervisor.policy.ratelimit import record_start
 from supervisor.policy.restart import BackoffState, ExitStatus, should_restart
+from supervisor.policy.resume import Action as Action_
 from supervisor.policy.state import UnitState, can_transition
 from supervisor.units.model import RestartSpec
 
@@ -220,17 +221,25 @@ class Adopted:
 
 
 @dataclass(frozen=True)
-class SupdRestarted:
-    """supd started again: `alive` says whether the recorded process still
-    runs; `same_boot` whether the machine booted in between."""
+class Resumed:
+    """supd started again and found a record of this unit: `action` is
+    policy.resume's decision for it (`adopt` is followed by `Adopted` once
+    the unit's task has looked at the process), with the history to carry
+    on. The unit's task applies it before anything else."""
 
-    alive: bool
-    same_boot: bool = True
+    action: Action_
+    why: str
+    restarts: int = 0
+    user_stopped: bool = False
+    last_exit: ExitStatus | None = None
+    new_boot: bool = False
+    error: str | None = None  # action "failed": the message to show
+    frozen_by_user: bool = False  # action "adopt": a user's freeze to keep
 
 
 Event = Union[
     Load, Redefine, Remove, Start, Restart, Stop, Fail, Freeze, Thaw, Wait, DependencyFailed, Launch, Started,
-    StartFailed, Exited, Crashed, UpdateApplied, UpdateRefused, StopStalled, Adopted, SupdRestarted,
+    StartFailed, Exited, Crashed, UpdateApplied, UpdateRefused, StopStalled, Adopted, Resumed,
 ]  # fmt: skip
 
 
@@ -302,7 +311,7 @@ def step(life: Life, event: Event, now: float) -> Step:
     new = result.life
     # Taking over after a supd restart or a reboot is a fresh start, not a move
     # along the table (a recorded "running" may now be "inactive").
-    take_over = isinstance(event, (Adopted, SupdRestarted))
+    take_over = isinstance(event, (Adopted, Resumed))
     if new.state != life.state and not take_over and not can_transition(life.state, new.state):
         raise LifecycleError(f"{life.state.value} -> {new.state.value} on {event!r}")
     if not new.reason:
@@ -573,32 +582,39 @@ def _adopted(life: Life, e: Adopted, now: float) -> Step:
     return Step(_to(adopted, S.RUNNING, "adopted"), fields=(("pid", e.pid),))
 
 
-def _supd_restarted(life: Life, e: SupdRestarted, now: float) -> Step:
-    if not e.same_boot:
-        # Nothing survives a reboot: every enabled unit starts fresh; the last
-        # exit stays visible as history.
-        fresh = _fresh_policy(
-            replace(
-                life, has_process=False, spawning=False, stop_reason=None, stop_is_failure=False, freeze_reason=None,
-                restarts=0, user_stopped=False, want_running=life.enabled and life.spec is not None and not life.removed,
-            )
-        )  # fmt: skip
-        if life.spec is None:
-            return Step(_to(fresh, S.ERROR, "invalid unit file"))
-        return Step(_to(fresh, S.INACTIVE, "boot") if life.state is not S.INACTIVE else fresh)
-    if life.has_process and e.alive:
-        if life.state is S.STOPPING:
-            return Step(life, (SignalStop(),))  # finish the stop the previous supd began
-        return Step(life)
-    if life.has_process:  # it ended while supd was away
-        return _exited(life, Exited(ENDED_WHILE_AWAY), now)
-    if life.stop_pending:  # a stop of a start that never got its process
-        return _stopped(replace(life, spawning=False), now)
-    if life.spawning or life.state is S.STARTING:
-        return Step(_to(replace(life, spawning=False), S.INACTIVE, "supd restart", retry_at=None))
-    if life.state is S.RESTARTING:
-        return Step(replace(life, retry_at=now))
-    return Step(life)
+def _resumed(life: Life, e: Resumed, now: float) -> Step:
+    history = replace(
+        life,
+        restarts=e.restarts,
+        user_stopped=e.user_stopped,
+        last_exit=e.last_exit if e.last_exit is not None else life.last_exit,
+    )
+    if e.new_boot:
+        history = _fresh_policy(history)
+    if e.action == "adopt" and life.spec is not None:
+        return Step(replace(history, want_running=True, freeze_reason=USER if e.frozen_by_user else None))
+    # Whatever ran is gone; nothing of a start or a stop is in progress.
+    gone = replace(
+        history, has_process=False, spawning=False, stop_reason=None, stop_is_failure=False, freeze_reason=None,
+        retry_at=None,
+    )  # fmt: skip
+    if life.spec is None:  # an invalid file stays in error, whatever the record said
+        return Step(replace(gone, want_running=False))
+    if e.action == "failed":
+        return Step(_to(gone, S.FAILED, e.why, want_running=False, error=e.error or e.why), again=True)
+    if e.action == "stopped":
+        return Step(replace(gone, want_running=False))
+    if e.action == "start":
+        return Step(replace(gone, want_running=True))
+    if e.action == "ended":
+        status = ENDED_WHILE_AWAY
+        step = _by_policy(replace(gone, want_running=True, last_exit=status), status, now)
+        return replace(step, actions=(Announce("ended", status.reason), *step.actions), fields=step.fields + (("why", e.why),))
+    # as_enabled
+    fresh = replace(gone, want_running=gone.enabled and not gone.user_stopped)
+    if e.new_boot and life.state is not S.INACTIVE:
+        return Step(_to(fresh, S.INACTIVE, "boot"))
+    return Step(fresh)
 
 
 def _exit_fields(status: ExitStatus | None) -> tuple[tuple[str, Any], ...]:
@@ -612,5 +628,5 @@ _HANDLERS: Final[dict[type, Any]] = {
     Freeze: _freeze, Thaw: _thaw, Wait: _wait, DependencyFailed: _dependency_failed, Launch: _launch,
     Started: _started, StartFailed: _start_failed, Exited: _exited, Crashed: _crashed,
     UpdateApplied: _update_applied, UpdateRefused: _update_refused, StopStalled: _stop_stalled,
-    Adopted: _adopted, SupdRestarted: _supd_restarted,
+    Adopted: _adopted, Resumed: _resumed,
 }  # fmt: skip

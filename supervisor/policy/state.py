@@ -30,7 +30,7 @@ S = UnitState
 # A unit whose file turns invalid while it runs is stopped first, so ERROR is
 # entered only from states with no process (or from STOPPING, on the way
 # out). Taking over after a supd restart or reboot is not a move along this
-# table (see lifecycle.Adopted, SupdRestarted).
+# table (see lifecycle.Adopted, Resumed).
 TRANSITIONS: Mapping[UnitState, frozenset[UnitState]] = MappingProxyType(
     {
         S.INACTIVE: frozenset({S.STARTING, S.ERROR, S.FAILED}),

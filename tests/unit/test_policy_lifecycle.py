@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from supervisor.policy import lifecycle as lc
+from supervisor.policy import resume
 from supervisor.policy.restart import ExitStatus, backoff_delay
 from supervisor.policy.state import UnitState, can_transition
 from supervisor.units.model import RestartSpec
@@ -179,14 +180,33 @@ def test_supd_shutdown_keeps_the_unit_wanted() -> None:
     assert life.state is S.INACTIVE and life.reason == "supd shutdown" and life.due(0.0)
 
 
-def test_supd_restart_adopts_or_applies_the_policy_and_reboot_starts_fresh() -> None:
-    life = running(ALWAYS)
-    assert lc.step(life, lc.SupdRestarted(alive=True), 0.0).life == life
-    ended = lc.step(life, lc.SupdRestarted(alive=False), 100.0)
+def test_resume_adopts_or_applies_the_policy_and_a_new_boot_starts_fresh() -> None:
+    loaded = run(lc.Life(), lc.Load(ALWAYS, True))
+    adopt = lc.step(loaded, lc.Resumed("adopt", "same process, same scope", restarts=3, frozen_by_user=True), 0.0)
+    assert adopt.life.want_running and adopt.life.restarts == 3 and adopt.life.freeze_reason == "user"
+    assert lc.step(adopt.life, lc.Adopted(42, "user"), 0.0).state is S.FROZEN
+    ended = lc.step(loaded, lc.Resumed("ended", "pid 42 is gone", restarts=3), 100.0)
     assert ended.state is S.RESTARTING and ended.reason == "ended while supd was not running"
-    failed = run(lc.Life(), lc.Load(ALWAYS, True), lc.Launch(), lc.StartFailed("x"))
-    boot = lc.step(failed, lc.SupdRestarted(alive=False, same_boot=False), 0.0)
+    assert ended.life.restarts == 4 and lc.Announce("ended", "ended while supd was not running") in ended.actions
+    assert dict(ended.fields)["why"] == "pid 42 is gone"
+    no = lc.step(run(lc.Life(), lc.Load(NO, True)), lc.Resumed("ended", "gone"), 100.0)
+    assert no.state is S.EXITED and not no.life.due(200.0)
+    failed = lc.step(loaded, lc.Resumed("failed", "restored", error="x"), 0.0)
+    assert failed.state is S.FAILED and failed.reason == "restored" and not failed.life.due(0.0)
+    boot = lc.step(failed.life, lc.Resumed("as_enabled", "new boot", new_boot=True), 0.0)
     assert boot.state is S.INACTIVE and boot.reason == "boot" and boot.life.due(0.0) and boot.life.restarts == 0
+    stopped = lc.step(loaded, lc.Resumed("stopped", "stopped by a user", user_stopped=True), 0.0)
+    assert stopped.state is S.INACTIVE and not stopped.life.due(0.0) and stopped.life.user_stopped
+    disabled = run(lc.Life(), lc.Load(ALWAYS, False))
+    assert lc.step(disabled, lc.Resumed("start", "stopped at supd's shutdown"), 0.0).life.due(0.0)
+    assert not lc.step(disabled, lc.Resumed("as_enabled", "settled"), 0.0).life.due(0.0)
+
+
+def test_resume_of_an_invalid_file_stays_in_error() -> None:
+    invalid = run(lc.Life(), lc.Load(None, False, "bad key"))
+    for action in ("adopt", "start", "ended", "failed", "as_enabled"):
+        step = lc.step(invalid, lc.Resumed(action, "why"), 0.0)  # type: ignore[arg-type]
+        assert step.state is S.ERROR and not step.life.want_running and not step.life.has_process
 
 
 def test_every_handler_is_registered() -> None:
@@ -224,14 +244,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         after = step.life
         if step.refused is not None:
             assert after == before
-        if after.state != before.state and not isinstance(event, (lc.Adopted, lc.SupdRestarted)):
+        if after.state != before.state and not isinstance(event, (lc.Adopted, lc.Resumed)):
             assert can_transition(before.state, after.state)
         # failed is left only by a user start/restart, a new definition or a new boot
         if before.state is S.FAILED and after.state is not S.FAILED:
-            assert isinstance(event, (lc.Start, lc.Restart, lc.Redefine, lc.SupdRestarted)), event
+            assert isinstance(event, (lc.Start, lc.Restart, lc.Redefine, lc.Resumed)), event
         # a user stop never restarts
         if self.user_stopped_since and after.state in (S.STARTING, S.RUNNING, S.RESTARTING):
-            assert before.state is after.state or isinstance(event, (lc.Adopted, lc.SupdRestarted)), (before, event)
+            assert before.state is after.state or isinstance(event, (lc.Adopted, lc.Resumed)), (before, event)
         # backoff as documented
         if after.state is S.RESTARTING and before.state is not S.RESTARTING:
             assert after.spec is not None
@@ -247,7 +267,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.run_started = None if not self.life.has_process else self.run_started
         if isinstance(event, lc.Redefine) and event.spec is not None and (event.restart_needed or not before.has_process):
             self.consecutive = 0
-        if isinstance(event, lc.SupdRestarted) and not event.same_boot:
+        if isinstance(event, lc.Resumed) and event.new_boot:
             self.user_stopped_since = False
             self.consecutive = 0
         if isinstance(event, lc.Stop) and event.by_user:
@@ -347,7 +367,25 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.loaded)
     @rule(alive=st.booleans(), same_boot=st.booleans())
     def supd_restarts(self, alive: bool, same_boot: bool) -> None:
-        self.apply(lc.SupdRestarted(alive=alive and same_boot, same_boot=same_boot))
+        # As the daemon does it: a fresh Life from the file, then what
+        # policy.resume decides from the record (the Life before) and /proc.
+        old = self.life
+        process = "adopt" if old.has_process and alive and same_boot else ("ended" if old.has_process else "none")
+        plan = resume.decide(
+            state=old.state.value, user_stopped=old.user_stopped,
+            shutdown_stopped=old.state is S.INACTIVE and old.reason == "supd shutdown", restarts=old.restarts,
+            recorded_boot="boot-1", current_boot="boot-1" if same_boot else "boot-2", process=process,
+        )  # fmt: skip
+        fresh = lc.Load(old.spec, old.enabled, None if old.spec is not None else "invalid")
+        self.life = lc.step(lc.Life(), fresh, self.now).life
+        self.apply(
+            lc.Resumed(
+                plan.action, plan.why, restarts=plan.restarts, user_stopped=plan.user_stopped,
+                last_exit=old.last_exit, new_boot=not same_boot, error=old.error,
+            )
+        )  # fmt: skip
+        if plan.action == "adopt" and self.life.spec is not None:
+            self.apply(lc.Adopted(pid=4242))
 
     @precondition(lambda self: self.loaded and not self.life.removed)
     @rule()
