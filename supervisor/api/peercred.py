@@ -22,11 +22,12 @@ STATUS_GID = "Gid:"
 
 
 class SocketGroupError(Exception):
-    """The configured socket_group does not exist."""
+    """A configured group (socket_group, admin_group) does not exist."""
 
-    def __init__(self, group: str) -> None:
-        super().__init__(f'socket_group "{group}": no such group in the group database; expected an existing group name or gid')
+    def __init__(self, group: str, key: str = "socket_group") -> None:
+        super().__init__(f'{key} "{group}": no such group in the group database; expected an existing group name or gid')
         self.group = group
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,14 @@ def peer_credentials(sock: socket.socket) -> PeerCredentials:
     return PeerCredentials(pid=pid, uid=uid, gid=gid)
 
 
-def resolve_group(group: str) -> int:
-    """A group name (or a numeric gid) → gid; `SocketGroupError` if unknown."""
+def resolve_group(group: str, key: str = "socket_group") -> int:
+    """A group name (or a numeric gid) → gid; `SocketGroupError` naming `key` if unknown."""
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         if group.isdigit():
             return int(group)
-        raise SocketGroupError(group) from None
+        raise SocketGroupError(group, key) from None
 
 
 def parse_status_groups(status_text: str) -> set[int]:
