@@ -10,6 +10,7 @@ capped at 1 MiB; malformed HTTP gets a 400 and the connection is closed.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import signal
 import socket
@@ -130,6 +131,7 @@ async def serve(
         if gid is not None:
             os.chown(socket_path, -1, gid)
         log.info("api_listening", path=str(socket_path), group=group, admin_group=admin_group)
+        _warn_admins_outside_socket_group(groups)
         limits = _Limits(request_timeout=request_timeout, max_body=max_body, max_followers=max_followers)
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
@@ -144,6 +146,25 @@ async def serve(
                 socket_path.unlink()
         except FileNotFoundError:
             pass
+
+
+def _warn_admins_outside_socket_group(groups: access.Groups) -> None:
+    """admin_group members listed in the group database who are not also in
+    socket_group cannot connect (the socket's group is socket_group): say so once."""
+    if groups.socket_gid is None or groups.admin_gid is None or groups.socket_gid == groups.admin_gid:
+        return
+    try:
+        outside = sorted(set(grp.getgrgid(groups.admin_gid).gr_mem) - set(grp.getgrgid(groups.socket_gid).gr_mem))
+    except KeyError:  # a numeric gid without a group entry: no member list to compare
+        return
+    if outside:
+        log.warning(
+            "api_admins_cannot_connect",
+            users=outside,
+            admin_group=groups.admin_group,
+            socket_group=groups.socket_group,
+            hint="the socket's group is socket_group: add these users to it too",
+        )
 
 
 class _Limits:

@@ -102,6 +102,8 @@ def test_socket_group_operates_admin_group_execs(
 ) -> None:
     op, adm = groups
     supd.runtime = open_runtime
+    # nobody is listed in admin_group but not in socket_group: supd warns at start.
+    _run_retrying(["gpasswd", "-a", "nobody", adm.name])
     supd.write_unit("web", SLEEPER)
     supd.start("--socket-group", op.name, "--admin-group", adm.name)
     supd.wait_state("web", "running")
@@ -141,4 +143,6 @@ def test_socket_group_operates_admin_group_execs(
     # docs/configuration.md, admin_group), and neither does a stranger.
     for gids in ([adm.gid], []):
         r = ctl_as(supd, gids, "list")
-        assert r.returncode == 1 and "Permission denied" in r.stderr, (gids, r)
+        assert r.returncode == 1, (gids, r)
+        assert f'Permission denied (expected root or a member of group "{op.name}", the socket\'s group)' in r.stderr, r
+    assert "api_admins_cannot_connect" in log and '"nobody"' in log
