@@ -1,4 +1,6 @@
-"""Who is on the other end of the control socket, and may they talk to supd.
+"""Who is on the other end of the control socket: its uid and every group it holds.
+
+What each peer may do is access.py's business; this module only reads.
 
 SO_PEERCRED gives the peer's pid, uid and gid as of connect(). Supplementary
 groups are not part of it, so they come from /proc/<pid>/status (`Groups:`),
@@ -75,12 +77,3 @@ def peer_groups(cred: PeerCredentials, proc: Path = PROC) -> set[int]:
         return set(os.getgrouplist(name, cred.gid)) | {cred.gid}
     except KeyError:
         return {cred.gid}
-
-
-def is_allowed(cred: PeerCredentials, group_gid: int | None, proc: Path = PROC) -> bool:
-    """Root, or a member of the socket's group."""
-    if cred.uid == 0:
-        return True
-    if group_gid is None:
-        return False
-    return group_gid in peer_groups(cred, proc)
