@@ -2,9 +2,10 @@
 
 One task per connection. Every connection's peer is checked with SO_PEERCRED:
 its level (access.py: root or `admin_group` → admin, `socket_group` →
-operator, else nobody) decides which routes it may use. A client that sends nothing is
-dropped after `request_timeout` without holding up anyone else; bodies are
-capped at 1 MiB; malformed HTTP gets a 400 and the connection is closed.
+operator, else nobody) decides which routes it may use. A client that sends
+nothing is dropped after `request_timeout` without holding up anyone else;
+bodies are capped at 1 MiB; malformed HTTP gets a 400 and the connection is
+closed.
 """
 
 from __future__ import annotations
