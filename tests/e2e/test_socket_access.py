@@ -146,3 +146,13 @@ def test_socket_group_operates_admin_group_execs(
         assert r.returncode == 1, (gids, r)
         assert f'Permission denied (expected root or a member of group "{op.name}", the socket\'s group)' in r.stderr, r
     assert "api_admins_cannot_connect" in log and '"nobody"' in log
+
+
+def test_unknown_admin_group_stops_supd_with_a_clear_error(supd: Supd, unique_name: str) -> None:
+    supd.start("--admin-group", f"{unique_name}-none", wait=False)
+    assert supd.proc is not None
+    rc = supd.proc.wait(timeout=60 * TIME_SCALE)
+    assert rc == 1
+    expected = f'supd: admin_group "{unique_name}-none": no such group in the group database; expected an existing group name or gid'
+    assert expected in supd.daemon_log(), supd.daemon_log()[-2000:]
+    assert not supd.socket.exists()
