@@ -14,7 +14,9 @@ pass timing supd and then every peer back to back. What is timed:
   was reaped; state `exited`, restart policy "no"). Covers the API, rootfs
   plan, 10 cgroup hierarchies, the spawner's fork/unshare/overlay/pivot_root,
   go, exec, exit, reap and scope removal. The `running` event (exec done) is
-  shown as well;
+  shown as well. Where the supd under test has `[rootfs].userns`, the same
+  unit with `userns = "auto"` (ids from the bench's own subuid/subgid files)
+  is timed too, in the same passes;
 - crun / runc: overlay mount + `<rt> run` (foreground: create, start, wait,
   delete of state and cgroups) + overlay umount, from a Python loop. Their
   config is `<rt> spec`'s (masked and read-only paths, no_new_privs) plus what
@@ -56,6 +58,8 @@ NAME = "start_latency"
 WARMUPS = 3
 SLEEPERS = 10
 EVENT_TIMEOUT_S = 60.0
+USERNS_FIRST_ID = 3_300_000  # far from any real user's ids
+USERNS_IDS = 65536 * 4
 
 
 def make_layers(work: Path) -> list[Path]:
@@ -66,18 +70,34 @@ def make_layers(work: Path) -> list[Path]:
     return [base, top]
 
 
-def unit_text(layers: list[Path], command: list[str], restart: str) -> str:
+def unit_text(layers: list[Path], command: list[str], restart: str, rootfs_extra: str = "") -> str:
     return (
         "[unit]\nenabled = false\n\n"
         f"[exec]\ncommand = {json.dumps(command)}\n\n"
-        f"[rootfs]\nlayers = {json.dumps([str(p) for p in layers])}\nwritable = \"persistent\"\n\n"
+        f"[rootfs]\nlayers = {json.dumps([str(p) for p in layers])}\nwritable = \"persistent\"\n{rootfs_extra}\n"
         f"[restart]\npolicy = \"{restart}\"\n"
     )
 
 
-def write_units(units_dir: Path, layers: list[Path]) -> None:
+def supports_userns() -> bool:
+    """Whether the supd under test knows `[rootfs].userns` (issue 11, item 6)."""
+    from supervisor.units import parse
+
+    return "userns" in getattr(parse, "ROOTFS_KEYS", ())
+
+
+def userns_args(work: Path) -> tuple[str, ...]:
+    """supd flags giving userns units ids from files of the bench's own, never /etc's."""
+    for name in ("subuid", "subgid"):
+        (work / name).write_text(f"supd:{USERNS_FIRST_ID}:{USERNS_IDS}\n")
+    return ("--subuid-file", str(work / "subuid"), "--subgid-file", str(work / "subgid"))
+
+
+def write_units(units_dir: Path, layers: list[Path], userns: bool = False) -> None:
     units_dir.mkdir(parents=True, exist_ok=True)
     (units_dir / "t.toml").write_text(unit_text(layers, ["/bin/true"], "no"))
+    if userns:
+        (units_dir / "tu.toml").write_text(unit_text(layers, ["/bin/true"], "no", 'userns = "auto"\n'))
     for i in range(SLEEPERS):
         (units_dir / f"s{i}.toml").write_text(unit_text(layers, ["/bin/sleep", "100000"], "no"))
 
@@ -91,24 +111,24 @@ def wait_event(events: rawhttp.EventStream, unit: str, wanted: set[str]) -> dict
     raise TimeoutError(f"no {sorted(wanted)} event for {unit} within {EVENT_TIMEOUT_S:.0f} s")
 
 
-def supd_starts(supd: SupdInstance, runs: int) -> tuple[list[float], list[float]]:
+def supd_starts(supd: SupdInstance, runs: int, unit: str = "t") -> tuple[list[float], list[float]]:
     """(start → exited, start → running) in seconds, per run."""
     events = rawhttp.EventStream(supd.socket)
     to_exit, to_running = [], []
     try:
         for i in range(WARMUPS + runs):
             t0 = time.perf_counter()
-            status, body = rawhttp.request(supd.socket, "POST", "/v1/units/t/start")
+            status, body = rawhttp.request(supd.socket, "POST", f"/v1/units/{unit}/start")
             if status != 200:
-                raise RuntimeError(f"POST /v1/units/t/start answered {status}: {body[:200]!r}")
-            running = wait_event(events, "t", {"running", "failed"})
+                raise RuntimeError(f"POST /v1/units/{unit}/start answered {status}: {body[:200]!r}")
+            running = wait_event(events, unit, {"running", "failed"})
             t_running = time.perf_counter()
             if running["event"] != "running":
-                raise RuntimeError(f"unit t did not start: {running}")
-            exited = wait_event(events, "t", {"exited", "failed", "inactive"})
+                raise RuntimeError(f"unit {unit} did not start: {running}")
+            exited = wait_event(events, unit, {"exited", "failed", "inactive"})
             t_exit = time.perf_counter()
             if exited["event"] != "exited" or exited.get("reason") != "exit 0":
-                raise RuntimeError(f"unit t ended unexpectedly: {exited}")
+                raise RuntimeError(f"unit {unit} ended unexpectedly: {exited}")
             if i >= WARMUPS:
                 to_exit.append(t_exit - t0)
                 to_running.append(t_running - t0)
@@ -118,6 +138,7 @@ def supd_starts(supd: SupdInstance, runs: int) -> tuple[list[float], list[float]
 
 
 BARE_CRUN = "crun (crun spec)"
+USERNS_ROW = "supd (userns auto)"
 
 
 def peer_commands(peers: Peers, image: str | None, seccomp: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -197,7 +218,8 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
     raw["peer_seccomp"] = {"source": seccomp_source, "rules": len(seccomp["syscalls"])}
     with scratch_dir(NAME) as work, scratch_dir("p") as podman_dir:
         layers = make_layers(work)
-        write_units(work / "units", layers)
+        userns = supports_userns()
+        write_units(work / "units", layers, userns)
         peer_root = cgroup_cleanup.unique_root()
         peers = Peers(work / "peers", peer_root, layers, podman_dir)
         try:
@@ -208,14 +230,20 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
                 except Exception as e:  # noqa: BLE001 - a broken peer must not hide the others' figures
                     notes.append(f"podman skipped: {e}")
             latency_jobs = peer_commands(peers, image, seccomp)
-            samples: dict[str, list[list[float]]] = {"supd": [], "supd (to running)": [], **{k: [] for k in latency_jobs}}
+            samples: dict[str, list[list[float]]] = {"supd": [], "supd (to running)": []}
+            if userns:
+                samples[USERNS_ROW] = []
+            samples.update({k: [] for k in latency_jobs})
             resident: dict[str, Any] = {}
-            with SupdInstance(work / "supd", units_dir=work / "units") as supd:
+            extra = userns_args(work) if userns else ()
+            with SupdInstance(work / "supd", units_dir=work / "units", extra_args=extra) as supd:
                 supd.wait_ready()
                 for _ in range(passes):
                     to_exit, to_running = supd_starts(supd, runs)
                     samples["supd"].append(to_exit)
                     samples["supd (to running)"].append(to_running)
+                    if userns:
+                        samples[USERNS_ROW].append(supd_starts(supd, runs, "tu")[0])
                     for name, job in latency_jobs.items():
                         samples[name].append(peers.run_job({**job, "runs": runs}, env=peers.podman_env())["seconds"])
                 resident["supd"] = supd_resident(supd)
@@ -244,6 +272,8 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
     if ratios.get("supd"):
         per_pass = ", ".join(f"{r:.2f}" for r in ratios["supd"][1])
         notes.append(f"supd / crun, median over the same {passes} passes: {ratios['supd'][0]:.2f} (target ≤ 1.2); per pass: {per_pass}")
+    if not userns:
+        notes.append("supd (userns auto): not measured, this supd has no [rootfs].userns")
     notes.append(f"crun's and runc's seccomp rules ({len(seccomp['syscalls'])}): {seccomp_source}; "
                  "with docker's device allow-list and podman's capabilities; masked paths from `crun spec`")
     if "supd" in resident:
