@@ -2,9 +2,12 @@
 
 What each peer may do is access.py's business; this module only reads.
 
-SO_PEERCRED gives the peer's pid, uid and gid as of connect(). Supplementary
-groups are not part of it, so they come from /proc/<pid>/status (`Groups:`),
-falling back to the group database when the process is already gone.
+SO_PEERCRED gives the peer's pid, uid and (effective) gid as of connect();
+SO_PEERGROUPS (Linux >= 4.13) its supplementary groups, also as of connect(),
+so nothing the peer does afterwards (exit, pid reuse) changes the answer.
+Where SO_PEERGROUPS cannot say (an older kernel, more than 256 groups) they
+come from /proc/<pid>/status (`Gid:` and `Groups:`), and from the group
+database when the process is already gone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ PROC = Path("/proc")
 UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
 STATUS_GROUPS = "Groups:"
 STATUS_GID = "Gid:"
+# Not named by every Python build; the Linux value (asm-generic/socket.h).
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+MAX_GROUPS_BYTES = 1024  # CPython's getsockopt buffer limit: 256 gids
+GID = struct.Struct("I")
 
 
 class SocketGroupError(Exception):
@@ -65,7 +72,23 @@ def parse_status_groups(status_text: str) -> set[int]:
     return gids
 
 
-def peer_groups(cred: PeerCredentials, proc: Path = PROC) -> set[int]:
+def socket_peer_groups(sock: socket.socket) -> set[int] | None:
+    """The peer's supplementary groups as of connect(); None when the kernel
+    cannot say (before 4.13) or they do not fit in 256 entries (ERANGE)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, MAX_GROUPS_BYTES)
+    except OSError:
+        return None
+    count = len(raw) // GID.size
+    return set(struct.unpack(f"{count}I", raw[: count * GID.size]))
+
+
+def peer_groups(cred: PeerCredentials, proc: Path = PROC, sock: socket.socket | None = None) -> set[int]:
+    """Every gid the peer holds: from the socket (`sock`) when the kernel
+    recorded them, else from /proc or the group database."""
+    recorded = socket_peer_groups(sock) if sock is not None else None
+    if recorded is not None:
+        return recorded | {cred.gid}
     try:
         text = (proc / str(cred.pid) / "status").read_text()
     except OSError:

@@ -214,7 +214,7 @@ class _Connection:
             try:
                 raw = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
                 self.peer = peer_credentials(raw)
-                self.level = self._peer_level(self.peer)
+                self.level = self._peer_level(self.peer, raw)
                 if self.level is access.Level.NOBODY:
                     log.warning("api_forbidden", uid=self.peer.uid, pid=self.peer.pid, gid=self.peer.gid)
                 while await self._one_request():
@@ -224,9 +224,9 @@ class _Connection:
             except Exception:
                 log.exception("api_connection_failed", pid=self.peer.pid if self.peer else None)
 
-    def _peer_level(self, peer: PeerCredentials) -> access.Level:
-        # Groups are read once per connection, as of connect(), like SO_PEERCRED itself.
-        gids = set() if peer.uid == 0 else peer_groups(peer)
+    def _peer_level(self, peer: PeerCredentials, sock: socket.socket) -> access.Level:
+        # Groups as of connect() (SO_PEERGROUPS), like SO_PEERCRED's uid and gid.
+        gids = set() if peer.uid == 0 else peer_groups(peer, sock=sock)
         return access.peer_level(peer.uid, gids, self.groups)
 
     # -- h11 plumbing -------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from supervisor.api.peercred import (
     parse_status_groups,
     peer_groups,
     resolve_group,
+    socket_peer_groups,
 )
 
 STATUS = """Name:\tcurl
@@ -67,3 +70,15 @@ def test_resolve_group() -> None:
         resolve_group("supdtest-nogroup")
     with pytest.raises(SocketGroupError, match='admin_group "supdtest-nogroup": no such group'):
         resolve_group("supdtest-nogroup", "admin_group")
+
+
+def test_socket_groups_are_the_peers_as_of_connect(tmp_path: Path) -> None:
+    """SO_PEERGROUPS on a socketpair: our own supplementary groups, and they
+    win over /proc (here a fake one saying otherwise)."""
+    a, b = socket.socketpair()
+    with a, b:
+        assert socket_peer_groups(a) == set(os.getgroups())
+        proc = fake_proc(tmp_path, os.getpid(), "Gid:\t4242\t4242\t4242\t4242\nGroups:\t4243\n")
+        peer = PeerCredentials(pid=os.getpid(), uid=os.getuid(), gid=os.getegid())
+        assert peer_groups(peer, proc, sock=a) == set(os.getgroups()) | {os.getegid()}
+        assert peer_groups(peer, proc) == {4242, 4243, os.getegid()}, "without the socket: /proc"
