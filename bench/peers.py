@@ -27,6 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from tests.helpers import oci  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import oci_defaults  # noqa: E402
+
 PEER_LOOP = Path(__file__).resolve().with_name("peer_loop.py")
 # only a hybrid host has this file to hide; on pure cgroup v2 it is absent and crun is content
 HYBRID_CONTROLLERS = Path("/sys/fs/cgroup/unified/cgroup.controllers")
@@ -70,8 +73,12 @@ class Peers:
         return {"lowerdirs": [str(p) for p in self.layers], "upperdir": str(base / "upper"),
                 "workdir": str(base / "work"), "target": str(base / "merged")}
 
-    def bundle(self, runtime: str, purpose: str, args: list[str], rootfs: str) -> Path:
-        """An OCI bundle from `<runtime> spec`, running `args` on `rootfs`."""
+    def bundle(
+        self, runtime: str, purpose: str, args: list[str], rootfs: str, *, seccomp: dict[str, Any] | None = None
+    ) -> Path:
+        """An OCI bundle from `<runtime> spec`, running `args` on `rootfs`; with
+        `seccomp` (an OCI section), also what podman adds: that filter, docker's
+        device allow-list and podman's capabilities (oci_defaults.py)."""
         bundle = self.work / f"bundle-{runtime}-{purpose}"
         bundle.mkdir(parents=True, exist_ok=True)
         config_path = bundle / "config.json"
@@ -84,6 +91,8 @@ class Peers:
         config["hostname"] = "bench"
         config["linux"]["namespaces"] = [{"type": t} for t in NAMESPACES]
         config["linux"]["cgroupsPath"] = f"/{self.cgroup_root}/{runtime}-{purpose}"
+        if seccomp is not None:
+            oci_defaults.harden(config, seccomp)
         config_path.write_text(json.dumps(config, indent=1))
         return bundle
 

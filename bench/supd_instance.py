@@ -36,8 +36,11 @@ def repo_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class SupdInstance:
-    def __init__(self, work: Path, units_dir: Path | None = None, cgroup_root: str | None = None) -> None:
+    def __init__(
+        self, work: Path, units_dir: Path | None = None, cgroup_root: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.work = work
+        self.extra_args = extra_args  # more supd flags, e.g. --subuid-file
         self.units_dir = units_dir or work / "units"
         self.state_dir = work / "state"
         self.runtime_dir = work / "runtime"
@@ -68,6 +71,7 @@ class SupdInstance:
             "--runtime-dir", str(self.runtime_dir), "--cgroup-driver", "cgroupfs",
             "--cgroup-root", "/" + self.cgroup_root, "--log-format", "json",
             "--live-restore" if live_restore else "--no-live-restore",
+            *self.extra_args,
         ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.launched_at = time.monotonic()

@@ -87,7 +87,7 @@ class Client:
                 raise DaemonNotRunningError(self.socket_path, reason) from None
             if e.errno in (errno.EACCES, errno.EPERM):
                 raise ClientError(
-                    f"cannot reach supd at {self.socket_path}: {reason} (expected root or a member of the socket's group)"
+                    f"cannot reach supd at {self.socket_path}: {reason} (expected root or a member of {_socket_group(self.socket_path)})"
                 ) from None
             raise ClientError(f"cannot reach supd at {self.socket_path}: {reason}") from None
         return sock
@@ -273,6 +273,22 @@ class Client:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _socket_group(path: Path) -> str:
+    """`group "supd", the socket's group`: who may connect, for an EACCES message
+    (admin_group members need it too; docs/configuration.md)."""
+    try:
+        gid = os.stat(path).st_gid
+    except OSError:
+        return "the socket's group"
+    try:
+        import grp  # only on this error path: supctl's start-up stays lean
+
+        name = grp.getgrgid(gid).gr_name
+    except KeyError:
+        name = str(gid)
+    return f'group "{name}", the socket\'s group'
 
 
 def _error_message(status: int, data: Any) -> str:

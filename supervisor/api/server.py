@@ -1,14 +1,17 @@
 """The control socket: HTTP/1.1 + JSON over AF_UNIX, spoken with h11 on anyio.
 
-One task per connection. Every connection's peer is checked with SO_PEERCRED
-(root or a member of the socket's group). A client that sends nothing is
-dropped after `request_timeout` without holding up anyone else; bodies are
-capped at 1 MiB; malformed HTTP gets a 400 and the connection is closed.
+One task per connection. Every connection's peer is checked with SO_PEERCRED:
+its level (access.py: root or `admin_group` → admin, `socket_group` →
+operator, else nobody) decides which routes it may use. A client that sends
+nothing is dropped after `request_timeout` without holding up anyone else;
+bodies are capped at 1 MiB; malformed HTTP gets a 400 and the connection is
+closed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import signal
 import socket
@@ -23,7 +26,7 @@ import anyio.to_thread
 import h11
 import structlog
 
-from supervisor.api import commands, logtail
+from supervisor.api import access, commands, logtail
 from supervisor.api.commands import (
     ApiError,
     BadRequestError,
@@ -31,7 +34,7 @@ from supervisor.api.commands import (
     MethodNotAllowedError,
     PayloadTooLargeError,
 )
-from supervisor.api.peercred import PeerCredentials, is_allowed, peer_credentials, resolve_group
+from supervisor.api.peercred import PeerCredentials, peer_credentials, peer_groups, resolve_group
 
 log = structlog.get_logger()
 
@@ -100,14 +103,27 @@ async def serve(
     controller: Controller,
     *,
     group: str | None,
+    admin_group: str | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     request_timeout: float = REQUEST_TIMEOUT,
     max_body: int = commands.MAX_BODY_BYTES,
     max_followers: int = MAX_FOLLOWERS_PER_PEER,
 ) -> None:
-    """Serve the control API on `socket_path` until cancelled; removes the socket on exit."""
+    """Serve the control API on `socket_path` until cancelled; removes the socket on exit.
+
+    The socket file is mode 0660, group `group` (socket_group), or
+    `admin_group` when only that one is set: the file mode keeps everyone else
+    from reaching the HTTP parser at all. With both set and different, an
+    admin_group member also needs socket_group to connect (docs/configuration.md).
+    """
     socket_path = Path(socket_path)
-    gid = resolve_group(group) if group is not None else None
+    groups = access.Groups(
+        socket_group=group,
+        socket_gid=resolve_group(group, "socket_group") if group is not None else None,
+        admin_group=admin_group,
+        admin_gid=resolve_group(admin_group, "admin_group") if admin_group is not None else None,
+    )
+    gid = groups.socket_gid if groups.socket_gid is not None else groups.admin_gid
     clear_stale_socket(socket_path)
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     listener = await anyio.create_unix_listener(socket_path, mode=SOCKET_MODE)
@@ -115,11 +131,12 @@ async def serve(
     try:
         if gid is not None:
             os.chown(socket_path, -1, gid)
-        log.info("api_listening", path=str(socket_path), group=group)
+        log.info("api_listening", path=str(socket_path), group=group, admin_group=admin_group)
+        _warn_admins_outside_socket_group(groups)
         limits = _Limits(request_timeout=request_timeout, max_body=max_body, max_followers=max_followers)
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
-            await _Connection(stream, controller, gid, limits).run()
+            await _Connection(stream, controller, groups, limits).run()
 
         async with listener:
             task_status.started()
@@ -130,6 +147,25 @@ async def serve(
                 socket_path.unlink()
         except FileNotFoundError:
             pass
+
+
+def _warn_admins_outside_socket_group(groups: access.Groups) -> None:
+    """admin_group members listed in the group database who are not also in
+    socket_group cannot connect (the socket's group is socket_group): say so once."""
+    if groups.socket_gid is None or groups.admin_gid is None or groups.socket_gid == groups.admin_gid:
+        return
+    try:
+        outside = sorted(set(grp.getgrgid(groups.admin_gid).gr_mem) - set(grp.getgrgid(groups.socket_gid).gr_mem))
+    except KeyError:  # a numeric gid without a group entry: no member list to compare
+        return
+    if outside:
+        log.warning(
+            "api_admins_cannot_connect",
+            users=outside,
+            admin_group=groups.admin_group,
+            socket_group=groups.socket_group,
+            hint="the socket's group is socket_group: add these users to it too",
+        )
 
 
 class _Limits:
@@ -163,11 +199,12 @@ class _Connection:
     """One client connection: a keep-alive loop of requests."""
 
     def __init__(
-        self, stream: anyio.abc.SocketStream, controller: Controller, gid: int | None, limits: _Limits
+        self, stream: anyio.abc.SocketStream, controller: Controller, groups: access.Groups, limits: _Limits
     ) -> None:
         self.stream = stream
         self.controller = controller
-        self.gid = gid
+        self.groups = groups
+        self.level = access.Level.NOBODY
         self.limits = limits
         self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.peer: PeerCredentials | None = None
@@ -177,15 +214,20 @@ class _Connection:
             try:
                 raw = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
                 self.peer = peer_credentials(raw)
-                allowed = is_allowed(self.peer, self.gid)
-                if not allowed:
+                self.level = self._peer_level(self.peer, raw)
+                if self.level is access.Level.NOBODY:
                     log.warning("api_forbidden", uid=self.peer.uid, pid=self.peer.pid, gid=self.peer.gid)
-                while await self._one_request(allowed):
+                while await self._one_request():
                     self.http.start_next_cycle()
             except (_ClientGone, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
                 pass
             except Exception:
                 log.exception("api_connection_failed", pid=self.peer.pid if self.peer else None)
+
+    def _peer_level(self, peer: PeerCredentials, sock: socket.socket) -> access.Level:
+        # Groups as of connect() (SO_PEERGROUPS), like SO_PEERCRED's uid and gid.
+        gids = set() if peer.uid == 0 else peer_groups(peer, sock=sock)
+        return access.peer_level(peer.uid, gids, self.groups)
 
     # -- h11 plumbing -------------------------------------------------------
 
@@ -253,7 +295,7 @@ class _Connection:
             log.info("api_request_timeout", pid=self.peer.pid if self.peer else None, seconds=self.limits.request_timeout)
         return None
 
-    async def _one_request(self, allowed: bool) -> bool:
+    async def _one_request(self) -> bool:
         """Serve one request; True to keep the connection for another."""
         try:
             read = await self._read_request()
@@ -266,16 +308,14 @@ class _Connection:
         if read is None:
             return False
         request, body = read
-        if not allowed:
-            assert self.peer is not None
-            await self._respond_error(
-                commands.ForbiddenError(f"uid {self.peer.uid} may not use supd: expected root or a member of the socket's group"),
-                close=True,
-            )
+        assert self.peer is not None
+        if self.level is access.Level.NOBODY:
+            await self._respond_error(commands.ForbiddenError(access.nobody_refusal(self.peer.uid, self.groups)), close=True)
             return False
         method, target = request.method.decode("ascii", "replace"), request.target.decode("ascii", "replace")
         try:
             resolved = commands.resolve(method, target)
+            self._check_access(resolved.route.command)
             handled = await self._dispatch(resolved, request, body)
         except ApiError as e:
             log.debug("api_request_refused", method=method, target=target, status=e.status, error=e.message)
@@ -292,6 +332,16 @@ class _Connection:
         if handled == "closed":
             return False
         return self._can_continue()
+
+    def _check_access(self, command: str) -> None:
+        try:
+            access.check(command, self.level, self.groups)
+        except commands.ForbiddenError:
+            assert self.peer is not None
+            log.warning(
+                "api_forbidden", command=command, uid=self.peer.uid, pid=self.peer.pid, level=self.level.name.lower()
+            )
+            raise
 
     def _can_continue(self) -> bool:
         return self.http.our_state is h11.DONE and self.http.their_state is h11.DONE

@@ -36,6 +36,8 @@ class DaemonConfig:
     cgroup_driver: CgroupDriverKind = "auto"
     cgroup_root: str | None = None
     socket_group: str | None = None
+    # Root-equivalent: exec and image import (supervisor/api/access.py).
+    admin_group: str | None = None
     log_format: LogFormat = "auto"
     # Restarting or upgrading supd leaves the units running (containerd, conmon
     # and systemd itself keep their workloads across a restart of the manager).
@@ -74,7 +76,7 @@ def _coerce_key(source: str, key: str, value: Any, base: Path) -> Any:
         if value not in _CHOICES[key]:
             raise ConfigError(source, key, "one of " + ", ".join(_CHOICES[key]), value)
         return value
-    if key in ("cgroup_root", "socket_group"):
+    if key in ("cgroup_root", "socket_group", "admin_group"):
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(source, key, "a non-empty string", value)
         return value
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime-dir", dest="runtime_dir")
     p.add_argument("--cgroup-driver", dest="cgroup_driver", choices=_CHOICES["cgroup_driver"])
     p.add_argument("--cgroup-root", dest="cgroup_root")
-    p.add_argument("--socket-group", dest="socket_group")
+    p.add_argument("--socket-group", dest="socket_group", help="group that may read and operate units")
+    p.add_argument("--admin-group", dest="admin_group", help="group that may also exec and import images (root-equivalent)")
     p.add_argument("--log-format", dest="log_format", choices=_CHOICES["log_format"])
     p.add_argument("--live-restore", dest="live_restore", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--log-max-bytes", dest="log_max_bytes", type=int, help="rotate a unit's log past this size")

@@ -424,7 +424,7 @@ class Daemon:
             # Daemon-wide tasks survive their own errors (daemon/resilient.py).
             tg.start_soon(keep_running, "reaper", self.reaper.run)
             tg.start_soon(keep_running, "state_writer", self.writer.run)
-            serve = functools.partial(api_server.serve, group=config.socket_group)
+            serve = functools.partial(api_server.serve, group=config.socket_group, admin_group=config.admin_group)
             await tg.start(keep_running, "api_server", serve, config.socket_path, controller)
             tg.start_soon(self._signals)
             tg.start_soon(keep_running, "host_pressure", freezer.host_pressure_task, self.sup)

@@ -178,12 +178,19 @@ def short_dir() -> Iterator[Path]:
 
 @asynccontextmanager
 async def running_server(
-    sock: Path, controller: Any, *, group: str | None = None, request_timeout: float = 10.0, max_followers: int = 64
+    sock: Path,
+    controller: Any,
+    *,
+    group: str | None = None,
+    admin_group: str | None = None,
+    request_timeout: float = 10.0,
+    max_followers: int = 64,
 ) -> AsyncIterator[Path]:
     async with anyio.create_task_group() as tg:
         await tg.start(
             lambda task_status: serve(
-                sock, controller, group=group, task_status=task_status, request_timeout=request_timeout,
+                sock, controller, group=group, admin_group=admin_group, task_status=task_status,
+                request_timeout=request_timeout,
                 max_followers=max_followers,
             )
         )  # fmt: skip
@@ -403,9 +410,11 @@ async def test_silent_client_is_dropped_after_the_timeout_without_blocking_other
 # -- peer credentials ------------------------------------------------------------
 
 
-def curl_as(uid_args: list[str], sock: Path, path: str = "/v1/units") -> subprocess.CompletedProcess[str]:
+def curl_as(
+    uid_args: list[str], sock: Path, path: str = "/v1/units", *curl_args: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*uid_args, "curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", str(sock), f"http://supd{path}"],
+        [*uid_args, "curl", "-sS", "-o", "-", "-w", "\n%{http_code}", *curl_args, "--unix-socket", str(sock), f"http://supd{path}"],
         capture_output=True,
         text=True,
         timeout=DEADLINE,
@@ -439,6 +448,38 @@ async def test_socket_group_member_is_allowed_and_others_refused(short_dir: Path
         # Without the group the file mode already keeps nobody out.
         stranger = await in_thread(curl_as, [*NOBODY, "--clear-groups"], sock)
         assert stranger.returncode == 7 and stranger.stdout.endswith("000"), stranger  # curl: could not connect
+
+
+@requires_root
+@pytest.mark.asyncio
+async def test_socket_group_operates_and_admin_group_also_execs(short_dir: Path, tmp_path: Path) -> None:
+    """users (gid 100) is socket_group, adm (gid 4) admin_group: an operator
+    reads and operates, and gets a 403 naming admin_group for exec and image import."""
+    async with running_server(short_dir / "s.sock", FakeController(tmp_path), group="users", admin_group="adm") as sock:
+        short_dir.chmod(0o755)
+        assert sock.stat().st_gid == 100, "the socket's group is socket_group"
+        operator = [*NOBODY, "--groups=100"]
+        for path, args in (("/v1/units", ()), ("/v1/units/web", ()), ("/v1/units/web/stop", ("-X", "POST"))):
+            r = await in_thread(curl_as, operator, sock, path, *args)
+            assert r.stdout.endswith("\n200"), (path, r)
+        exec_body = json.dumps({"argv": ["/bin/true"]})
+        for path, body, action in (("/v1/units/web/exec", exec_body, "exec"), ("/v1/images", '{"path": "/srv"}', "image import")):
+            r = await in_thread(curl_as, operator, sock, path, "-X", "POST", "-d", body)
+            text, _, code = r.stdout.rpartition("\n")
+            assert code == "403", r
+            assert json.loads(text)["error"] == f'{action} needs root or membership of admin_group "adm"'
+        # An admin_group member who is also in socket_group passes the same check
+        # (the server answers the plain POST about the missing upgrade, past the 403).
+        admin = [*NOBODY, "--groups=100,4"]
+        r = await in_thread(curl_as, admin, sock, "/v1/units/web/exec", "-X", "POST", "-d", exec_body)
+        assert r.stdout.endswith("\n400") and "Upgrade" in r.stdout, r
+
+
+@pytest.mark.asyncio
+async def test_missing_admin_group_is_a_clear_error(short_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(SocketGroupError, match='admin_group "nosuchgroupsupdtest": no such group'):
+        await serve(short_dir / "s.sock", FakeController(tmp_path), group=None, admin_group="nosuchgroupsupdtest")
+    assert not (short_dir / "s.sock").exists()
 
 
 @pytest.mark.asyncio

@@ -1,17 +1,21 @@
-"""Who may use the control socket: root, or a member of the socket's group."""
+"""Who is on the other end of the control socket: the peer's groups, as access.py's levels see them."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
 
+from supervisor.api.access import Groups, Level, peer_level
 from supervisor.api.peercred import (
     PeerCredentials,
     SocketGroupError,
-    is_allowed,
     parse_status_groups,
+    peer_groups,
     resolve_group,
+    socket_peer_groups,
 )
 
 STATUS = """Name:\tcurl
@@ -32,23 +36,31 @@ def fake_proc(tmp_path: Path, pid: int, text: str) -> Path:
     return tmp_path
 
 
-def test_root_is_always_allowed(tmp_path: Path) -> None:
-    assert is_allowed(PeerCredentials(pid=1, uid=0, gid=0), None, tmp_path)
+def level(peer: PeerCredentials, proc: Path, socket_gid: int | None, admin_gid: int | None = None) -> Level:
+    groups = Groups(socket_group="s", socket_gid=socket_gid, admin_group="a", admin_gid=admin_gid)
+    return peer_level(peer.uid, peer_groups(peer, proc), groups)
 
 
-def test_group_member_allowed_others_not(tmp_path: Path) -> None:
+def test_root_is_always_admin(tmp_path: Path) -> None:
+    assert level(PeerCredentials(pid=1, uid=0, gid=0), tmp_path, None) is Level.ADMIN
+
+
+def test_group_members_by_any_gid_of_the_process(tmp_path: Path) -> None:
     proc = fake_proc(tmp_path, 42, STATUS)
     peer = PeerCredentials(pid=42, uid=1000, gid=1000)
-    assert is_allowed(peer, 100, proc)
-    assert is_allowed(peer, 1001, proc)  # effective gid
-    assert not is_allowed(peer, 999, proc)
-    assert not is_allowed(peer, None, proc), "without a socket group only root may connect"
+    assert level(peer, proc, 100) is Level.OPERATOR  # supplementary
+    assert level(peer, proc, 1001) is Level.OPERATOR  # effective gid
+    assert level(peer, proc, 999) is Level.NOBODY
+    assert level(peer, proc, None) is Level.NOBODY, "without a socket group only root may connect"
+    assert level(peer, proc, 999, admin_gid=24) is Level.ADMIN  # admin_group, supplementary
+    assert level(peer, proc, 100, admin_gid=998) is Level.OPERATOR
 
 
 def test_gone_process_falls_back_to_its_primary_gid(tmp_path: Path) -> None:
     peer = PeerCredentials(pid=999999, uid=2_000_000_000, gid=777)
-    assert is_allowed(peer, 777, tmp_path)
-    assert not is_allowed(peer, 778, tmp_path)
+    assert level(peer, tmp_path, 777) is Level.OPERATOR
+    assert level(peer, tmp_path, 778) is Level.NOBODY
+    assert level(peer, tmp_path, 778, admin_gid=777) is Level.ADMIN
 
 
 def test_resolve_group() -> None:
@@ -56,3 +68,17 @@ def test_resolve_group() -> None:
     assert resolve_group("4242") == 4242
     with pytest.raises(SocketGroupError, match='socket_group "supdtest-nogroup": no such group'):
         resolve_group("supdtest-nogroup")
+    with pytest.raises(SocketGroupError, match='admin_group "supdtest-nogroup": no such group'):
+        resolve_group("supdtest-nogroup", "admin_group")
+
+
+def test_socket_groups_are_the_peers_as_of_connect(tmp_path: Path) -> None:
+    """SO_PEERGROUPS on a socketpair: our own supplementary groups, and they
+    win over /proc (here a fake one saying otherwise)."""
+    a, b = socket.socketpair()
+    with a, b:
+        assert socket_peer_groups(a) == set(os.getgroups())
+        proc = fake_proc(tmp_path, os.getpid(), "Gid:\t4242\t4242\t4242\t4242\nGroups:\t4243\n")
+        peer = PeerCredentials(pid=os.getpid(), uid=os.getuid(), gid=os.getegid())
+        assert peer_groups(peer, proc, sock=a) == set(os.getgroups()) | {os.getegid()}
+        assert peer_groups(peer, proc) == {4242, 4243, os.getegid()}, "without the socket: /proc"
