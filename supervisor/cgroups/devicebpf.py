@@ -75,27 +75,28 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 
 
 def _rule_block(r: DeviceRule) -> list[Insn]:
-    """The checks of one rule, then "return 1". Jumps to the next rule are
-    emitted with offset None and patched once the block's length is known."""
-    checks: list[Insn] = []
+    """The checks of one rule, then "return 1". Each check jumps past the
+    rest of the block (to the next rule) when it does not hold."""
+    checks: list[tuple[int, int, int, int]] = []  # (code, dst, src, imm) of each instruction
     if r.kind != ALL:
-        checks.append(_insn(JMP_JNE_K, R2, 0, -1, DEV_TYPE[r.kind]))
+        checks.append((JMP_JNE_K, R2, 0, DEV_TYPE[r.kind]))
     if r.access != "rwm":
         mask = sum(ACCESS_BITS[c] for c in r.access)
         # requested ⊆ allowed  <=>  (requested & allowed) == requested
-        checks.append(_insn(ALU32_MOV_X, R1, R3))
-        checks.append(_insn(ALU32_AND_K, R1, 0, 0, mask))
-        checks.append(_insn(JMP_JNE_X, R1, R3, -1))
+        checks.append((ALU32_MOV_X, R1, R3, 0))
+        checks.append((ALU32_AND_K, R1, 0, mask))
+        checks.append((JMP_JNE_X, R1, R3, 0))
     if r.major is not None:
-        checks.append(_insn(JMP_JNE_K, R4, 0, -1, _imm32(r.major)))
+        checks.append((JMP_JNE_K, R4, 0, _imm32(r.major)))
     if r.minor is not None:
-        checks.append(_insn(JMP_JNE_K, R5, 0, -1, _imm32(r.minor)))
-    block = [*checks, _insn(ALU64_MOV_K, R0, 0, 0, 1), _insn(JMP_EXIT)]
-    # a jump's offset counts from the instruction after it, to the block's end
-    return [
-        (code, dst, src, len(block) - i - 1, imm) if off == -1 and code in (JMP_JNE_K, JMP_JNE_X) else (code, dst, src, off, imm)
-        for i, (code, dst, src, off, imm) in enumerate(block)
-    ]
+        checks.append((JMP_JNE_K, R5, 0, _imm32(r.minor)))
+    length = len(checks) + 2  # the checks, "r0 = 1", "exit"
+    block: list[Insn] = []
+    for i, (code, dst, src, imm) in enumerate(checks):
+        # a jump's offset counts from the instruction after it
+        off = length - i - 1 if code in (JMP_JNE_K, JMP_JNE_X) else 0
+        block.append(_insn(code, dst, src, off, imm))
+    return [*block, _insn(ALU64_MOV_K, R0, 0, 0, 1), _insn(JMP_EXIT)]
 
 
 def _imm32(n: int) -> int:

@@ -164,3 +164,17 @@ def test_encoding() -> None:
 def test_huge_device_numbers_are_refused() -> None:
     with pytest.raises(ValueError, match="immediate"):
         devicebpf.assemble(DevicePolicy((rule("c", 2**31, 0),)))
+
+
+def test_cgroupfs_refuses_a_container_it_cannot_confine() -> None:
+    """No v1 devices hierarchy and no cgroup2 directory in the ref: an error
+    naming the unit, before anything is written."""
+    from pathlib import Path
+
+    from supervisor.cgroups.cgroupfs import CgroupfsDriver
+    from supervisor.cgroups.driver import CgroupError, CgroupRef
+
+    ref = CgroupRef(unit="web", scope="supd-web.scope", slice="supd.slice",
+                    paths=(("memory", Path("/nonexistent/memory/supd-web.scope")),), driver="cgroupfs")  # fmt: skip
+    with pytest.raises(CgroupError, match="unit web: no v1 devices hierarchy and no cgroup2 one"):
+        CgroupfsDriver._apply_devices(ref, container_policy())
