@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from supervisor.cgroups import names, ownership, translate, tree
+from supervisor.cgroups import devicebpf, devices, names, ownership, translate, tree
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import Hierarchy, Layout, LayoutKind
 from supervisor.procfs import parse_proc_cgroup
@@ -249,6 +249,27 @@ class CgroupfsDriver:
         return list(warnings.values())
 
     @staticmethod
+    def _apply_devices(ref: CgroupRef, policy: devices.DevicePolicy) -> None:
+        """v1 (legacy, and hybrid hosts): deny all, then each allow, in the
+        devices hierarchy. Pure v2: a device program attached to the scope.
+        No way to enforce them is an error: a container never runs without."""
+        directory = ref.hierarchy_for("devices")
+        if directory is not None:
+            for file, line in devices.v1_writes(policy):
+                tree.write(directory, file, line)
+            return
+        unified = ref.path(UNIFIED)
+        if unified is None:
+            raise CgroupError(
+                ref.paths[0][1] if ref.paths else ref.scope, None,
+                f"unit {ref.unit}: no v1 devices hierarchy and no cgroup2 one: the container's device rules cannot be enforced",
+            )  # fmt: skip
+        try:
+            devicebpf.attach(unified, policy)
+        except (devicebpf.DeviceProgramError, ValueError) as e:
+            raise CgroupError(unified, None, str(e), errno=getattr(e, "errno", None)) from e
+
+    @staticmethod
     def _write(directory: Path, w: translate.FileWrite) -> None:
         value = w.value
         if isinstance(value, translate.CopyFromParent):
@@ -281,6 +302,8 @@ class CgroupfsDriver:
             for key, path in paths:
                 self._mkdirs(key, path, created)
             warnings = self._apply(ref, spec.resources, clear_unset=False)
+            if spec.devices is not None:
+                self._apply_devices(ref, spec.devices)  # before any process is inside
             for _key, path in paths:
                 tree.write(path, CGROUP_PROCS, str(pid))
         except BaseException:

@@ -9,12 +9,13 @@ count) lives in `tree.py` and drivers delegate to it.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from supervisor.cgroups import names
+from supervisor.cgroups.devices import DevicePolicy, DeviceRule, container_policy
 from supervisor.units.model import Resources, Unit
 
 # Hierarchy key of the cgroup2 tree (pure v2 root, or the hybrid `unified` mount).
@@ -48,15 +49,21 @@ class ScopeSpec:
     scope: str  # "supd-web.scope"
     description: str
     resources: Resources
+    # Device access: None keeps full access (plain units); a policy denies
+    # every device it does not allow, set before any process enters.
+    devices: DevicePolicy | None = None
 
     @classmethod
-    def for_unit(cls, unit: Unit) -> ScopeSpec:
+    def for_unit(cls, unit: Unit, extra_devices: Iterable[DeviceRule] = ()) -> ScopeSpec:
+        """A container gets docker's default device rules plus `extra_devices`
+        (the unit's `[rootfs].devices`, resolved on the host)."""
         return cls(
             unit=unit.name,
             slice=names.slice_name(unit.unit.slice),
             scope=names.scope_name(unit.name),
             description=unit.unit.description or f"supd unit {unit.name}",
             resources=unit.resources,
+            devices=None if unit.rootfs is None else container_policy(extra_devices),
         )
 
 

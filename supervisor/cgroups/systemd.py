@@ -38,7 +38,7 @@ import anyio
 import structlog
 
 from supervisor import inotify
-from supervisor.cgroups import dbus, layout, ownership, translate, tree
+from supervisor.cgroups import dbus, devices, layout, ownership, translate, tree
 from supervisor.cgroups.dbus import MANAGER, Connection, DBusConnectionError, DBusError
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import DEFAULT_ROOT, MOUNTINFO, Hierarchy, Layout
@@ -67,6 +67,8 @@ VERSION = "Version"
 MEMORY_CURRENT = "MemoryCurrent"
 CPU_USAGE_NSEC = "CPUUsageNSec"
 TASKS_CURRENT = "TasksCurrent"
+DEVICE_POLICY = "DevicePolicy"
+DEVICE_ALLOW = "DeviceAllow"
 
 # --- D-Bus error names
 ERR_UNIT_EXISTS = "org.freedesktop.systemd1.UnitExists"
@@ -103,6 +105,8 @@ MIN_VERSION: dict[str, int] = {
     COLLECT_MODE: 236,
 }
 FREEZE_MIN_VERSION = 246
+# "char-*", "char-MAJOR" and unstat'ed "/dev/char/MAJ:MIN" in DeviceAllow=.
+DEVICES_MIN_VERSION = 240
 # Base properties a systemd too old for them simply does without (no warning:
 # they change no limit the unit asked for).
 QUIET_MIN_VERSION: dict[str, int] = {OOM_POLICY: 253}
@@ -117,8 +121,9 @@ PROPERTY_KEYS: dict[str, str] = {
     translate.SD_IO_WEIGHT: translate.KEY_IO_WEIGHT,
     translate.SD_ALLOWED_CPUS: translate.KEY_CPUSET,
 }
-# Properties a scope cannot do without: a refusal of one of these is an error.
-ESSENTIAL = frozenset({PIDS, SLICE, DESCRIPTION, DELEGATE})
+# Properties a scope cannot do without: a refusal of one of these is an error
+# (a container never runs without its device rules).
+ESSENTIAL = frozenset({PIDS, SLICE, DESCRIPTION, DELEGATE, DEVICE_POLICY, DEVICE_ALLOW})
 
 
 Property = tuple[str, tuple[str, Any]]
@@ -163,6 +168,22 @@ def refused_property(error: DBusError, props: Sequence[Property]) -> str | None:
         if name not in ESSENTIAL and re.search(rf"\b{re.escape(name)}\b", error.message):
             return name
     return None
+
+
+def device_properties(unit: str, policy: devices.DevicePolicy, version: int) -> list[Property]:
+    """DevicePolicy=closed plus the policy as DeviceAllow= entries. "closed"
+    also lets through what systemd always allows: null, zero, full, random,
+    urandom, tty, ptmx and pts (all in docker's list), and its own
+    /run/systemd/inaccessible nodes (0:0, which no driver opens)."""
+    if version < DEVICES_MIN_VERSION:
+        raise CgroupError(
+            f"{SCOPE_PREFIX}{unit}{SCOPE_SUFFIX}", None,
+            f"container device rules need systemd >= {DEVICES_MIN_VERSION} (DeviceAllow= char-*/char-MAJOR), this is {version}",
+        )  # fmt: skip
+    return [
+        (DEVICE_POLICY, ("s", devices.SD_POLICY_CLOSED)),
+        (DEVICE_ALLOW, ("a(ss)", devices.systemd_device_allow(policy))),
+    ]
 
 
 def _warning(unit: str, prop: str, why: str) -> str:
@@ -391,6 +412,8 @@ class SystemdDriver:
             quiet_gate(self._base_properties(spec, pid), self.version) + translate.systemd_properties(spec.resources),
             self.version,
         )
+        if spec.devices is not None:
+            props += device_properties(spec.unit, spec.devices, self.version)
         reset_done = False
         while True:
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, SpawnSpec
+from supervisor.runtime.spec import Bind, ContainerSpec, DeviceNode, JoinSpec, RootfsMount, SpawnSpec
 from supervisor.units.model import Unit
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -29,7 +29,10 @@ def unit_environment(unit: Unit, extra: dict[str, str] | None = None) -> tuple[t
     return tuple(sorted(env.items()))
 
 
-def build_spawn_spec(unit: Unit, plan: Any | None, init_path: str | None = None) -> SpawnSpec:
+def build_spawn_spec(
+    unit: Unit, plan: Any | None, init_path: str | None = None, devices: tuple[DeviceNode, ...] = ()
+) -> SpawnSpec:
+    """`devices`: the unit's `[rootfs].devices` as found on the host."""
     container = None
     if unit.rootfs is not None:
         if plan is None:
@@ -45,6 +48,7 @@ def build_spawn_spec(unit: Unit, plan: Any | None, init_path: str | None = None)
             network=unit.rootfs.network,
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
             init=init,
+            devices=devices,
         )
     return SpawnSpec(
         argv=unit.exec.command,
@@ -87,6 +91,7 @@ _ERROR_KEYS = (
     ("bind ", "[rootfs].binds"),
     ("mount ", "[rootfs]"),
     ("create mount point ", "[rootfs]"),
+    ("device ", "[rootfs].devices"),
 )
 
 

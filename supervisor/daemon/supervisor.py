@@ -39,6 +39,8 @@ from supervisor.daemon.unitrun import Command, UnitRun
 from supervisor.policy import lifecycle as lc
 from supervisor.policy.restart import ExitStatus
 from supervisor.policy.state import UnitState
+from supervisor.rootfs import hostdev
+from supervisor.rootfs.errors import RootfsError
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner, SpawnError
 from supervisor.units.model import Unit
@@ -433,13 +435,14 @@ class Supervisor:
         warnings: list[str] = []
         try:
             plan = None
+            host_devices = self._host_devices(unit)
             if unit.rootfs is not None and self.prepare_rootfs is not None:
                 # Importing an image on first use unpacks tarballs: keep it off the
                 # loop, and an image unit in the image threads, so a slow or
                 # hostile image never holds the threads everything else uses.
                 limiter = self.image_threads if unit.rootfs.image is not None else None
                 plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
-            spec = build_spawn_spec(unit, plan)
+            spec = build_spawn_spec(unit, plan, devices=tuple(d.node for d in host_devices))
             await failpoints.ahit("spawn", unit.name)
             log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -465,7 +468,8 @@ class Supervisor:
                 if self.driver is not None:
                     try:
                         await failpoints.ahit("driver.create", unit.name)
-                        ref, warnings = await self.driver.create(ScopeSpec.for_unit(unit), pending.pid)
+                        scope = ScopeSpec.for_unit(unit, [d.rule() for d in host_devices])
+                        ref, warnings = await self.driver.create(scope, pending.pid)
                     except (CgroupError, OSError) as e:
                         errors.insert(0, e)
             if errors:
@@ -487,6 +491,14 @@ class Supervisor:
                 self._apply(u, lc.StartFailed(message))
                 return None
             raise
+
+    @staticmethod
+    def _host_devices(unit: Unit) -> tuple[hostdev.HostDevice, ...]:
+        """`[rootfs].devices` as found on the host (a few stat calls)."""
+        try:
+            return hostdev.resolve(unit)
+        except RootfsError as e:
+            raise StartFailure(str(e)) from None
 
     def _prepare_rootfs(self, unit: Unit) -> Any:
         failpoints.hit("rootfs.mount", unit.name)

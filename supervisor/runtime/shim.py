@@ -448,6 +448,21 @@ def mount_dev(root):
         os.symlink(link, os.path.join(dev, name))
 
 
+def make_extra_devices(dev_dir, nodes):
+    """`[rootfs].devices`: each node as the host has it (type, numbers, mode,
+    owner). Called after pivot_root, so every path resolves inside the
+    container; the scope's device rules decide what may be opened."""
+    for path, kind, major, minor, mode, uid, gid in nodes:
+        target = os.path.join(dev_dir, os.path.relpath(path, "/dev"))
+        try:
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            os.mknod(target, (stat.S_IFCHR if kind == "c" else stat.S_IFBLK) | 0o600, os.makedev(major, minor))
+            os.chown(target, uid, gid, follow_symlinks=False)
+            os.chmod(target, mode)  # not the umask's
+        except OSError as e:
+            raise ShimError(f"device {path}: {e.strerror}") from None
+
+
 def bind(source, target, readonly):
     if not os.path.lexists(source):
         raise ShimError(f"bind {source}: {os.strerror(errno.ENOENT)}")
@@ -509,6 +524,7 @@ def build_container(spec, container):
         argv = ["/dev/init", "--", *argv]
     mask_paths(root)
     enter_root(root)
+    make_extra_devices("/dev", container.get("devices") or ())
     if plan.get("readonly"):
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     if container["hostname"]:

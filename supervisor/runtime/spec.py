@@ -99,6 +99,34 @@ class Bind:
 
 
 @dataclass(frozen=True)
+class DeviceNode:
+    """A device node the container's /dev gets beyond the standard ones
+    (`[rootfs].devices`), as found on the host."""
+
+    path: str  # absolute, under /dev/
+    kind: str  # "c" | "b"
+    major: int
+    minor: int
+    mode: int  # permission bits
+    uid: int = 0
+    gid: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("c", "b"):
+            raise SpecError("container.devices.kind", '"c" or "b"', self.kind)
+        if not self.path.startswith("/dev/") or ".." in self.path.split("/"):
+            raise SpecError("container.devices.path", "an absolute path under /dev/ without ..", self.path)
+
+    def to_json(self) -> list[Any]:
+        return [self.path, self.kind, self.major, self.minor, self.mode, self.uid, self.gid]
+
+    @classmethod
+    def from_json(cls, data: Any) -> DeviceNode:
+        path, kind, major, minor, mode, uid, gid = data
+        return cls(str(path), str(kind), int(major), int(minor), int(mode), int(uid), int(gid))
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """New mount, pid, uts, ipc (and net when network="none") namespaces,
     and a cgroup namespace entered after the daemon's go."""
@@ -108,6 +136,7 @@ class ContainerSpec:
     network: Network = "host"
     binds: tuple[Bind, ...] = ()
     init: str | None = None  # host path of an init binary, run as pid 1 from /dev/init
+    devices: tuple[DeviceNode, ...] = ()
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -123,6 +152,7 @@ class ContainerSpec:
             "network": self.network,
             "binds": [[b.source, b.target, b.readonly] for b in self.binds],
             "init": self.init,
+            "devices": [d.to_json() for d in self.devices],
         }
 
     @classmethod
@@ -133,6 +163,7 @@ class ContainerSpec:
             network=data.get("network", "host"),
             binds=tuple(Bind(str(s), str(t), bool(ro)) for s, t, ro in data.get("binds", ())),
             init=_opt_str(data.get("init")),
+            devices=tuple(DeviceNode.from_json(d) for d in data.get("devices", ())),
         )
 
 

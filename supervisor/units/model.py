@@ -45,6 +45,17 @@ class BindSpec:
 
 
 @dataclass(frozen=True)
+class DeviceSpec:
+    """A host device node granted to a container (`[rootfs].devices`): the
+    node is made at the same path in the container's /dev, and its type and
+    numbers are allowed `access` (a subset of "rwm") beyond docker's list.
+    Whether it is a device on the host is checked when the unit starts."""
+
+    path: str  # absolute, under /dev/
+    access: str = "rwm"
+
+
+@dataclass(frozen=True)
 class RootfsSpec:
     layers: tuple[Path, ...] = ()  # lowest first, absolute
     image: str | None = None  # "DIR:TAG" (an OCI image layout and a tag)
@@ -53,6 +64,7 @@ class RootfsSpec:
     network: Network = "host"
     binds: tuple[BindSpec, ...] = ()
     init: bool = False
+    devices: tuple[DeviceSpec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Final, TypeVar, cast, get_args
 from supervisor.units import values
 from supervisor.units.model import (
     BindSpec,
+    DeviceSpec,
     ExecSpec,
     FreezeSpec,
     HealthAction,
@@ -47,7 +48,7 @@ _MAX_INT: Final = 2**31 - 1
 SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "health", "freeze")
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
 EXEC_KEYS: Final = ("command", "environment", "working_directory", "user")
-ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init")
+ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init", "devices")
 BIND_KEYS: Final = ("source", "target", "readonly")
 RESOURCES_KEYS: Final = (
     "memory_max", "memory_high", "cpu_weight", "cpu_quota", "pids_max", "io_weight", "cpuset",
@@ -59,6 +60,14 @@ FREEZE_KEYS: Final = ("near_memory_max", "on_host_pressure", "max_frozen")
 PRESSURE_RESOURCES: Final = ("memory", "cpu", "io")
 NO_LIMIT_WORDS: Final = ("infinity", "max")
 WEIGHT_RANGE: Final = (1, 10000)  # systemd's CPUWeight= / IOWeight=
+DEVICE_EXPECTED: Final = 'a device path under /dev, optionally with access like "/dev/net/tun:rw"'
+DEVICE_ACCESS: Final = "rwm"
+# What supd itself makes in a container's /dev: a device entry may not
+# replace one of these or reach below one.
+DEV_RESERVED: Final = frozenset(
+    {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
+     "fd", "stdin", "stdout", "stderr", "ptmx", "init"}
+)  # fmt: skip
 _IMAGE_TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -419,6 +428,46 @@ def _binds(table: _Table, unit_dir: Path) -> tuple[BindSpec, ...]:
     return tuple(binds)
 
 
+def _device(value: object) -> DeviceSpec:
+    """ "/dev/fuse" or "/dev/net/tun:rw": a trailing ":" + letters of "rwm" is
+    the access (so "/dev/char/10:200" stays a path)."""
+    if not isinstance(value, str):
+        raise ValueError(DEVICE_EXPECTED)
+    path, access = value, DEVICE_ACCESS
+    head, colon, tail = value.rpartition(":")
+    if colon and tail and set(tail) <= set(DEVICE_ACCESS):
+        if len(set(tail)) != len(tail):
+            raise ValueError(DEVICE_EXPECTED)
+        path, access = head, "".join(c for c in DEVICE_ACCESS if c in tail)
+    try:
+        path = container_path(path)
+    except ValueError:
+        raise ValueError(DEVICE_EXPECTED) from None
+    parts = path.split("/")[1:]
+    if len(parts) < 2 or parts[0] != "dev":
+        raise ValueError(DEVICE_EXPECTED)
+    if parts[1] in DEV_RESERVED:
+        raise ValueError(f"a device path other than /dev/{parts[1]} (supd makes that one)")
+    return DeviceSpec(path=path, access=access)
+
+
+def _devices(table: _Table) -> tuple[DeviceSpec, ...]:
+    raw = table.data.get("devices", [])
+    if not isinstance(raw, list):
+        raise table.error("devices", 'a list of device paths like ["/dev/fuse"]', raw)
+    found: list[DeviceSpec] = []
+    for index, item in enumerate(raw):
+        key = f"{table.key('devices')}[{index}]"
+        try:
+            device = _device(item)
+        except ValueError as exc:
+            raise UnitFileError(table.file, key, str(exc), item) from None
+        if any(d.path == device.path for d in found):
+            raise UnitFileError(table.file, key, "a device not listed by an earlier entry", item)
+        found.append(device)
+    return tuple(found)
+
+
 def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
     layers = _layers(table, unit_dir)
     image = table.get("image", _image_ref(unit_dir), None)
@@ -436,6 +485,7 @@ def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
         network=cast(Network, table.get("network", _choice(get_args(Network)), "host")),
         binds=_binds(table, unit_dir),
         init=table.get("init", _bool, False),
+        devices=_devices(table),
     )
 
 

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from supervisor.cgroups import dbus, names
+from supervisor.cgroups.devices import container_policy, rule, systemd_device_allow
 from supervisor.cgroups.dbus import DBusError
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, ScopeSpec
 from supervisor.cgroups.systemd import (
@@ -283,6 +284,52 @@ async def refused_property(ctx: Ctx) -> None:
     check(proc_cgroup(child3.pid) == home_cgroup(), f"child moved anyway: {proc_cgroup(child3.pid)}")
 
 
+async def device_policy(ctx: Ctx) -> None:
+    """A container scope: DevicePolicy=closed and docker's list (plus a
+    granted device) as DeviceAllow=; a systemd too old for the entries
+    refuses the start instead of running the container unconfined."""
+    import dataclasses
+
+    policy = container_policy([rule("c", 10, 229, "rw")])
+    child = ctx.child()
+    spec = dataclasses.replace(ctx.spec(), devices=policy)
+    ref, warnings = await ctx.driver.create(spec, child.pid)
+    try:
+        check(warnings == [], f"unexpected warnings: {warnings}")
+        got = await ctx.prop(ref.scope, SCOPE, "DevicePolicy")
+        check(got == "closed", f"DevicePolicy = {got!r}, expected 'closed'")
+        allow = [tuple(e) for e in await ctx.prop(ref.scope, SCOPE, "DeviceAllow")]  # type: ignore[attr-defined]
+        want = systemd_device_allow(policy)
+        # systemd keeps its list newest first: compare as sets of entries
+        check(sorted(allow) == sorted(want), f"DeviceAllow = {allow!r}, expected {want!r}")
+        check(("char-*", "m") in allow and ("char-136", "rwm") in allow and ("/dev/char/10:229", "rw") in allow,
+              f"DeviceAllow lacks docker's entries: {allow!r}")  # fmt: skip
+    finally:
+        await ctx.driver.remove(ref)
+    await ctx.gone(ref)
+
+    # a plain scope gets neither
+    child2 = ctx.child()
+    ref2, _ = await ctx.driver.create(ctx.spec(), child2.pid)
+    try:
+        got = await ctx.prop(ref2.scope, SCOPE, "DevicePolicy")
+        check(got == "auto", f"plain scope DevicePolicy = {got!r}, expected 'auto'")
+        check(list(await ctx.prop(ref2.scope, SCOPE, "DeviceAllow")) == [], "plain scope has no DeviceAllow")  # type: ignore[call-overload]
+    finally:
+        await ctx.driver.remove(ref2)
+    await ctx.gone(ref2)
+
+    old = SystemdDriver(ctx.driver._conn, 239)
+    child3 = ctx.child()
+    try:
+        await old.create(spec, child3.pid)
+    except CgroupError as e:
+        check("systemd >= 240" in str(e) and spec.scope in str(e), f"error says why: {e}")
+    else:
+        raise ScenarioFailed("a container scope was started without device rules support")
+    check(await ctx.unit_path(spec.scope) is None, "no scope left after the refusal")
+
+
 async def failed_job(ctx: Ctx) -> None:
     # A pid that does not exist in systemd's pid namespace.
     child = subprocess.Popen(["true"])
@@ -493,7 +540,7 @@ SCENARIOS: dict[str, Callable[[Ctx], Awaitable[None]]] = {
     f.__name__: f
     for f in (create_remove, freeze_thaw, kill_all, refused_property, failed_job, failed_dependency,
               update_live, unit_exists, remove_stale, reconnect, describe, stats, auto_select,
-              oom_kill)  # fmt: skip
+              oom_kill, device_policy)  # fmt: skip
 }
 
 

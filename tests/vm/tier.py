@@ -40,7 +40,12 @@ LONG_MODULES: dict[str, int] = {}
 # supds use cgroupfs unless told otherwise; on a systemd host the systemd
 # driver is what a packaged supd picks): name -> (environment, paths).
 DRIVER_REPEATS: dict[str, tuple[dict[str, str], list[str]]] = {
-    "e2e_systemd_driver": ({"SUPD_TEST_CGROUP_DRIVER": "systemd"}, ["tests/e2e/test_cgroups_e2e.py"]),
+    "e2e_systemd_driver": ({"SUPD_TEST_CGROUP_DRIVER": "systemd"}, [
+        "tests/e2e/test_cgroups_e2e.py",
+        # device rules as systemd enforces them (DevicePolicy=closed, DeviceAllow=)
+        "tests/e2e/test_container_devices.py::test_image_shipped_nodes_refused_to_nobody_and_root",
+        "tests/e2e/test_container_devices.py::test_devices_key_creates_and_allows_the_node",
+    ]),
 }
 
 # Tests left out of the VM by value: what they would cost there (an e2e test
@@ -81,6 +86,9 @@ EXCLUDED: dict[str, str] = {
         "test_failing_health_check_restarts_the_unit", "test_hanging_health_check_is_killed_at_its_timeout",
         "test_dependency_chain_starts_in_order_and_stops_together", "test_dependency_cycle_is_a_unit_file_error",
         "test_max_frozen_fails_a_policy_frozen_unit_but_not_a_user_frozen_one")},
+    "tests/e2e/test_container_devices.py::test_bad_devices_entries_fail_clearly_and_leave_nothing": (
+        "device entries are checked before any scope exists: " + _SAME_EVERYWHERE
+    ),
     **{f"tests/e2e/test_containers.py::{name}": "rootfs, identity and network setup: " + _SAME_EVERYWHERE for name in (
         "test_image_unit_whiteouts_and_opaque_dir", "test_persistent_upper_survives_restart_ephemeral_does_not",
         "test_readonly_writable_and_binds", "test_user_nobody_no_new_privs_and_docker_caps",
