@@ -79,7 +79,12 @@ class FilterCache:
                     key, profile = self._profile(mode)
                 program = self._programs.get((key, caps))
                 if program is None:
-                    program = compile_filter(profile, caps)
+                    try:
+                        program = compile_filter(profile, caps)
+                    except ProfileError as exc:
+                        if mode == "default":
+                            raise
+                        raise ProfileError(f"{mode}: {exc}", exc.syscall) from None
                     self._programs[(key, caps)] = program
             return program
         except libseccomp.SeccompUnavailable as exc:
