@@ -260,7 +260,11 @@ def test_user_nobody_no_new_privs_and_podman_caps(supd: Supd, busybox_layer: Pat
 
 
 def test_network_none_has_only_loopback(supd: Supd, busybox_layer: Path) -> None:
-    st = start_unit(supd, "nonet", container_unit([busybox_layer], extra_rootfs='network = "none"\n'))
+    # busybox's ping opens only raw sockets: it needs NET_RAW, not in the default
+    # set any more (iputils' ping falls back on the ICMP sockets that
+    # ping_group_range opens to all: test_container_confinement.py)
+    st = start_unit(supd, "nonet", container_unit([busybox_layer], extra_rootfs='network = "none"\n',
+                                                  exec_extra='cap_add = ["NET_RAW"]\n'))
     assert os.readlink(f"/proc/{st['pid']}/ns/net") != os.readlink("/proc/self/ns/net")
     # /proc/net/dev: two header lines, then one line per interface
     ifaces = [line.split(":")[0].strip() for line in sh(supd, "nonet", "cat /proc/net/dev").splitlines()[2:]]

@@ -38,7 +38,7 @@ BOOT_PACKAGES = (
 # dpkg-deb, which is in the essential dpkg).
 PROJECT_PACKAGES = (
     "python3", "python3-venv", "busybox-static", "tini", "crun", "runc", "umoci",
-    "skopeo", "stress-ng", "systemd-container", "curl",
+    "skopeo", "stress-ng", "systemd-container", "curl", "libseccomp2", "gcc", "libc6-dev",
 )
 PACKAGES = BOOT_PACKAGES + PROJECT_PACKAGES
 
