@@ -115,7 +115,6 @@ _ERROR_KEYS = (
     ("mount ", "[rootfs]"),
     ("create mount point ", "[rootfs]"),
     ("seccomp", "[exec].seccomp"),
-    ("capabilit", "[exec].cap_add"),
     ("drop capability", "[exec].cap_drop"),
 )
 

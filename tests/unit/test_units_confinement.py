@@ -137,3 +137,17 @@ def test_the_cache_rereads_an_edited_profile_and_names_its_errors(tmp_path: Path
     with pytest.raises(SeccompError) as info:
         cache.for_unit(u)  # type: ignore[arg-type]
     assert str(info.value).startswith(f"{tmp_path}/web.toml: [exec].seccomp: {profile}: unknown syscall 'mkdri'")
+
+
+def test_without_libseccomp_a_start_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor.seccomp import libseccomp
+
+    monkeypatch.setattr(libseccomp, "SONAME", "libseccomp-supd-test-absent.so.9")
+    monkeypatch.setattr(libseccomp, "_lib", None)
+    with pytest.raises(SeccompError) as info:
+        FilterCache().for_unit(unit(container()))  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith("/etc/supd/units/web.toml: [exec].seccomp = 'default': seccomp: cannot load")
+    assert "install libseccomp2" in message
+    # a unit that needs no filter still starts
+    assert FilterCache().for_unit(unit(container('seccomp = "unconfined"'))) is None  # type: ignore[arg-type]
