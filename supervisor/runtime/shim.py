@@ -211,7 +211,7 @@ def confine_caps(keep, last_cap, identity):
 
 
 def seccomp_program(spec):
-    """The filter's bytes, decoded before the go so a bad one fails early."""
+    """The filter's bytes (base64 in the spec), or None."""
     encoded = spec.get("seccomp")
     if encoded is None:
         return None
@@ -548,7 +548,8 @@ def build_container(spec, container):
     """Everything pid 1 does before its go; returns (exec path, argv, env, identity)."""
     plan = container["rootfs"]
     root = plan["target"]
-    last_cap = read_last_cap()
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last_cap = int(f.read())
     set_sysctls(container.get("sysctls", ()))
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount_rootfs(plan)
@@ -646,7 +647,8 @@ def run_join(spec, stdio, ctl):
 
 def run_join_child(spec, ctl):
     try:
-        last_cap = read_last_cap()
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last_cap = int(f.read())
         identity = resolve_user(spec["user"], "/")
         env = build_env(spec, identity[3])
         os.chdir(spec["cwd"])
