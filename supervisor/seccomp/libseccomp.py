@@ -77,6 +77,7 @@ def load() -> ctypes.CDLL:
         ("seccomp_arch_resolve_name", u32, (c_char_p,)),
         ("seccomp_syscall_resolve_name", c_int, (c_char_p,)),
         ("seccomp_syscall_resolve_name_arch", c_int, (u32, c_char_p)),
+        ("seccomp_syscall_resolve_num_arch", vp, (u32, c_int)),
         ("seccomp_rule_add_array", c_int, (vp, u32, c_int, ctypes.c_uint, ctypes.POINTER(ArgCmp))),
         ("seccomp_attr_set", c_int, (vp, c_int, u32)),
         ("seccomp_export_bpf", c_int, (vp, c_int)),
@@ -104,6 +105,22 @@ def resolve(name: str, arch: int | None = None) -> int:
     if arch is None:
         return int(lib.seccomp_syscall_resolve_name(name.encode()))
     return int(lib.seccomp_syscall_resolve_name_arch(arch, name.encode()))
+
+
+def name_of(number: int, arch: int) -> str | None:
+    """The syscall `number` is on `arch`, or None (libseccomp's answer)."""
+    pointer = load().seccomp_syscall_resolve_num_arch(arch, number)
+    if not pointer:
+        return None
+    try:
+        return ctypes.string_at(pointer).decode()
+    finally:
+        _libc.free(pointer)
+
+
+_libc = ctypes.CDLL(None)
+_libc.free.argtypes = (ctypes.c_void_p,)
+_libc.free.restype = None
 
 
 class Filter:

@@ -199,3 +199,27 @@ def test_compiling_the_default_profile_is_quick_enough_to_cache() -> None:
     start = time.perf_counter()
     compile_filter(DEFAULT, CONTAINER_DEFAULT)
     assert time.perf_counter() - start < 1.0
+
+
+def test_every_native_number_gets_what_the_profile_says(podman: bytes) -> None:
+    """Walk every syscall number libseccomp knows on this architecture and
+    compare the program's answer with the profile read by hand: allowed
+    names without conditions on arguments are allowed, names the profile
+    does not allow are EPERM, and clone3 is ENOSYS."""
+    from supervisor.seccomp.profile import host_facts, rules_for
+
+    _native, go_arch, kernel = host_facts()
+    applied = rules_for(DEFAULT, {"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE",
+                                  "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}, go_arch, kernel)  # fmt: skip
+    allowed = {n for r in applied if r.action == "allow" and not r.args for n in r.names}
+    with_args = {n for r in applied if r.args for n in r.names}
+    highest = max(n for n in (nr(name) for name in DEFAULT.names()) if n >= 0)
+    checked = 0
+    for number in range(highest + 1):
+        name = libseccomp.name_of(number, NATIVE)
+        if name is None or name in with_args:
+            continue
+        expected = ALLOW if name in allowed else ENOSYS if name == "clone3" else EPERM
+        assert run_bpf(podman, number) == expected, (number, name)
+        checked += 1
+    assert checked > 300
