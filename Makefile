@@ -7,10 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := busybox-static tini crun runc podman conmon umoci skopeo stress-ng \
                 systemd systemd-container dbus util-linux iproute2 curl dpkg-dev python3-venv \
-                gcc libc6-dev libseccomp2 \
+                libseccomp2 gcc libc6-dev \
                 qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client
-# (the last line: the host side of the pure cgroup v2 VM tier, tests/vm/README.md;
-# gcc and libc6-dev build the static probes of the container-boundary tests)
+# (libseccomp2: the daemon compiles seccomp filters with it; gcc, libc6-dev:
+# tests build static C probes. The fourth line: the host side of the pure
+# cgroup v2 VM tier, tests/vm/README.md)
 
 .PHONY: setup run test test-host test-v2 test-unit bench bench-v2 soak clean
 

@@ -17,6 +17,8 @@ from supervisor.cgroups.driver import CgroupError
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon import status as unit_status
 from supervisor.daemon.spawnspec import build_exec_spec
+from supervisor.seccomp.unitfilter import SeccompError
+from supervisor.seccomp.unitfilter import filter_for as seccomp_filter_for
 from supervisor.daemon.supervisor import Refused, StartFailure, Supervisor
 from supervisor.daemon.unitrun import UnitRun
 from supervisor.rootfs.store import LayerStore
@@ -151,7 +153,11 @@ class DaemonController:
         procs: tuple[str, ...] = ()
         if u.cgroup is not None:
             procs = tuple(str(Path(p) / "cgroup.procs") for _k, p in u.cgroup.paths)
-        spec = build_exec_spec(u.unit, u.pid, procs, argv, user=user, env=env, cwd=cwd)
+        try:
+            seccomp = seccomp_filter_for(u.unit)
+        except SeccompError as e:
+            raise ConflictError(f"exec in {name}: {e}") from None
+        spec = build_exec_spec(u.unit, u.pid, procs, argv, user=user, env=env, cwd=cwd, seccomp=seccomp)
         try:
             pending = await self.sup.spawner.spawn(spec, stdio=fds)
             await pending.go()

@@ -24,6 +24,8 @@ import anyio
 import structlog
 
 from supervisor.daemon.spawnspec import build_exec_spec
+from supervisor.seccomp.unitfilter import SeccompError
+from supervisor.seccomp.unitfilter import filter_for as seccomp_filter_for
 from supervisor.policy.state import UnitState
 from supervisor.runtime.spawn import SpawnError
 from supervisor.units.model import HealthSpec, Unit
@@ -178,7 +180,13 @@ async def run_check(sup: Supervisor, u: UnitRun, unit: Unit, spec: HealthSpec) -
     """Run the check once inside the unit; never takes much longer than `spec.timeout`."""
     if u.pid is None:
         return CheckResult(code=None, error="no running process")
-    exec_spec = build_exec_spec(unit, u.pid, _cgroup_procs(u), list(spec.command), user=None, env={}, cwd=None)
+    try:
+        seccomp = seccomp_filter_for(unit)
+    except SeccompError as e:
+        return CheckResult(code=None, error=str(e))
+    exec_spec = build_exec_spec(
+        unit, u.pid, _cgroup_procs(u), list(spec.command), user=None, env={}, cwd=None, seccomp=seccomp
+    )
     tail = OutputTail()
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

@@ -6,11 +6,15 @@ import shutil
 from typing import Any
 
 from supervisor.runtime.spec import Bind, ContainerSpec, DeviceNode, JoinSpec, RootfsMount, SpawnSpec
+from supervisor.units.capabilities import CONTAINER_DEFAULT
 from supervisor.units.model import Unit
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Debian's tini ships a static build: it runs in any rootfs, whatever its libc.
 INIT_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/tini", "/sbin/tini")
+# Any group may open ICMP echo sockets, so ping works without CAP_NET_RAW
+# (podman and docker set the same in a container's own network namespace).
+PING_GROUP_RANGE = ("net.ipv4.ping_group_range", "0 2147483647")
 
 
 def find_init() -> str | None:
@@ -29,10 +33,27 @@ def unit_environment(unit: Unit, extra: dict[str, str] | None = None) -> tuple[t
     return tuple(sorted(env.items()))
 
 
+def unit_sysctls(unit: Unit) -> tuple[tuple[str, str], ...]:
+    """Namespaced sysctls for a container with a network namespace of its own."""
+    if unit.rootfs is None or unit.rootfs.network == "host":
+        return ()
+    return (PING_GROUP_RANGE,)
+
+
+def _sorted(caps: frozenset[int] | None) -> tuple[int, ...] | None:
+    return None if caps is None else tuple(sorted(caps))
+
+
 def build_spawn_spec(
-    unit: Unit, plan: Any | None, init_path: str | None = None, devices: tuple[DeviceNode, ...] = ()
+    unit: Unit,
+    plan: Any | None,
+    init_path: str | None = None,
+    devices: tuple[DeviceNode, ...] = (),
+    *,
+    seccomp: bytes | None = None,
 ) -> SpawnSpec:
-    """`devices`: the unit's `[rootfs].devices` as found on the host."""
+    """`devices`: the unit's `[rootfs].devices` as found on the host;
+    `seccomp`: the unit's compiled filter (seccomp/unitfilter.py), or None."""
     container = None
     if unit.rootfs is not None:
         if plan is None:
@@ -49,6 +70,7 @@ def build_spawn_spec(
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
             init=init,
             devices=devices,
+            sysctls=unit_sysctls(unit),
         )
     return SpawnSpec(
         argv=unit.exec.command,
@@ -56,7 +78,9 @@ def build_spawn_spec(
         cwd=unit.exec.working_directory,
         user=unit.exec.user,
         container=container,
-        no_new_privs=container is not None,
+        no_new_privs=container is not None or seccomp is not None,
+        caps=_sorted(unit.caps),
+        seccomp=seccomp,
     )
 
 
@@ -69,8 +93,12 @@ def build_exec_spec(
     user: str | None,
     env: dict[str, str],
     cwd: str | None,
+    seccomp: bytes | None = None,
 ) -> SpawnSpec:
-    """A command run inside a running unit (supctl exec, health checks)."""
+    """A command run inside a running unit (supctl exec, health checks): the
+    unit's capability set and seccomp filter. Into a plain unit that leaves
+    its capabilities alone, the container default, as before."""
+    caps = unit.caps if unit.caps is not None else CONTAINER_DEFAULT
     return SpawnSpec(
         argv=tuple(argv),
         env=unit_environment(unit, env),
@@ -78,6 +106,8 @@ def build_exec_spec(
         user=user if user is not None else unit.exec.user,
         join=JoinSpec(pid=main_pid, cgroup_procs=cgroup_procs),
         no_new_privs=True,
+        caps=_sorted(caps),
+        seccomp=seccomp,
     )
 
 
@@ -92,6 +122,8 @@ _ERROR_KEYS = (
     ("mount ", "[rootfs]"),
     ("create mount point ", "[rootfs]"),
     ("device ", "[rootfs].devices"),
+    ("seccomp", "[exec].seccomp"),
+    ("drop capability", "[exec].cap_drop"),
 )
 
 

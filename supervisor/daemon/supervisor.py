@@ -34,6 +34,7 @@ from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import DaemonConfig
 from supervisor.daemon.events import EventBus
 from supervisor.daemon.spawnspec import build_spawn_spec, describe_spawn_error
+from supervisor.seccomp.unitfilter import filter_for as seccomp_filter_for
 from supervisor.daemon.unitdir import Loaded
 from supervisor.daemon.unitrun import Command, UnitRun
 from supervisor.policy import lifecycle as lc
@@ -442,7 +443,9 @@ class Supervisor:
                 # hostile image never holds the threads everything else uses.
                 limiter = self.image_threads if unit.rootfs.image is not None else None
                 plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
-            spec = build_spawn_spec(unit, plan, devices=tuple(d.node for d in host_devices))
+            spec = build_spawn_spec(
+                unit, plan, devices=tuple(d.node for d in host_devices), seccomp=seccomp_filter_for(unit)
+            )
             await failpoints.ahit("spawn", unit.name)
             log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

@@ -26,6 +26,7 @@ daemon to close the control socket before exiting 127, so it never exits
 before the daemon has started tracking its pid.
 """
 
+import base64
 import ctypes
 import errno
 import fcntl
@@ -70,26 +71,8 @@ IFF_UP = 0x1
 
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# docker's default capability set (moby oci/caps/defaults.go)
-CAP_CHOWN = 0
-CAP_DAC_OVERRIDE = 1
-CAP_FOWNER = 3
-CAP_FSETID = 4
-CAP_KILL = 5
-CAP_SETGID = 6
-CAP_SETUID = 7
-CAP_SETPCAP = 8
-CAP_NET_BIND_SERVICE = 10
-CAP_NET_RAW = 13
-CAP_SYS_CHROOT = 18
-CAP_MKNOD = 27
-CAP_AUDIT_WRITE = 29
-CAP_SETFCAP = 31
-DEFAULT_CAPS = (
-    CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FSETID, CAP_FOWNER, CAP_MKNOD, CAP_NET_RAW,
-    CAP_SETGID, CAP_SETUID, CAP_SETFCAP, CAP_SETPCAP, CAP_NET_BIND_SERVICE,
-    CAP_SYS_CHROOT, CAP_KILL, CAP_AUDIT_WRITE,
-)
+SECCOMP_SET_MODE_FILTER = 1
+SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -201,6 +184,70 @@ def drop_bounding_set(keep, last_cap):
     for cap in range(last_cap + 1):
         if cap not in keep:
             prctl(PR_CAPBSET_DROP, cap, f"drop capability {cap} from the bounding set")
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def unit_caps(spec):
+    """The capability numbers the spec keeps; None: leave them alone. A
+    container (or join) without the field keeps none rather than all."""
+    caps = spec.get("caps")
+    if caps is None:
+        return None if spec.get("container") is None and spec.get("join") is None else ()
+    return tuple(int(c) for c in caps)
+
+
+def confine_caps(keep, last_cap, identity):
+    """Bounding set first (needs CAP_SETPCAP), then the identity, then the
+    effective/permitted/inheritable sets (setuid to non-root empties them)."""
+    if keep is not None:
+        drop_bounding_set(keep, last_cap)
+    if identity is not None:
+        set_identity(*identity)
+    if keep is not None:
+        limit_capabilities(keep)
+
+
+def seccomp_program(spec):
+    """The filter's bytes (base64 in the spec), or None."""
+    encoded = spec.get("seccomp")
+    if encoded is None:
+        return None
+    try:
+        program = base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise ShimError("seccomp: the filter is not base64") from None
+    if not program or len(program) % 8:
+        raise ShimError(f"seccomp: a filter of {len(program)} bytes is no BPF program")
+    return program
+
+
+def install_seccomp(program):
+    """seccomp(SECCOMP_SET_MODE_FILTER) with the daemon-compiled program;
+    after no_new_privs, as the last step before exec."""
+    if program is None:
+        return
+    number = SYS_SECCOMP.get(platform.machine())
+    if number is None:
+        raise ShimError(f"seccomp: unknown syscall number on {platform.machine()}")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    if libc.syscall(number, SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(fprog)) != 0:
+        raise ShimError(f"seccomp: install the filter: {os.strerror(ctypes.get_errno())}")
+
+
+def set_sysctls(sysctls):
+    """Namespaced sysctls (net.* in our own network namespace), written
+    before the root changes and /proc/sys turns read-only."""
+    for name, value in sysctls:
+        path = "/proc/sys/" + name.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise ShimError(f"sysctl {name}: {e.strerror}") from None
 
 
 # --- messages ----------------------------------------------------------------
@@ -352,21 +399,28 @@ def run_plain(spec, stdio, ctl):
         env = build_env(spec, home or "/")
         os.chdir(spec["cwd"])
         path = find_executable(spec["argv"][0], env)
+        keep, program = unit_caps(spec), seccomp_program(spec)
+        last_cap = read_last_cap() if keep is not None else 0
     except (ShimError, OSError) as e:
         fail_before_go(ctl, describe(e, "cwd " + spec["cwd"]))
     send(ctl, {"ready": True})
     wait_for_go(ctl)
     try:
-        if uid is not None:
-            set_identity(uid, gid, groups)
+        confine_caps(keep, last_cap, (uid, gid, groups) if uid is not None else None)
         if spec["no_new_privs"]:
             prctl(PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
         if spec["umask"] is not None:
             os.umask(spec["umask"])
+        install_seccomp(program)
     except (ShimError, OSError) as e:
         send(ctl, {"error": describe(e, "identity")})
         os._exit(EXIT_SETUP_FAILED)
     exec_command(ctl, path, spec["argv"], env)
+
+
+def read_last_cap():
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
 
 
 def describe(error, context):
@@ -511,6 +565,7 @@ def build_container(spec, container):
     root = plan["target"]
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last_cap = int(f.read())
+    set_sysctls(container.get("sysctls", ()))
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount_rootfs(plan)
     mount_proc_sys(root)
@@ -539,14 +594,14 @@ def build_container(spec, container):
 
 
 def confine_and_exec(ctl, spec, path, argv, env, identity, last_cap):
-    """After the go: capabilities, identity, no_new_privs (always), exec."""
+    """After the go: capabilities, identity, no_new_privs (always), seccomp, exec."""
     uid, gid, groups, _home = identity
     try:
-        drop_bounding_set(DEFAULT_CAPS, last_cap)
-        set_identity(uid, gid, groups)
-        limit_capabilities(DEFAULT_CAPS)
+        program = seccomp_program(spec)
+        confine_caps(unit_caps(spec), last_cap, (uid, gid, groups))
         prctl(PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
         os.umask(0o022 if spec["umask"] is None else spec["umask"])
+        install_seccomp(program)
     except (ShimError, OSError) as e:
         send(ctl, {"error": describe(e, "identity")})
         os._exit(EXIT_SETUP_FAILED)

@@ -8,6 +8,8 @@ anything that stores a spec).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -137,10 +139,16 @@ class ContainerSpec:
     binds: tuple[Bind, ...] = ()
     init: str | None = None  # host path of an init binary, run as pid 1 from /dev/init
     devices: tuple[DeviceNode, ...] = ()
+    # written under /proc/sys by pid 1 before its root changes; only for
+    # namespaced ones (net.* with a network namespace of its own)
+    sysctls: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
             raise SpecError("container.network", " or ".join(NETWORKS), self.network)
+        for name, _value in self.sysctls:
+            if not name or "/" in name or ".." in name.split("."):
+                raise SpecError("container.sysctls", "names like net.ipv4.ping_group_range", name)
         for bind in self.binds:
             if not bind.target.startswith("/"):
                 raise SpecError("container.binds.target", "an absolute path", bind.target)
@@ -153,6 +161,7 @@ class ContainerSpec:
             "binds": [[b.source, b.target, b.readonly] for b in self.binds],
             "init": self.init,
             "devices": [d.to_json() for d in self.devices],
+            "sysctls": [[k, v] for k, v in self.sysctls],
         }
 
     @classmethod
@@ -164,6 +173,7 @@ class ContainerSpec:
             binds=tuple(Bind(str(s), str(t), bool(ro)) for s, t, ro in data.get("binds", ())),
             init=_opt_str(data.get("init")),
             devices=tuple(DeviceNode.from_json(d) for d in data.get("devices", ())),
+            sysctls=tuple((str(k), str(v)) for k, v in data.get("sysctls", ())),
         )
 
 
@@ -187,7 +197,13 @@ class JoinSpec:
 class SpawnSpec:
     """One process to start. `user` is a name or "uid[:gid]", looked up in the
     host's /etc/passwd for a plain process and in the container's otherwise.
-    Containers (and joins) always get no_new_privs."""
+    Containers (and joins) always get no_new_privs.
+
+    `caps`: the capability numbers the process keeps (bounding, effective,
+    permitted, inheritable); None leaves them as they are (a plain unit that
+    sets no cap_add/cap_drop). `seccomp`: a classic BPF program (struct
+    sock_filter[], host byte order) installed after no_new_privs, just before
+    exec; None for none."""
 
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
@@ -198,6 +214,8 @@ class SpawnSpec:
     no_new_privs: bool = False
     umask: int | None = None
     setsid: bool = True
+    caps: tuple[int, ...] | None = None
+    seccomp: bytes | None = None
 
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:
@@ -207,6 +225,10 @@ class SpawnSpec:
         for key, _value in self.env:
             if not key or "=" in key:
                 raise SpecError("env", "names without '='", key)
+        if self.caps is not None and not all(0 <= c < 64 for c in self.caps):
+            raise SpecError("caps", "capability numbers in 0..63", list(self.caps))
+        if self.seccomp is not None and (not self.seccomp or len(self.seccomp) % 8):
+            raise SpecError("seccomp", "a BPF program (a multiple of 8 bytes)", len(self.seccomp))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,6 +241,8 @@ class SpawnSpec:
             "no_new_privs": self.no_new_privs,
             "umask": self.umask,
             "setsid": self.setsid,
+            "caps": None if self.caps is None else list(self.caps),
+            "seccomp": None if self.seccomp is None else base64.b64encode(self.seccomp).decode(),
         }
 
     @classmethod
@@ -236,8 +260,19 @@ class SpawnSpec:
             no_new_privs=bool(data.get("no_new_privs", False)),
             umask=None if umask is None else int(umask),
             setsid=bool(data.get("setsid", True)),
+            caps=None if data.get("caps") is None else tuple(int(c) for c in data["caps"]),
+            seccomp=_opt_bytes(data.get("seccomp")),
         )
 
 
 def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _opt_bytes(value: object) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        raise SpecError("seccomp", "base64", value) from None

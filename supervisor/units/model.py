@@ -35,6 +35,12 @@ class ExecSpec:
     environment: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
     working_directory: str = "/"
     user: str | None = None  # a name (looked up in the rootfs) or "uid[:gid]"
+    # canonical capability names ("NET_RAW", or "ALL"), see units/capabilities.py
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    # "default", "unconfined", an absolute profile path, or None: "default"
+    # for a container, "unconfined" for a plain unit (see Unit.seccomp)
+    seccomp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,20 @@ class Unit:
     def slice_name(self) -> str:
         """The systemd slice unit name: supd.slice or supd-<slice>.slice."""
         return "supd.slice" if self.unit.slice is None else f"supd-{self.unit.slice}.slice"
+
+    @property
+    def caps(self) -> frozenset[int] | None:
+        """The capability numbers its processes keep; None: left alone."""
+        from supervisor.units.capabilities import unit_caps
+
+        return unit_caps(self.rootfs is not None, self.exec.cap_add, self.exec.cap_drop)
+
+    @property
+    def seccomp(self) -> str:
+        """"default", "unconfined" or a profile path, defaults applied."""
+        if self.exec.seccomp is not None:
+            return self.exec.seccomp
+        return "default" if self.rootfs is not None else "unconfined"
 
     @property
     def scope_name(self) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, TypeVar, cast, get_args
 
-from supervisor.units import values
+from supervisor.units import capabilities, values
 from supervisor.units.model import (
     BindSpec,
     DeviceSpec,
@@ -47,7 +47,8 @@ _MAX_INT: Final = 2**31 - 1
 
 SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "health", "freeze")
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
-EXEC_KEYS: Final = ("command", "environment", "working_directory", "user")
+EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp")
+SECCOMP_WORDS: Final = ("default", "unconfined")
 ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init", "devices")
 BIND_KEYS: Final = ("source", "target", "readonly")
 RESOURCES_KEYS: Final = (
@@ -315,7 +316,7 @@ def parse_unit(name: str, data: Mapping[str, object], file: Path) -> Unit:
     unit_dir = Path(file).parent
 
     section = _unit_section(name, _Table(file, "[unit]", top.data["unit"], UNIT_KEYS)) if top.has("unit") else UnitSection()
-    exec_spec = _exec_section(_Table(file, "[exec]", top.data["exec"], EXEC_KEYS))
+    exec_spec = _exec_section(_Table(file, "[exec]", top.data["exec"], EXEC_KEYS), unit_dir)
     rootfs = _rootfs_section(_Table(file, "[rootfs]", top.data["rootfs"], ROOTFS_KEYS), unit_dir) if top.has("rootfs") else None
     resources = _resources_section(_Table(file, "[resources]", top.data["resources"], RESOURCES_KEYS)) if top.has("resources") else Resources()
     restart = _restart_section(_Table(file, "[restart]", top.data["restart"], RESTART_KEYS)) if top.has("restart") else RestartSpec()
@@ -368,13 +369,48 @@ def _environment(table: _Table) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
-def _exec_section(table: _Table) -> ExecSpec:
-    return ExecSpec(
+def _cap_names(table: _Table, key: str) -> tuple[str, ...]:
+    raw = table.data.get(key, [])
+    try:
+        return capabilities.parse_names(raw)
+    except capabilities.UnknownCapability as exc:
+        raise UnitFileError(
+            table.file, f"{table.key(key)}[{exc.index}]", capabilities.NAME_EXPECTED, exc.name
+        ) from None
+    except ValueError as exc:
+        raise table.error(key, str(exc), raw) from None
+
+
+def _seccomp(unit_dir: Path) -> Callable[[object], str]:
+    expected = '"default", "unconfined" or the path of a docker/OCI seccomp JSON profile'
+
+    def parse(value: object) -> str:
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ValueError(expected)
+        if value in SECCOMP_WORDS:
+            return value
+        try:
+            return str(resolve_host_path(value, unit_dir))
+        except ValueError:
+            raise ValueError(expected) from None
+
+    return parse
+
+
+def _exec_section(table: _Table, unit_dir: Path) -> ExecSpec:
+    spec = ExecSpec(
         command=table.require("command", _command),
         environment=_environment(table),
         working_directory=table.get("working_directory", container_path, "/"),
         user=table.get("user", _via(_string, values.valid_user, values.USER_EXPECTED), None),
+        cap_add=_cap_names(table, "cap_add"),
+        cap_drop=_cap_names(table, "cap_drop"),
+        seccomp=table.get("seccomp", _seccomp(unit_dir), None),
     )
+    both = capabilities.conflict(spec.cap_add, spec.cap_drop)
+    if both is not None:
+        raise table.error("cap_drop", f"no capability also in cap_add ({both} is in both)", table.data["cap_drop"])
+    return spec
 
 
 def _image_ref(unit_dir: Path) -> Callable[[object], str]:
@@ -599,7 +635,24 @@ def load_unit(path: Path) -> Unit:
         raise UnitFileError(path, "", f"expected valid TOML: {exc}") from None
     except RecursionError:
         raise UnitFileError(path, "", "expected valid TOML: nested too deeply") from None
-    return parse_unit(name, data, path)
+    unit = parse_unit(name, data, path)
+    _check_seccomp_profile(unit)
+    return unit
+
+
+def _check_seccomp_profile(unit: Unit) -> None:
+    """A profile file is read here, so a broken one is a unit-file error
+    when the file is loaded, not a failed start later."""
+    mode = unit.exec.seccomp
+    if mode is None or mode in SECCOMP_WORDS:
+        return
+    from supervisor.seccomp.profile import ProfileError
+    from supervisor.seccomp.unitfilter import validate_profile
+
+    try:
+        validate_profile(mode)
+    except ProfileError as exc:
+        raise UnitFileError(unit.file, "[exec].seccomp", f"a docker/OCI seccomp JSON profile ({exc})", mode) from None
 
 
 def _read_bounded(path: Path) -> bytes:

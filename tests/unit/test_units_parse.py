@@ -181,7 +181,7 @@ def test_image_dir_is_resolved_and_tag_kept() -> None:
         ),
         (
             '[exec]\ncomand = ["/bin/true"]\n',
-            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user",
+            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp",
         ),
         (
             MINIMAL + "[servce]\nx = 1\n",

@@ -1,0 +1,125 @@
+"""Docker's default seccomp profile, as data in supd's own form.
+
+Facts taken from moby/profiles seccomp/default.json at commit
+cd3bed8061c7b7378b61fc6827c7885779417a75 (2026-06-30): which syscalls are
+allowed, under which argument, capability, architecture and kernel
+conditions, and with which errno the others fail. `profile.py` reads this
+the same way as a user's docker/OCI JSON profile.
+
+Rule tuples: (names, action, errno or None, args, conditions), where args are
+(index, op, value, value_two) and conditions a dict with any of
+include_caps, exclude_caps, include_arches, exclude_arches, min_kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULT_ACTION = "errno"
+DEFAULT_ERRNO = 1  # EPERM
+
+# native architecture -> the ones its kernel also runs (libseccomp names)
+ARCH_MAP: dict[str, tuple[str, ...]] = {
+    'x86_64': ('x86', 'x32'),
+    'aarch64': ('arm',),
+    'mips64': ('mips', 'mips64n32'),
+    'mips64n32': ('mips', 'mips64'),
+    'mipsel64': ('mipsel', 'mipsel64n32'),
+    'mipsel64n32': ('mipsel', 'mipsel64'),
+    's390x': ('s390',),
+    'riscv64': (),
+    'loongarch64': (),
+}
+
+RULES: tuple[tuple[Any, ...], ...] = (
+    (tuple("""
+        accept accept4 access adjtimex alarm bind brk cachestat capget capset chdir
+        chmod chown chown32 clock_adjtime clock_adjtime64 clock_getres
+        clock_getres_time64 clock_gettime clock_gettime64 clock_nanosleep
+        clock_nanosleep_time64 close close_range connect copy_file_range creat dup dup2
+        dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2
+        epoll_wait epoll_wait_old eventfd eventfd2 execve execveat exit exit_group
+        faccessat faccessat2 fadvise64 fadvise64_64 fallocate fanotify_mark fchdir
+        fchmod fchmodat fchmodat2 fchown fchown32 fchownat fcntl fcntl64 fdatasync
+        fgetxattr flistxattr flock fork fremovexattr fsetxattr fstat fstat64 fstatat64
+        fstatfs fstatfs64 fsync ftruncate ftruncate64 futex futex_requeue futex_time64
+        futex_wait futex_waitv futex_wake futimesat getcpu getcwd getdents getdents64
+        getegid getegid32 geteuid geteuid32 getgid getgid32 getgroups getgroups32
+        getitimer getpeername getpgid getpgrp getpid getppid getpriority getrandom
+        getresgid getresgid32 getresuid getresuid32 getrlimit get_robust_list getrusage
+        getsid getsockname getsockopt get_thread_area gettid gettimeofday getuid
+        getuid32 getxattr getxattrat inotify_add_watch inotify_init inotify_init1
+        inotify_rm_watch io_cancel ioctl io_destroy io_getevents io_pgetevents
+        io_pgetevents_time64 ioprio_get ioprio_set io_setup io_submit ipc kill
+        landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown lchown32
+        lgetxattr link linkat listen listmount listxattr listxattrat llistxattr _llseek
+        lremovexattr lseek lsetxattr lstat lstat64 madvise map_shadow_stack membarrier
+        memfd_create memfd_secret mincore mkdir mkdirat mknod mknodat mlock mlock2
+        mlockall mmap mmap2 mprotect mq_getsetattr mq_notify mq_open mq_timedreceive
+        mq_timedreceive_time64 mq_timedsend mq_timedsend_time64 mq_unlink mremap mseal
+        msgctl msgget msgrcv msgsnd msync munlock munlockall munmap name_to_handle_at
+        nanosleep newfstatat _newselect open openat openat2 pause pidfd_open
+        pidfd_send_signal pipe pipe2 pkey_alloc pkey_free pkey_mprotect poll ppoll
+        ppoll_time64 prctl pread64 preadv preadv2 prlimit64 process_mrelease pselect6
+        pselect6_time64 pwrite64 pwritev pwritev2 read readahead readlink readlinkat
+        readv recv recvfrom recvmmsg recvmmsg_time64 recvmsg remap_file_pages
+        removexattr removexattrat rename renameat renameat2 restart_syscall
+        riscv_hwprobe rmdir rseq rt_sigaction rt_sigpending rt_sigprocmask
+        rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait
+        rt_sigtimedwait_time64 rt_tgsigqueueinfo sched_getaffinity sched_getattr
+        sched_getparam sched_get_priority_max sched_get_priority_min sched_getscheduler
+        sched_rr_get_interval sched_rr_get_interval_time64 sched_setaffinity
+        sched_setattr sched_setparam sched_setscheduler sched_yield seccomp select
+        semctl semget semop semtimedop semtimedop_time64 send sendfile sendfile64
+        sendmmsg sendmsg sendto setfsgid setfsgid32 setfsuid setfsuid32 setgid setgid32
+        setgroups setgroups32 setitimer setpgid setpriority setregid setregid32
+        setresgid setresgid32 setresuid setresuid32 setreuid setreuid32 setrlimit
+        set_robust_list setsid setsockopt set_thread_area set_tid_address setuid
+        setuid32 setxattr setxattrat shmat shmctl shmdt shmget shutdown sigaltstack
+        signalfd signalfd4 sigprocmask sigreturn socketcall socketpair splice stat
+        stat64 statfs statfs64 statmount statx symlink symlinkat sync sync_file_range
+        syncfs sysinfo tee tgkill time timer_create timer_delete timer_getoverrun
+        timer_gettime timer_gettime64 timer_settime timer_settime64 timerfd_create
+        timerfd_gettime timerfd_gettime64 timerfd_settime timerfd_settime64 times tkill
+        truncate truncate64 ugetrlimit umask uname unlink unlinkat uretprobe utime
+        utimensat utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid write
+        writev
+    """.split()), 'allow', None, (), {}),
+    (('process_vm_readv', 'process_vm_writev', 'ptrace'), 'allow', None, (), {'min_kernel': '4.8'}),
+    (('socket',), 'allow', None, ((0, 'lt', 38, 0),), {}),
+    (('socket',), 'allow', None, ((0, 'eq', 39, 0),), {}),
+    (('socket',), 'allow', None, ((0, 'gt', 40, 0),), {}),
+    (('personality',), 'allow', None, ((0, 'eq', 0, 0),), {}),
+    (('personality',), 'allow', None, ((0, 'eq', 8, 0),), {}),
+    (('personality',), 'allow', None, ((0, 'eq', 131072, 0),), {}),
+    (('personality',), 'allow', None, ((0, 'eq', 131080, 0),), {}),
+    (('personality',), 'allow', None, ((0, 'eq', 4294967295, 0),), {}),
+    (('sync_file_range2', 'swapcontext'), 'allow', None, (), {'include_arches': ('ppc64le',)}),
+    (('arm_fadvise64_64', 'arm_sync_file_range', 'sync_file_range2', 'breakpoint', 'cacheflush', 'set_tls'), 'allow', None, (), {'include_arches': ('arm', 'arm64')}),
+    (('arch_prctl',), 'allow', None, (), {'include_arches': ('amd64', 'x32')}),
+    (('modify_ldt',), 'allow', None, (), {'include_arches': ('amd64', 'x32', 'x86')}),
+    (('s390_pci_mmio_read', 's390_pci_mmio_write', 's390_runtime_instr'), 'allow', None, (), {'include_arches': ('s390', 's390x')}),
+    (('riscv_flush_icache',), 'allow', None, (), {'include_arches': ('riscv64',)}),
+    (('open_by_handle_at',), 'allow', None, (), {'include_caps': ('DAC_READ_SEARCH',)}),
+    (tuple("""
+        bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick lookup_dcookie
+        lsm_get_self_attr lsm_list_modules lsm_set_self_attr mount mount_setattr
+        move_mount open_tree perf_event_open quotactl quotactl_fd setdomainname
+        sethostname setns syslog umount umount2 unshare
+    """.split()), 'allow', None, (), {'include_caps': ('SYS_ADMIN',)}),
+    (('clone',), 'allow', None, ((0, 'masked_eq', 2114060288, 0),), {'exclude_caps': ('SYS_ADMIN',), 'exclude_arches': ('s390', 's390x')}),
+    (('clone',), 'allow', None, ((1, 'masked_eq', 2114060288, 0),), {'exclude_caps': ('SYS_ADMIN',), 'include_arches': ('s390', 's390x')}),
+    (('clone3',), 'errno', 38, (), {'exclude_caps': ('SYS_ADMIN',)}),
+    (('reboot',), 'allow', None, (), {'include_caps': ('SYS_BOOT',)}),
+    (('chroot',), 'allow', None, (), {'include_caps': ('SYS_CHROOT',)}),
+    (('delete_module', 'init_module', 'finit_module'), 'allow', None, (), {'include_caps': ('SYS_MODULE',)}),
+    (('acct',), 'allow', None, (), {'include_caps': ('SYS_PACCT',)}),
+    (('kcmp', 'pidfd_getfd', 'process_madvise', 'process_vm_readv', 'process_vm_writev', 'ptrace'), 'allow', None, (), {'include_caps': ('SYS_PTRACE',)}),
+    (('iopl', 'ioperm'), 'allow', None, (), {'include_caps': ('SYS_RAWIO',)}),
+    (('settimeofday', 'stime', 'clock_settime', 'clock_settime64'), 'allow', None, (), {'include_caps': ('SYS_TIME',)}),
+    (('vhangup',), 'allow', None, (), {'include_caps': ('SYS_TTY_CONFIG',)}),
+    (('get_mempolicy', 'mbind', 'set_mempolicy', 'set_mempolicy_home_node'), 'allow', None, (), {'include_caps': ('SYS_NICE',)}),
+    (('syslog',), 'allow', None, (), {'include_caps': ('SYSLOG',)}),
+    (('bpf',), 'allow', None, (), {'include_caps': ('BPF',)}),
+    (('perf_event_open',), 'allow', None, (), {'include_caps': ('PERFMON',)}),
+)
