@@ -461,7 +461,7 @@ class RootDir:
 
     def describe_link(self, parent_fd, name):
         try:
-            return f" (a symbolic link to {os.readlink(name, dir_fd=parent_fd)})"
+            return f" to {os.readlink(name, dir_fd=parent_fd)}"
         except OSError:
             return ""
 
@@ -522,31 +522,23 @@ class RootDir:
         """/proc, /sys or /dev: a real directory of the image (created if
         missing), never a symlink, as runc insists too: a kernel filesystem
         mounted through a link would land wherever the image points it."""
-        parent = self.make(os.path.dirname(path), True, what) if components(os.path.dirname(path)) else None
-        name = os.path.basename(path)
+        dirname, name = os.path.split("/" + "/".join(components(path)))
+        parent = self.make(dirname, True, what) if dirname != "/" else self.open(".", os.O_PATH | os.O_DIRECTORY)
         try:
-            fd = self.open(path, os.O_PATH | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            fd = None
-        except OSError as e:
-            raise ShimError(f"{what}: {path}: {e.strerror}") from None
-        finally:
-            if parent is not None:
-                os.close(parent)
-        if fd is None:
-            return self.make(path, True, what)
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            return fd
-        os.close(fd)
-        if stat.S_ISLNK(st.st_mode):
-            top = self.open(".", os.O_PATH | os.O_DIRECTORY)
             try:
-                link = self.describe_link(top, name) if len(components(path)) == 1 else ""
-            finally:
-                os.close(top)
-            raise ShimError(f"{what}: {path} is a symbolic link{link}; the image must have a directory there")
-        raise ShimError(f"{what}: {path} is not a directory")
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                return self.make(path, True, what)
+            except OSError as e:
+                raise ShimError(f"{what}: {path}: {e.strerror}") from None
+            if stat.S_ISLNK(st.st_mode):
+                raise ShimError(f"{what}: {path} is a symbolic link{self.describe_link(parent, name)}; "
+                                "the image must have a directory there")
+            if not stat.S_ISDIR(st.st_mode):
+                raise ShimError(f"{what}: {path} is not a directory")
+            return openat2(parent, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, IN_ROOT)
+        finally:
+            os.close(parent)
 
 
 def mount_at(source, fd, name, fstype, flags, data=None, source_name=None):
