@@ -389,6 +389,27 @@ def describe(error, context):
     return f"{name}: {error.strerror or error}"
 
 
+# --- container pid 1 ----------------------------------------------------------------
+
+def mount_rootfs(plan):
+    target = plan["target"]
+    if plan.get("chdir"):
+        os.chdir(plan["chdir"])
+    lowers = list(reversed(plan["lowerdirs"]))  # overlay wants the top layer first
+    for layer in lowers + [d for d in (plan.get("upperdir"), plan.get("workdir")) if d]:
+        # overlay's own EINVAL/ENOENT would not say which one
+        if not os.path.isdir(layer):
+            raise ShimError(f"mount overlay on {target}: layer {os.path.abspath(layer)}: not a directory")
+    if len(lowers) == 1 and plan.get("upperdir") is None:
+        mount(lowers[0], target, None, MS_BIND | MS_REC)
+    else:
+        options = "lowerdir=" + ":".join(lowers)
+        if plan.get("upperdir") is not None:
+            options += f",upperdir={plan['upperdir']},workdir={plan['workdir']}"
+        mount("overlay", target, "overlay", 0, options)
+    os.chdir("/")
+
+
 # --- paths inside a container's root -------------------------------------------------
 #
 # The image decides what its paths are: `dev -> /`, `mnt -> /srv/host`, a link
@@ -655,27 +676,6 @@ def enter_root(root):
     umount2(".", MNT_DETACH)
     os.chdir("/")
     root.close()
-
-
-# --- container pid 1 ----------------------------------------------------------------
-
-def mount_rootfs(plan):
-    target = plan["target"]
-    if plan.get("chdir"):
-        os.chdir(plan["chdir"])
-    lowers = list(reversed(plan["lowerdirs"]))  # overlay wants the top layer first
-    for layer in lowers + [d for d in (plan.get("upperdir"), plan.get("workdir")) if d]:
-        # overlay's own EINVAL/ENOENT would not say which one
-        if not os.path.isdir(layer):
-            raise ShimError(f"mount overlay on {target}: layer {os.path.abspath(layer)}: not a directory")
-    if len(lowers) == 1 and plan.get("upperdir") is None:
-        mount(lowers[0], target, None, MS_BIND | MS_REC)
-    else:
-        options = "lowerdir=" + ":".join(lowers)
-        if plan.get("upperdir") is not None:
-            options += f",upperdir={plan['upperdir']},workdir={plan['workdir']}"
-        mount("overlay", target, "overlay", 0, options)
-    os.chdir("/")
 
 
 def change_directory(cwd):
