@@ -70,6 +70,7 @@ RESOLVE_IN_ROOT = 0x10
 # every path inside a container's root is looked up with these: "/" and ".."
 # stop at the root, absolute symlinks start from it, /proc/*/fd links refused
 IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+MACHINE = platform.machine()
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -421,9 +422,9 @@ def mount_rootfs(plan):
 
 def openat2(dirfd, path, flags, resolve, mode=0):
     """An fd (O_CLOEXEC) or OSError; ENOSYS on kernels before 5.6."""
-    number = SYS_OPENAT2.get(platform.machine())
+    number = SYS_OPENAT2.get(MACHINE)
     if number is None:
-        raise OSError(errno.ENOSYS, f"openat2: unknown syscall number on {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"openat2: unknown syscall number on {MACHINE}")
     how = OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     for _ in range(32):
         fd = libc.syscall(ctypes.c_long(number), ctypes.c_int(dirfd), _enc(path),
@@ -603,28 +604,36 @@ def mount_proc_sys(root):
         os.close(fd)
 
 
+DEV_MOUNTS = (("pts", 0o755, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+              ("shm", 0o1777, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"),
+              ("mqueue", 0o755, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
+
+
 def mount_dev(root):
     mount_fs(root, "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
-    # the fresh tmpfs: everything below is made relative to its fd, by name
+    # the fresh tmpfs, only ours: everything in it is made relative to its fd
     dev = root.open("/dev", os.O_PATH | os.O_DIRECTORY)
     try:
         old_umask = os.umask(0)
         try:
             for name, major, minor in DEVICES:
                 os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-            for sub, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
+            for sub, mode, *_ in DEV_MOUNTS:
                 os.mkdir(sub, mode, dir_fd=dev)
         finally:
             os.umask(old_umask)
         # [rootfs].devices: extra nodes go here, made under fd_path(dev) (this
-        # tmpfs, only ours so far), e.g. make_extra_devices(fd_path(dev), nodes)
+        # tmpfs), e.g. make_extra_devices(fd_path(dev), nodes)
         for name, link in DEV_SYMLINKS:
             os.symlink(link, name, dir_fd=dev)
+        for sub, _mode, fstype, flags, data in DEV_MOUNTS:
+            fd = os.open(sub, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev)
+            try:
+                mount_at(fstype, fd, f"/dev/{sub}", fstype, flags, data)
+            finally:
+                os.close(fd)
     finally:
         os.close(dev)
-    mount_fs(root, "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    mount_fs(root, "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
-    mount_fs(root, "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def bind(root, source, target, readonly):
