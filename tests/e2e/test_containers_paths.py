@@ -66,6 +66,8 @@ def test_image_symlinks_keep_their_meaning_inside(supd: Supd, busybox_layer: Pat
         for needle in needles:
             assert needle in st["error"], (name, needle, st["error"])
     after = (set(os.listdir("/")), set(os.listdir("/etc")), set(os.listdir(canary)))
-    assert after == before
+    assert (after[0], after[2]) == (before[0], before[2])
+    # /etc by name: other work on this host may add users meanwhile (group.lock...)
+    assert not {"passwd", "group", "sub", "site.conf"} & (after[1] - before[1])
     left = [m for m in mounts_anywhere(supd.root) if "/units/web/" not in m and not m.startswith(web_ns)]
     assert left == [], left
