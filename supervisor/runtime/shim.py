@@ -64,6 +64,14 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+# openat2 came after the syscall tables were unified (5.1): 437 everywhere
+SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "riscv64": 437, "ppc64le": 437, "s390x": 437}
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+# every path inside a container's root is looked up with these: "/" and ".."
+# stop at the root, absolute symlinks start from it, /proc/*/fd links refused
+IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+MACHINE = platform.machine()
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -109,6 +117,10 @@ class ShimError(Exception):
 
 class CapHeader(ctypes.Structure):
     _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
 
 
 class CapData(ctypes.Structure):
@@ -274,6 +286,8 @@ def read_db(path):
                     if line.strip() and not line.startswith("#")]
     except FileNotFoundError:
         return None
+    except OSError as e:  # a link loop, a directory...: say which file
+        raise ShimError(f"read {path}: {e.strerror}") from None
 
 
 def resolve_user(user, where):
@@ -397,7 +411,7 @@ def run_plain(spec, stdio, ctl):
         reset_process(stdio, spec)
         uid, gid, groups, home = resolve_user(spec["user"], "/") if spec["user"] else (None, None, None, None)
         env = build_env(spec, home or "/")
-        os.chdir(spec["cwd"])
+        change_directory(spec["cwd"])
         path = find_executable(spec["argv"][0], env)
         keep, program = unit_caps(spec), seccomp_program(spec)
         last_cap = read_last_cap() if keep is not None else 0
@@ -432,10 +446,6 @@ def describe(error, context):
 
 # --- container pid 1 ----------------------------------------------------------------
 
-def inside(root, path):
-    return os.path.join(root, path.lstrip("/"))
-
-
 def mount_rootfs(plan):
     target = plan["target"]
     if plan.get("chdir"):
@@ -455,51 +465,229 @@ def mount_rootfs(plan):
     os.chdir("/")
 
 
-def make_mountpoint(path, directory=True):
-    if os.path.lexists(path):
-        return
+# --- paths inside a container's root -------------------------------------------------
+#
+# The image decides what its paths are: `dev -> /`, `mnt -> /srv/host`, a link
+# loop. Resolving "<root>/dev" on the host would follow such links out of the
+# root before pivot_root (runc's CVE-2021-30465). So every path in the root is
+# looked up with openat2(RESOLVE_IN_ROOT) from an fd of the root, missing
+# components are created relative to fds found that way, and every mount goes
+# onto the resolved fd (/proc/self/fd/N), never onto a host path string.
+
+def openat2(dirfd, path, flags, resolve, mode=0):
+    """An fd (O_CLOEXEC) or OSError; ENOSYS on kernels before 5.6."""
+    number = SYS_OPENAT2.get(MACHINE)
+    if number is None:
+        raise OSError(errno.ENOSYS, f"openat2: unknown syscall number on {MACHINE}")
+    how = OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    for _ in range(32):
+        fd = libc.syscall(ctypes.c_long(number), ctypes.c_int(dirfd), _enc(path),
+                          ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        # EAGAIN: a rename raced a ".." lookup; the kernel asks to try again
+        if err not in (errno.EAGAIN, errno.EINTR):
+            raise OSError(err, os.strerror(err), path)
+    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN), path)
+
+
+def fd_path(fd):
+    """The path mount(2) gets for an fd: what the fd is, not what a name means now."""
+    return f"/proc/self/fd/{fd}"
+
+
+def components(path):
+    return [p for p in path.split("/") if p not in ("", ".")]
+
+
+class RootDir:
+    """The container's root as an O_PATH fd, and lookups that stay inside it."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino)
+        try:
+            os.close(self.open(".", os.O_PATH | os.O_DIRECTORY))
+        except OSError as e:
+            os.close(self.fd)
+            if e.errno == errno.ENOSYS:
+                raise ShimError(
+                    "containers need openat2(2) (Linux 5.6 or later) to resolve paths inside "
+                    f"the root safely; this kernel is {platform.release()}") from None
+            raise ShimError(f"open rootfs {path}: {e.strerror}") from None
+
+    def close(self):
+        os.close(self.fd)
+
+    def open(self, path, flags=os.O_PATH):
+        """openat2 of `path` (absolute or not: both mean from the root); OSError."""
+        return openat2(self.fd, "/".join(components(path)) or ".", flags, IN_ROOT)
+
+    def lookup(self, path, what, flags=os.O_PATH):
+        """An fd, None if the path does not exist; other errors name it."""
+        try:
+            return self.open(path, flags)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise ShimError(f"{what}: {path}: {e.strerror}") from None
+
+    def describe_link(self, parent_fd, name):
+        try:
+            return f" to {os.readlink(name, dir_fd=parent_fd)}"
+        except OSError:
+            return ""
+
+    def make(self, path, directory, what):
+        """An O_PATH fd of `path` inside the root, creating what is missing: the
+        parents as directories (0755), the last as a directory or an empty file.
+        Every component is found from the root, so links among them keep their
+        meaning inside the container; each is created relative to its parent's
+        fd. A dangling link is not followed to create its target."""
+        parts = components(path)
+        final_flags = os.O_PATH | (os.O_DIRECTORY if directory else 0)
+        try:
+            fd = self.open(path, final_flags)
+        except FileNotFoundError:
+            fd = None
+        except OSError as e:
+            raise ShimError(f"{what}: {path}: {e.strerror}") from None
+        for i in range(len(parts)):
+            if fd is not None:
+                break
+            last = i == len(parts) - 1
+            prefix = "/" + "/".join(parts[:i + 1])
+            flags = final_flags if last else os.O_PATH | os.O_DIRECTORY
+            found = self.lookup(prefix, what, flags)
+            if found is not None:
+                if last:
+                    fd = found
+                else:
+                    os.close(found)
+                continue
+            parent = self.open("/".join(parts[:i]) or ".", os.O_PATH | os.O_DIRECTORY)
+            try:
+                if last and not directory:
+                    os.mknod(parts[i], stat.S_IFREG | 0o644, dir_fd=parent)
+                else:
+                    os.mkdir(parts[i], 0o755, dir_fd=parent)
+            except FileExistsError:
+                # there, yet openat2 found nothing: a link to nowhere (inside)
+                raise ShimError(f"{what}: {prefix} is a dangling symbolic link"
+                                f"{self.describe_link(parent, parts[i])}") from None
+            except OSError as e:
+                raise ShimError(f"{what}: create {prefix}: {e.strerror}") from None
+            finally:
+                os.close(parent)
+            if last:
+                fd = self.lookup(prefix, what, flags)
+                if fd is None:
+                    raise ShimError(f"{what}: {prefix} vanished after it was created")
+        if fd is None:  # no components: the root itself
+            fd = self.open(".", final_flags)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == self.identity:
+            os.close(fd)
+            raise ShimError(f"{what}: {path} is the container's root")
+        return fd
+
+    def system_dir(self, path, what):
+        """/proc, /sys or /dev: a real directory of the image (created if
+        missing), never a symlink, as runc insists too: a kernel filesystem
+        mounted through a link would land wherever the image points it."""
+        dirname, name = os.path.split("/" + "/".join(components(path)))
+        parent = self.make(dirname, True, what) if dirname != "/" else self.open(".", os.O_PATH | os.O_DIRECTORY)
+        try:
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                return self.make(path, True, what)
+            except OSError as e:
+                raise ShimError(f"{what}: {path}: {e.strerror}") from None
+            if stat.S_ISLNK(st.st_mode):
+                raise ShimError(f"{what}: {path} is a symbolic link{self.describe_link(parent, name)}; "
+                                "the image must have a directory there")
+            if not stat.S_ISDIR(st.st_mode):
+                raise ShimError(f"{what}: {path} is not a directory")
+            return openat2(parent, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, IN_ROOT)
+        finally:
+            os.close(parent)
+
+
+def mount_at(source, fd, name, fstype, flags, data=None, source_name=None):
+    """mount(2) onto what `fd` is; the error names `name`, the path inside the root."""
+    if fstype is None:
+        what = f"bind {source_name or source} on {name}" if source else f"remount {name}"
+    else:
+        what = f"mount {fstype} on {name}"
+    _check(libc.mount(_enc(source), _enc(fd_path(fd)), _enc(fstype), flags, _enc(data)), what)
+
+
+def remount_readonly(root, name, flags):
+    """Read-only remount of the mount just made on `name`: found again from the
+    root, so the fd is the new mount's root, not the directory under it."""
+    fd = root.open(name)
     try:
-        if directory:
-            os.makedirs(path, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "a"):
-                pass
-    except OSError as e:
-        raise ShimError(f"create mount point {path}: {e.strerror}") from None
+        mount_at(None, fd, name, None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags)
+    finally:
+        os.close(fd)
+
+
+def mount_fs(root, path, fstype, flags, data=None):
+    """A kernel filesystem on a system directory (/proc, /sys, /dev and under)."""
+    fd = root.system_dir(path, f"mount {fstype} on {path}")
+    try:
+        mount_at(fstype, fd, path, fstype, flags, data)
+    finally:
+        os.close(fd)
 
 
 def mount_proc_sys(root):
-    proc, sys_dir = inside(root, "/proc"), inside(root, "/sys")
-    make_mountpoint(proc)
-    make_mountpoint(sys_dir)
-    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount_fs(root, "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    fd = root.system_dir("/sys", "mount sysfs on /sys")
     try:
-        mount("sysfs", sys_dir, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount_at("sysfs", fd, "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except ShimError:
         # sysfs may refuse a new instance (net namespace rules): bind the host's
-        mount("/sys", sys_dir, None, MS_BIND | MS_REC)
-        mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount_at("/sys", fd, "/sys", None, MS_BIND | MS_REC)
+        remount_readonly(root, "/sys", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    finally:
+        os.close(fd)
+
+
+DEV_MOUNTS = (("pts", 0o755, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+              ("shm", 0o1777, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"),
+              ("mqueue", 0o755, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, None))
 
 
 def mount_dev(root):
-    dev = inside(root, "/dev")
-    make_mountpoint(dev)
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
-    for name, major, minor in DEVICES:
-        path = os.path.join(dev, name)
-        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        os.chmod(path, 0o666)  # umask
-    for sub in ("pts", "shm", "mqueue"):
-        os.mkdir(os.path.join(dev, sub))
-    os.chmod(os.path.join(dev, "shm"), 0o1777)
-    mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
-          "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-          "mode=1777,size=65536k")
-    mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for name, link in DEV_SYMLINKS:
-        os.symlink(link, os.path.join(dev, name))
+    mount_fs(root, "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    # the fresh tmpfs, only ours: everything in it is made relative to its fd
+    dev = root.open("/dev", os.O_PATH | os.O_DIRECTORY)
+    try:
+        old_umask = os.umask(0)
+        try:
+            for name, major, minor in DEVICES:
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+            for sub, mode, *_ in DEV_MOUNTS:
+                os.mkdir(sub, mode, dir_fd=dev)
+        finally:
+            os.umask(old_umask)
+        # [rootfs].devices: extra nodes go here, made under fd_path(dev) (this
+        # tmpfs), e.g. make_extra_devices(fd_path(dev), nodes)
+        for name, link in DEV_SYMLINKS:
+            os.symlink(link, name, dir_fd=dev)
+        for sub, _mode, fstype, flags, data in DEV_MOUNTS:
+            fd = os.open(sub, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev)
+            try:
+                mount_at(fstype, fd, f"/dev/{sub}", fstype, flags, data)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(dev)
 
 
 def make_extra_devices(dev_dir, nodes):
@@ -517,39 +705,63 @@ def make_extra_devices(dev_dir, nodes):
             raise ShimError(f"device {path}: {e.strerror}") from None
 
 
-def bind(source, target, readonly):
+def bind(root, source, target, readonly):
+    """A host path (source) onto a path inside the root (target): the target
+    means what it means in the container, links included."""
     if not os.path.lexists(source):
         raise ShimError(f"bind {source}: {os.strerror(errno.ENOENT)}")
-    make_mountpoint(target, directory=os.path.isdir(source))
-    mount(source, target, None, MS_BIND | MS_REC)
+    fd = root.make(target, os.path.isdir(source), f"bind {source} on {target}")
+    try:
+        mount_at(source, fd, target, None, MS_BIND | MS_REC)
+    finally:
+        os.close(fd)
     if readonly:
-        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC)
+        remount_readonly(root, target, MS_REC)
 
 
 def mask_paths(root):
-    null = inside(root, "/dev/null")
-    for path in MASKED_PATHS:
-        target = inside(root, path)
-        if not os.path.lexists(target):
-            continue
-        if os.path.isdir(target):
-            mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0")
-        else:
-            mount(null, target, None, MS_BIND)
+    null = root.open("/dev/null")
+    try:
+        for path in MASKED_PATHS:
+            fd = root.lookup(path, f"mask {path}")
+            if fd is None:
+                continue
+            try:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    mount_at("tmpfs", fd, path, "tmpfs", MS_RDONLY, "size=0")
+                else:
+                    mount_at(fd_path(null), fd, path, None, MS_BIND, source_name="/dev/null")
+            finally:
+                os.close(fd)
+    finally:
+        os.close(null)
     for path in READONLY_PATHS:
-        target = inside(root, path)
-        if not os.path.lexists(target):
+        fd = root.lookup(path, f"read-only {path}")
+        if fd is None:
             continue
-        mount(target, target, None, MS_BIND | MS_REC)
-        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        try:
+            mount_at(fd_path(fd), fd, path, None, MS_BIND | MS_REC, source_name=path)
+        finally:
+            os.close(fd)
+        remount_readonly(root, path, MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def enter_root(root):
-    os.chdir(root)
+    # the fd, not the path: what was resolved is what we enter
+    os.fchdir(root.fd)
     pivot_root(".", ".")
     # the old root now sits on top of the new one; detach it
     umount2(".", MNT_DETACH)
     os.chdir("/")
+    root.close()
+
+
+def change_directory(cwd):
+    """chdir, failing with a message the daemon maps to [exec].working_directory."""
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise ShimError(f"cwd {cwd}: {e.strerror}") from None
 
 
 def loopback_up():
@@ -562,23 +774,24 @@ def loopback_up():
 def build_container(spec, container):
     """Everything pid 1 does before its go; returns (exec path, argv, env, identity)."""
     plan = container["rootfs"]
-    root = plan["target"]
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last_cap = int(f.read())
     set_sysctls(container.get("sysctls", ()))
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount_rootfs(plan)
+    # opened once the root is complete: every path below is resolved in it
+    root = RootDir(plan["target"])
     mount_proc_sys(root)
     mount_dev(root)
     for source, target, readonly in container["binds"]:
-        bind(source, inside(root, target), readonly)
+        bind(root, source, target, readonly)
     argv = list(spec["argv"])
     if container["init"]:
-        init_target = inside(root, "/dev/init")
-        bind(container["init"], init_target, readonly=True)
+        bind(root, container["init"], "/dev/init", readonly=True)
         argv = ["/dev/init", "--", *argv]
     mask_paths(root)
     enter_root(root)
+    # from here "/" is the container's root: plain paths are resolved inside it
     make_extra_devices("/dev", container.get("devices") or ())
     if plan.get("readonly"):
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
@@ -588,7 +801,7 @@ def build_container(spec, container):
         loopback_up()
     identity = resolve_user(spec["user"], "/")
     env = build_env(spec, identity[3])
-    os.chdir(spec["cwd"])
+    change_directory(spec["cwd"])
     path = find_executable(argv[0], env)
     return path, argv, env, identity, last_cap
 
@@ -667,7 +880,7 @@ def run_join_child(spec, ctl):
             last_cap = int(f.read())
         identity = resolve_user(spec["user"], "/")
         env = build_env(spec, identity[3])
-        os.chdir(spec["cwd"])
+        change_directory(spec["cwd"])
         path = find_executable(spec["argv"][0], env)
     except (ShimError, OSError) as e:
         fail_before_go(ctl, describe(e, "cwd " + spec["cwd"]))
