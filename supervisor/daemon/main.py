@@ -37,6 +37,7 @@ from supervisor.daemon.state_store import StateStore, UnitRecord
 from supervisor.daemon.statewriter import StateWriter
 from supervisor.daemon.supervisor import StartFailure, Supervisor
 from supervisor.daemon.unitrun import UnitRun
+from supervisor.daemon.userns import UsernsError, UsernsRanges
 from supervisor.policy import resume
 from supervisor.policy.restart import should_restart
 from supervisor.policy.state import UnitState
@@ -81,6 +82,7 @@ class Daemon:
         self.root_lock: ownership.RootLock | None = None
         self.rejected: dict[str, str] = {}  # unit -> why its record was set aside
         self.writer = StateWriter(self.state)
+        self.userns = UsernsRanges(config.subuid_file, config.subgid_file)
 
     # ------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
@@ -113,13 +115,18 @@ class Daemon:
 
     def _prepare_rootfs(self, unit: Any) -> Any:
         try:
-            return overlay.prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
-        except RootfsError as e:
+            plan = overlay.prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
+            if unit.rootfs.userns == "auto":
+                self.userns.allocate(unit, plan.upperdir)
+            return plan
+        except (RootfsError, UsernsError) as e:
             raise StartFailure(str(e)) from None
 
     def _cleanup_rootfs(self, unit: Any) -> None:
         assert unit.rootfs is not None
         overlay.cleanup(unit.name, unit.rootfs.writable, self.config.state_dir, self.config.runtime_dir)
+        # the process is gone: its ids may go to the next userns unit
+        self.userns.release(unit.name)
 
     # ------------------------------------------------------------- reload
     def _scan(self) -> dict[str, unitdir.Loaded]:
@@ -174,7 +181,11 @@ class Daemon:
     # -------------------------------------------------------- live-restore
     def _persist(self, u: UnitRun) -> None:
         if not u.removed and u.state in restore.PERSISTED_STATES:
-            self.writer.save(restore.record_for(u, self.boot_id))
+            record = restore.record_for(u, self.boot_id)
+            ids = self.userns.held(u.name)
+            if ids is not None and record.pid is not None:  # a re-adopting supd claims them again
+                record = dataclasses.replace(record, extra={**record.extra, "userns": ids.to_json()})
+            self.writer.save(record)
 
     def _lock_root(self) -> None:
         """One supd per cgroup root (cgroups/ownership.py): refuse to start
@@ -291,6 +302,8 @@ class Daemon:
             return
         log.info("unit_resumed", unit=u.name, action=plan.action, why=plan.why)
         if plan.action == "adopt":
+            if "userns" in record.extra:  # before any start can allocate ids
+                self.userns.claim(u.name, record.extra["userns"])
             u.adopt_pid = record.pid
             u.adopt_since = record.since
             u.cgroup = adoption.cgroup
@@ -407,6 +420,7 @@ class Daemon:
         )
         # Policies beside every running process: [health] checks, [freeze] near_memory_max and max_frozen.
         self.sup.run_watchers += [health.health_watcher, freezer.near_memory_max_watcher, freezer.max_frozen_watcher]
+        self.sup.userns_of = self.userns.held
         controller = DaemonController(self.sup, self.reload, self.info, self.store)
         log.info(
             "supd_starting",

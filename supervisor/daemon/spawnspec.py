@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, SpawnSpec
+from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, SpawnSpec, UserNamespace
 from supervisor.units.model import Unit
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -29,7 +29,9 @@ def unit_environment(unit: Unit, extra: dict[str, str] | None = None) -> tuple[t
     return tuple(sorted(env.items()))
 
 
-def build_spawn_spec(unit: Unit, plan: Any | None, init_path: str | None = None) -> SpawnSpec:
+def build_spawn_spec(unit: Unit, plan: Any | None, init_path: str | None = None, userns: Any | None = None) -> SpawnSpec:
+    """`userns`: the unit's id block (policy.idranges.IdMapping) when
+    [rootfs].userns = "auto"; required then."""
     container = None
     if unit.rootfs is not None:
         if plan is None:
@@ -45,6 +47,7 @@ def build_spawn_spec(unit: Unit, plan: Any | None, init_path: str | None = None)
             network=unit.rootfs.network,
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
             init=init,
+            userns=_user_namespace(unit, userns),
         )
     return SpawnSpec(
         argv=unit.exec.command,
@@ -54,6 +57,15 @@ def build_spawn_spec(unit: Unit, plan: Any | None, init_path: str | None = None)
         container=container,
         no_new_privs=container is not None,
     )
+
+
+def _user_namespace(unit: Unit, ids: Any | None) -> UserNamespace | None:
+    assert unit.rootfs is not None
+    if unit.rootfs.userns != "auto":
+        return None
+    if ids is None:
+        raise ValueError(f"{unit.file}: [rootfs].userns: no id range was allocated")
+    return UserNamespace(uid=ids.uid, gid=ids.gid, count=ids.count)
 
 
 def build_exec_spec(
@@ -87,6 +99,7 @@ _ERROR_KEYS = (
     ("bind ", "[rootfs].binds"),
     ("mount ", "[rootfs]"),
     ("create mount point ", "[rootfs]"),
+    ("userns ", "[rootfs].userns"),
 )
 
 

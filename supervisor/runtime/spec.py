@@ -99,6 +99,30 @@ class Bind:
 
 
 @dataclass(frozen=True)
+class UserNamespace:
+    """Container ids 0..count-1 are host uids uid.. and gids gid.. (the shim
+    writes the maps from outside and mounts the layers id-mapped)."""
+
+    uid: int
+    gid: int
+    count: int = 65536
+
+    def __post_init__(self) -> None:
+        for key in ("uid", "gid", "count"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                # uid/gid 0 would map container root to host root: never a userns worth having
+                raise SpecError(f"container.userns.{key}", "a positive integer", value)
+
+    def to_json(self) -> dict[str, int]:
+        return {"uid": self.uid, "gid": self.gid, "count": self.count}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UserNamespace:
+        return cls(uid=data["uid"], gid=data["gid"], count=data.get("count", 65536))
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """New mount, pid, uts, ipc (and net when network="none") namespaces,
     and a cgroup namespace entered after the daemon's go."""
@@ -108,6 +132,7 @@ class ContainerSpec:
     network: Network = "host"
     binds: tuple[Bind, ...] = ()
     init: str | None = None  # host path of an init binary, run as pid 1 from /dev/init
+    userns: UserNamespace | None = None  # None: the host's user namespace
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -123,6 +148,7 @@ class ContainerSpec:
             "network": self.network,
             "binds": [[b.source, b.target, b.readonly] for b in self.binds],
             "init": self.init,
+            "userns": None if self.userns is None else self.userns.to_json(),
         }
 
     @classmethod
@@ -133,6 +159,7 @@ class ContainerSpec:
             network=data.get("network", "host"),
             binds=tuple(Bind(str(s), str(t), bool(ro)) for s, t, ro in data.get("binds", ())),
             init=_opt_str(data.get("init")),
+            userns=None if data.get("userns") is None else UserNamespace.from_json(data["userns"]),
         )
 
 

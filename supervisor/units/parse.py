@@ -32,6 +32,7 @@ from supervisor.units.model import (
     StopSpec,
     Unit,
     UnitSection,
+    Userns,
     Writable,
 )
 from supervisor.units.paths import container_path, resolve_host_path
@@ -47,7 +48,7 @@ _MAX_INT: Final = 2**31 - 1
 SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "health", "freeze")
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
 EXEC_KEYS: Final = ("command", "environment", "working_directory", "user")
-ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init")
+ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init", "userns")
 BIND_KEYS: Final = ("source", "target", "readonly")
 RESOURCES_KEYS: Final = (
     "memory_max", "memory_high", "cpu_weight", "cpu_quota", "pids_max", "io_weight", "cpuset",
@@ -436,6 +437,7 @@ def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
         network=cast(Network, table.get("network", _choice(get_args(Network)), "host")),
         binds=_binds(table, unit_dir),
         init=table.get("init", _bool, False),
+        userns=cast(Userns, table.get("userns", _choice(get_args(Userns)), "host")),
     )
 
 
