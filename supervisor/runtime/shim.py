@@ -487,6 +487,22 @@ def idmap_layers(container):
             raise ShimError(f"userns net.ipv4.ip_unprivileged_port_start: {e.strerror}") from None
 
 
+def own_dev(container):
+    """B, after pivot_root (so every path resolves inside the container): the
+    /dev tmpfs and its shm and mqueue folders belong to container root, and
+    new ptys to its tty group (5), not to ids its namespace cannot name."""
+    userns = container.get("userns")
+    if container.get("userns_fd") is None or not userns:
+        return
+    for path in ("/dev", "/dev/shm", "/dev/mqueue"):
+        try:
+            os.chown(path, userns["uid"], userns["gid"], follow_symlinks=False)
+        except OSError as e:
+            raise ShimError(f"userns chown {path}: {e.strerror}") from None
+    mount("devpts", "/dev/pts", "devpts", MS_REMOUNT | MS_NOSUID | MS_NOEXEC,
+          f"ptmxmode=0666,mode=0620,gid={userns['gid'] + 5}")
+
+
 def enter_userns(container):
     """B, after its go and before dropping capabilities: become container root
     (capabilities in the new namespace only; the bounding set is full again,
@@ -645,6 +661,7 @@ def build_container(spec, container):
         argv = ["/dev/init", "--", *argv]
     mask_paths(root)
     enter_root(root)
+    own_dev(container)
     if plan.get("readonly"):
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     if container["hostname"]:

@@ -76,6 +76,16 @@ async def test_maps_and_files_owned_by_the_mapped_ids(spawner: Spawner, reaper: 
 
 
 @pytest.mark.asyncio
+async def test_dev_belongs_to_container_root(spawner: Spawner, reaper: Reaper, layers: Layers) -> None:
+    script = "stat -c '%u:%g' /dev /dev/shm /dev/mqueue; touch /dev/made && echo made; grep -o 'gid=[0-9]*' /proc/self/mountinfo | sort -u"
+    status, out = await run(spawner, reaper, userns_box(layers, script))
+    assert status.code == 0, out
+    lines = out.splitlines()
+    assert lines[:4] == ["0:0", "0:0", "0:0", "made"]
+    assert lines[4:] == [f"gid={USERNS.gid + 5}"]  # devpts: new ptys get the mapped tty group (mountinfo shows host ids)
+
+
+@pytest.mark.asyncio
 async def test_a_user_from_the_containers_passwd_maps_too(spawner: Spawner, reaper: Reaper, layers: Layers) -> None:
     status, out = await run(spawner, reaper, userns_box(layers, "id -u; touch /tmp/app", user="app"))
     assert status.code == 0, out
