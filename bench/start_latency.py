@@ -16,6 +16,9 @@ after 3 warm-ups, runtimes in blocks one after the other, best of --passes
 - crun / runc: overlay mount + `<rt> run` (foreground: create, start, wait,
   delete of state and cgroups) + overlay umount, from a Python loop;
 - podman: `podman run --rm` of a 2-layer image (its own overlay storage).
+- supd (userns): the same unit with `[rootfs].userns = "auto"` (its own user
+  namespace, maps written from outside, both layers mounted id-mapped), ids
+  from a subuid/subgid file of the bench's own (`--subuid-file`).
 
 Then memory per running container: one `sleep` container per runtime, and the
 processes (with RSS/PSS) the runtime keeps outside the container's cgroup.
@@ -48,6 +51,7 @@ NAME = "start_latency"
 WARMUPS = 3
 SLEEPERS = 10
 EVENT_TIMEOUT_S = 60.0
+SUBID_LINE = "supd:3900000:655360\n"  # the bench's own ids: /etc/subuid stays as it is
 
 
 def make_layers(work: Path) -> list[Path]:
@@ -58,11 +62,11 @@ def make_layers(work: Path) -> list[Path]:
     return [base, top]
 
 
-def unit_text(layers: list[Path], command: list[str], restart: str) -> str:
+def unit_text(layers: list[Path], command: list[str], restart: str, rootfs_extra: str = "") -> str:
     return (
         "[unit]\nenabled = false\n\n"
         f"[exec]\ncommand = {json.dumps(command)}\n\n"
-        f"[rootfs]\nlayers = {json.dumps([str(p) for p in layers])}\nwritable = \"persistent\"\n\n"
+        f"[rootfs]\nlayers = {json.dumps([str(p) for p in layers])}\nwritable = \"persistent\"\n{rootfs_extra}\n"
         f"[restart]\npolicy = \"{restart}\"\n"
     )
 
@@ -70,6 +74,7 @@ def unit_text(layers: list[Path], command: list[str], restart: str) -> str:
 def write_units(units_dir: Path, layers: list[Path]) -> None:
     units_dir.mkdir(parents=True, exist_ok=True)
     (units_dir / "t.toml").write_text(unit_text(layers, ["/bin/true"], "no"))
+    (units_dir / "tu.toml").write_text(unit_text(layers, ["/bin/true"], "no", 'userns = "auto"\n'))
     for i in range(SLEEPERS):
         (units_dir / f"s{i}.toml").write_text(unit_text(layers, ["/bin/sleep", "100000"], "no"))
 
@@ -83,24 +88,30 @@ def wait_event(events: rawhttp.EventStream, unit: str, wanted: set[str]) -> dict
     raise TimeoutError(f"no {sorted(wanted)} event for {unit} within {EVENT_TIMEOUT_S:.0f} s")
 
 
-def supd_starts(supd: SupdInstance, runs: int) -> tuple[list[float], list[float]]:
+def subid_args(work: Path) -> tuple[str, ...]:
+    for name in ("subuid", "subgid"):
+        (work / name).write_text(SUBID_LINE)
+    return ("--subuid-file", str(work / "subuid"), "--subgid-file", str(work / "subgid"))
+
+
+def supd_starts(supd: SupdInstance, runs: int, unit: str = "t") -> tuple[list[float], list[float]]:
     """(start → exited, start → running) in seconds, per run."""
     events = rawhttp.EventStream(supd.socket)
     to_exit, to_running = [], []
     try:
         for i in range(WARMUPS + runs):
             t0 = time.perf_counter()
-            status, body = rawhttp.request(supd.socket, "POST", "/v1/units/t/start")
+            status, body = rawhttp.request(supd.socket, "POST", f"/v1/units/{unit}/start")
             if status != 200:
-                raise RuntimeError(f"POST /v1/units/t/start answered {status}: {body[:200]!r}")
-            running = wait_event(events, "t", {"running", "failed"})
+                raise RuntimeError(f"POST /v1/units/{unit}/start answered {status}: {body[:200]!r}")
+            running = wait_event(events, unit, {"running", "failed"})
             t_running = time.perf_counter()
             if running["event"] != "running":
-                raise RuntimeError(f"unit t did not start: {running}")
-            exited = wait_event(events, "t", {"exited", "failed", "inactive"})
+                raise RuntimeError(f"unit {unit} did not start: {running}")
+            exited = wait_event(events, unit, {"exited", "failed", "inactive"})
             t_exit = time.perf_counter()
             if exited["event"] != "exited" or exited.get("reason") != "exit 0":
-                raise RuntimeError(f"unit t ended unexpectedly: {exited}")
+                raise RuntimeError(f"unit {unit} ended unexpectedly: {exited}")
             if i >= WARMUPS:
                 to_exit.append(t_exit - t0)
                 to_running.append(t_running - t0)
@@ -182,14 +193,15 @@ def run(runs: int = 50, passes: int = 3) -> Table:
                 except Exception as e:  # noqa: BLE001 - a broken peer must not hide the others' figures
                     notes.append(f"podman skipped: {e}")
             latency_jobs = peer_commands(peers, image)
-            samples: dict[str, list[list[float]]] = {"supd": [], "supd (to running)": [], **{k: [] for k in latency_jobs}}
+            samples: dict[str, list[list[float]]] = {"supd": [], "supd (to running)": [], "supd (userns)": [], **{k: [] for k in latency_jobs}}
             resident: dict[str, Any] = {}
-            with SupdInstance(work / "supd", units_dir=work / "units") as supd:
+            with SupdInstance(work / "supd", units_dir=work / "units", extra_args=subid_args(work)) as supd:
                 supd.wait_ready()
                 for _ in range(passes):
                     to_exit, to_running = supd_starts(supd, runs)
                     samples["supd"].append(to_exit)
                     samples["supd (to running)"].append(to_running)
+                    samples["supd (userns)"].append(supd_starts(supd, runs, "tu")[0])
                     for name, job in latency_jobs.items():
                         samples[name].append(peers.run_job({**job, "runs": runs}, env=peers.podman_env())["seconds"])
                 resident["supd"] = supd_resident(supd)

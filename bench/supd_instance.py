@@ -36,8 +36,10 @@ def repo_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class SupdInstance:
-    def __init__(self, work: Path, units_dir: Path | None = None, cgroup_root: str | None = None) -> None:
+    def __init__(self, work: Path, units_dir: Path | None = None, cgroup_root: str | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.work = work
+        self.extra_args = extra_args  # more supd flags (e.g. --subuid-file for userns units)
         self.units_dir = units_dir or work / "units"
         self.state_dir = work / "state"
         self.runtime_dir = work / "runtime"
@@ -67,7 +69,7 @@ class SupdInstance:
             "--units", str(self.units_dir), "--state-dir", str(self.state_dir),
             "--runtime-dir", str(self.runtime_dir), "--cgroup-driver", "cgroupfs",
             "--cgroup-root", "/" + self.cgroup_root, "--log-format", "json",
-            "--live-restore" if live_restore else "--no-live-restore",
+            "--live-restore" if live_restore else "--no-live-restore", *self.extra_args,
         ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.launched_at = time.monotonic()
