@@ -17,7 +17,7 @@ import pytest
 
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner, SpawnError
-from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, SpawnSpec, UserNamespace
+from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, SpawnSpec, UserNamespace
 from tests.conftest import requires_root
 from tests.integration.test_runtime_container import (  # noqa: F401 - fixtures
     DEADLINE,
@@ -218,6 +218,24 @@ async def test_network_none_opens_low_ports_to_container_root(spawner: Spawner, 
     script = "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; nc -l -p 80 & sleep 0.2; netstat -ltn | grep -c ':80 '; kill %1"
     status, out = await run(spawner, reaper, userns_box(layers, script, network="none"))
     assert out.split()[:2] == ["0", "1"], out
+
+
+@pytest.mark.asyncio
+async def test_short_layer_names_and_a_readonly_root(spawner: Spawner, reaper: Reaper, layers: Layers, tmp_path: Path) -> None:
+    # plans with many layers name them by symlinks in a chdir folder: the id-mapped
+    # mounts go on the real layer folders those links lead to
+    links = tmp_path / "l"
+    links.mkdir()
+    os.symlink(layers.base, links / "a")
+    os.symlink(layers.top, links / "b")
+    rootfs = RootfsMount(lowerdirs=("a", "b"), target=str(layers.target), upperdir=str(layers.upper),
+                         workdir=str(layers.work), readonly=True, chdir=str(links))
+    script = "stat -c %u /hello /bin/busybox; (touch /x) 2>/dev/null && echo writable || echo readonly; cat /proc/self/uid_map"
+    status, out = await run(spawner, reaper, userns_box(layers, script, rootfs=rootfs))
+    assert status.code == 0, out
+    assert out.split()[:3] == ["0", "0", "readonly"]
+    assert out.split()[3:] == ["0", str(START), "65536"]
+    assert not mounted(layers.base) and not mounted(layers.top)
 
 
 @pytest.mark.asyncio
