@@ -80,6 +80,7 @@ def adoption_key(record: UnitRecord) -> tuple[object, ...]:
         record.frozen_by_user,
         record.boot_id,
         record.shutdown_stopped,
+        repr(record.extra.get("userns")),  # the id block a re-adopting supd must claim
     )
 
 

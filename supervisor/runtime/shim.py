@@ -430,7 +430,9 @@ def make_userns(container):
     try:
         result = os.read(ready_r, 16)
         if result != b"+":
-            raise ShimError(f"userns unshare(CLONE_NEWUSER): {os.strerror(int(result or b'0') or errno.EIO)}")
+            err = int(result or b"0") or errno.EIO
+            hint = " (user.max_user_namespaces reached or 0?)" if err == errno.ENOSPC else ""
+            raise ShimError(f"userns unshare(CLONE_NEWUSER): {os.strerror(err)}{hint}")
         for name, start in (("uid_map", userns["uid"]), ("gid_map", userns["gid"])):
             try:
                 with open(f"/proc/{child}/{name}", "w") as f:
