@@ -56,6 +56,7 @@ def test_units_get_disjoint_ranges_own_their_files_and_free_them_at_stop(supd: S
     assert uid_map(int(a["pid"])) == ["0", str(START), str(BLOCK)]  # type: ignore[arg-type]
     assert uid_map(int(b["pid"])) == ["0", str(START + BLOCK), str(BLOCK)]  # type: ignore[arg-type]
     assert recorded_userns(supd, "a") == {"uid": START, "gid": START + 10 * BLOCK, "count": BLOCK}
+    assert supd.status("a")["userns"] == {"uid": START, "gid": START + 10 * BLOCK, "count": BLOCK}
     # what container root writes is the range's first id on the host; the layer is untouched
     made = wait_for(lambda: (p := supd.state / "units" / "a" / "upper" / "made").exists() and p, what="/made")
     assert (made.stat().st_uid, made.stat().st_gid) == (START, START + 10 * BLOCK)
@@ -71,6 +72,7 @@ def test_units_get_disjoint_ranges_own_their_files_and_free_them_at_stop(supd: S
     # a stop frees its block: c gets it
     assert supd.ctl("stop", "a").returncode == 0
     supd.wait_state("a", "inactive")
+    assert "userns" not in supd.status("a")
     assert supd.ctl("start", "c").returncode == 0
     c = supd.wait_state("c", "running", timeout=30)
     assert uid_map(int(c["pid"])) == ["0", str(START), str(BLOCK)]
