@@ -181,11 +181,7 @@ class Daemon:
     # -------------------------------------------------------- live-restore
     def _persist(self, u: UnitRun) -> None:
         if not u.removed and u.state in restore.PERSISTED_STATES:
-            record = restore.record_for(u, self.boot_id)
-            ids = self.userns.held(u.name)
-            if ids is not None and record.pid is not None:  # a re-adopting supd claims them again
-                record = dataclasses.replace(record, extra={**record.extra, "userns": ids.to_json()})
-            self.writer.save(record)
+            self.writer.save(restore.record_for(u, self.boot_id))
 
     def _lock_root(self) -> None:
         """One supd per cgroup root (cgroups/ownership.py): refuse to start
@@ -303,7 +299,7 @@ class Daemon:
         log.info("unit_resumed", unit=u.name, action=plan.action, why=plan.why)
         if plan.action == "adopt":
             if "userns" in record.extra:  # before any start can allocate ids
-                self.userns.claim(u.name, record.extra["userns"])
+                u.userns = self.userns.claim(u.name, record.extra["userns"])
             u.adopt_pid = record.pid
             u.adopt_since = record.since
             u.cgroup = adoption.cgroup

@@ -63,6 +63,8 @@ def record_for(u: UnitRun, boot_id: str) -> UnitRecord:
         frozen_by_user=u.state == UnitState.FROZEN and u.freeze_reason == "user",
         boot_id=boot_id,
         shutdown_stopped=u.state == UnitState.INACTIVE and u.stop_reason == SHUTDOWN_REASON,
+        # a re-adopting supd claims the ids of the process it takes over
+        extra={"userns": u.userns.to_json()} if u.userns is not None else {},
     )
 
 

@@ -440,7 +440,8 @@ class Supervisor:
                 # hostile image never holds the threads everything else uses.
                 limiter = self.image_threads if unit.rootfs.image is not None else None
                 plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
-            spec = build_spawn_spec(unit, plan, userns=self.userns_of(unit.name))
+            u.userns = self.userns_of(unit.name)
+            spec = build_spawn_spec(unit, plan, userns=u.userns)
             await failpoints.ahit("spawn", unit.name)
             log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

@@ -63,6 +63,9 @@ class UnitRun:
     # A process left running by a previous supd, to be supervised instead of started.
     adopt_pid: int | None = None
     adopt_since: float | None = None  # when the adopted process was started (wall clock)
+    # The id block (policy.idranges.IdMapping) its last process got, for
+    # [rootfs].userns = "auto": written in its record, claimed again on adoption.
+    userns: Any = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
 

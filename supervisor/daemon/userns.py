@@ -69,17 +69,18 @@ class UsernsRanges:
         log.info("userns_allocated", unit=unit.name, uid=mapping.uid, gid=mapping.gid, count=mapping.count)
         return mapping
 
-    def claim(self, name: str, recorded: object) -> None:
+    def claim(self, name: str, recorded: object) -> IdMapping | None:
         """A re-adopted unit keeps the ids its record names. A record that is
-        unreadable or conflicts is logged: the process runs on regardless."""
+        unreadable or conflicts is logged (None): the process runs on regardless."""
         try:
             mapping = IdMapping.from_json(recorded)
             with self._lock:
                 self._alloc.claim(name, mapping)
         except (ValueError, SubidError) as e:
             log.error("userns_claim_failed", unit=name, error=str(e))
-            return
+            return None
         log.info("userns_claimed", unit=name, uid=mapping.uid, gid=mapping.gid)
+        return mapping
 
     def release(self, name: str) -> None:
         with self._lock:
