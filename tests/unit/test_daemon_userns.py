@@ -77,3 +77,16 @@ def test_claims_hold_recorded_ranges_and_bad_records_are_skipped(tmp_path: Path)
     ranges.claim("clash", {"uid": 100005, "gid": 900000, "count": BLOCK})
     assert ranges.held("garbage") is None and ranges.held("clash") is None
     assert ranges.allocate(userns_unit("new")) == IdMapping(100000 + BLOCK, 100000 + BLOCK)  # type: ignore[arg-type]
+
+
+def test_records_carry_the_block_of_the_units_last_process() -> None:
+    from supervisor.daemon import restore
+    from supervisor.daemon.unitrun import UnitRun
+
+    u = UnitRun(name="a", file=Path("units/a.toml"), unit=userns_unit("a"))  # type: ignore[arg-type]
+    assert restore.record_for(u, "boot").extra == {}
+    u.userns = IdMapping(100000, 200000)
+    record = restore.record_for(u, "boot")
+    assert record.extra == {"userns": {"uid": 100000, "gid": 200000, "count": BLOCK}}
+    # what the state writer compares: a different block is a different record
+    assert restore.adoption_key(record) != restore.adoption_key(restore.record_for(UnitRun("a", Path("a"), None), "boot"))
