@@ -21,6 +21,7 @@ from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, 
 from tests.conftest import requires_root
 from tests.integration.test_runtime_container import (  # noqa: F401 - fixtures
     DEADLINE,
+    TINI,
     Layers,
     Output,
     busybox_layer,
@@ -236,6 +237,14 @@ async def test_short_layer_names_and_a_readonly_root(spawner: Spawner, reaper: R
     assert out.split()[:3] == ["0", "0", "readonly"]
     assert out.split()[3:] == ["0", str(START), "65536"]
     assert not mounted(layers.base) and not mounted(layers.top)
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not os.path.exists(TINI), reason="tini-static not installed")
+async def test_init_runs_in_the_user_namespace_too(spawner: Spawner, reaper: Reaper, layers: Layers) -> None:
+    status, out = await run(spawner, reaper, userns_box(layers, "echo $$; cat /proc/1/uid_map; exit 3", init=TINI))
+    assert status.code == 3, out
+    assert out.split() == ["2", "0", str(START), "65536"]
 
 
 @pytest.mark.asyncio
