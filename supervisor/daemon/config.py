@@ -44,13 +44,16 @@ class DaemonConfig:
     live_restore: bool = True
     log_max_bytes: int = 10 * 1024 * 1024  # per-unit log file size that triggers rotation
     log_keep: int = 2  # rotated files kept: web.log.1, web.log.2
+    # where [rootfs].userns = "auto" units get their ids ("supd:START:COUNT" lines)
+    subuid_file: Path = Path("/etc/subuid")
+    subgid_file: Path = Path("/etc/subgid")
 
     @property
     def socket_path(self) -> Path:
         return self.runtime_dir / "supd.sock"
 
 
-_PATH_KEYS = {"units_dir", "state_dir", "runtime_dir"}
+_PATH_KEYS = {"units_dir", "state_dir", "runtime_dir", "subuid_file", "subgid_file"}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "cgroup_driver": ("auto", "systemd", "cgroupfs"),
     "log_format": ("auto", "console", "json"),
@@ -119,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live-restore", dest="live_restore", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--log-max-bytes", dest="log_max_bytes", type=int, help="rotate a unit's log past this size")
     p.add_argument("--log-keep", dest="log_keep", type=int, help="rotated log files kept per unit")
+    p.add_argument("--subuid-file", dest="subuid_file", help="ids for userns units (default /etc/subuid)")
+    p.add_argument("--subgid-file", dest="subgid_file", help="ids for userns units (default /etc/subgid)")
     p.add_argument("--version", action="version", version=f"supd {VERSION}")
     return p
 

@@ -79,7 +79,11 @@ class DaemonController:
         return [unit_status.unit_status(u, self.sup.driver, detail=False) for _n, u in sorted(self.sup.units.items())]
 
     def unit_status(self, name: str) -> dict[str, Any]:
-        return unit_status.unit_status(self._unit(name), self.sup.driver)
+        status = unit_status.unit_status(self._unit(name), self.sup.driver)
+        ids = self.sup.userns_of(name)
+        if ids is not None:  # [rootfs].userns = "auto": the host ids its container ids 0.. are
+            status["userns"] = ids.to_json()
+        return status
 
     async def command(self, name: str, verb: str) -> dict[str, Any]:
         """A verb goes to the unit's task (the only writer of its state) and

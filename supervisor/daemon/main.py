@@ -37,6 +37,7 @@ from supervisor.daemon.state_store import StateStore, UnitRecord
 from supervisor.daemon.statewriter import StateWriter
 from supervisor.daemon.supervisor import StartFailure, Supervisor
 from supervisor.daemon.unitrun import Command, UnitRun
+from supervisor.daemon.userns import UsernsError, UsernsRanges
 from supervisor.policy import lifecycle as lc
 from supervisor.policy import resume
 from supervisor.policy.state import UnitState
@@ -81,6 +82,7 @@ class Daemon:
         self.root_lock: ownership.RootLock | None = None
         self.rejected: dict[str, str] = {}  # unit -> why its record was set aside
         self.writer = StateWriter(self.state)
+        self.userns = UsernsRanges(config.subuid_file, config.subgid_file)
 
     # ------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
@@ -113,13 +115,18 @@ class Daemon:
 
     def _prepare_rootfs(self, unit: Any) -> Any:
         try:
-            return overlay.prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
-        except RootfsError as e:
+            plan = overlay.prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
+            if unit.rootfs.userns == "auto":
+                self.userns.allocate(unit, plan.upperdir)
+            return plan
+        except (RootfsError, UsernsError) as e:
             raise StartFailure(str(e)) from None
 
     def _cleanup_rootfs(self, unit: Any) -> None:
         assert unit.rootfs is not None
         overlay.cleanup(unit.name, unit.rootfs.writable, self.config.state_dir, self.config.runtime_dir)
+        # the process is gone: its ids may go to the next userns unit
+        self.userns.release(unit.name)
 
     # ------------------------------------------------------------- reload
     def _scan(self) -> dict[str, unitdir.Loaded]:
@@ -293,6 +300,8 @@ class Daemon:
         log.info("unit_resumed", unit=u.name, action=plan.action, why=plan.why)
         unit = u.unit
         if plan.action == "adopt" and unit is not None:
+            if "userns" in record.extra:  # before any start can allocate ids
+                u.userns = self.userns.claim(u.name, record.extra["userns"])
             u.adopt_pid = record.pid
             u.adopt_since = record.since
             u.cgroup = adoption.cgroup
@@ -411,6 +420,7 @@ class Daemon:
         )
         # Policies beside every running process: [health] checks, [freeze] near_memory_max and max_frozen.
         self.sup.run_watchers += [health.health_watcher, freezer.near_memory_max_watcher, freezer.max_frozen_watcher]
+        self.sup.userns_of = self.userns.held
         controller = DaemonController(self.sup, self.reload, self.info, self.store)
         log.info(
             "supd_starting",

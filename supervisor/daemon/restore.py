@@ -66,6 +66,8 @@ def record_for(u: UnitRun, boot_id: str) -> UnitRecord:
         shutdown_stopped=u.state == UnitState.INACTIVE and u.stop_reason == SHUTDOWN_REASON,
         resources=dataclasses.asdict(u.unit.resources) if (u.unit is not None and pid) else None,
         error=u.error if u.state == UnitState.FAILED else None,
+        # a re-adopting supd claims the ids of the process it takes over
+        extra={"userns": u.userns.to_json()} if u.userns is not None else {},
     )
 
 
@@ -120,6 +122,7 @@ def adoption_key(record: UnitRecord) -> tuple[object, ...]:
         record.boot_id,
         record.shutdown_stopped,
         record.error,
+        repr(record.extra.get("userns")),  # the id block a re-adopting supd must claim
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from supervisor.runtime.spec import Bind, ContainerSpec, DeviceNode, JoinSpec, RootfsMount, SpawnSpec
+from supervisor.runtime.spec import Bind, ContainerSpec, DeviceNode, JoinSpec, RootfsMount, SpawnSpec, UserNamespace
 from supervisor.units.capabilities import CONTAINER_DEFAULT
 from supervisor.units.model import Unit
 
@@ -51,9 +51,12 @@ def build_spawn_spec(
     devices: tuple[DeviceNode, ...] = (),
     *,
     seccomp: bytes | None = None,
+    userns: Any | None = None,
 ) -> SpawnSpec:
     """`devices`: the unit's `[rootfs].devices` as found on the host;
-    `seccomp`: the unit's compiled filter (seccomp/unitfilter.py), or None."""
+    `seccomp`: the unit's compiled filter (seccomp/unitfilter.py), or None;
+    `userns`: the unit's id block (policy.idranges.IdMapping) when
+    [rootfs].userns = "auto"; required then."""
     container = None
     if unit.rootfs is not None:
         if plan is None:
@@ -71,6 +74,7 @@ def build_spawn_spec(
             init=init,
             devices=devices,
             sysctls=unit_sysctls(unit),
+            userns=_user_namespace(unit, userns),
         )
     return SpawnSpec(
         argv=unit.exec.command,
@@ -82,6 +86,15 @@ def build_spawn_spec(
         caps=_sorted(unit.caps),
         seccomp=seccomp,
     )
+
+
+def _user_namespace(unit: Unit, ids: Any | None) -> UserNamespace | None:
+    assert unit.rootfs is not None
+    if unit.rootfs.userns != "auto":
+        return None
+    if ids is None:
+        raise ValueError(f"{unit.file}: [rootfs].userns: no id range was allocated")
+    return UserNamespace(uid=ids.uid, gid=ids.gid, count=ids.count)
 
 
 def build_exec_spec(
@@ -124,6 +137,7 @@ _ERROR_KEYS = (
     ("device ", "[rootfs].devices"),
     ("seccomp", "[exec].seccomp"),
     ("drop capability", "[exec].cap_drop"),
+    ("userns ", "[rootfs].userns"),
 )
 
 

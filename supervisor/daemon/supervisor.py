@@ -114,6 +114,8 @@ class Supervisor:
         # Started beside every running process and cancelled when it ends:
         # health checks, memory-threshold freezes (see daemon/health.py, freezer.py).
         self.run_watchers: list[Callable[[Supervisor, UnitRun, Unit], Awaitable[None]]] = []
+        # The id block a [rootfs].userns = "auto" unit holds (daemon/userns.py), by unit name.
+        self.userns_of: Callable[[str], Any] = lambda _name: None
 
     # ----------------------------------------------------------- transitions
     def _apply(self, u: UnitRun, event: lc.Event) -> lc.Step:
@@ -443,8 +445,13 @@ class Supervisor:
                 # hostile image never holds the threads everything else uses.
                 limiter = self.image_threads if unit.rootfs.image is not None else None
                 plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
+            u.userns = self.userns_of(unit.name)
             spec = build_spawn_spec(
-                unit, plan, devices=tuple(d.node for d in host_devices), seccomp=seccomp_filter_for(unit)
+                unit,
+                plan,
+                devices=tuple(d.node for d in host_devices),
+                seccomp=seccomp_filter_for(unit),
+                userns=u.userns,
             )
             await failpoints.ahit("spawn", unit.name)
             log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)

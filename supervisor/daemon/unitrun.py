@@ -65,6 +65,9 @@ class UnitRun:
     adopt_since: float | None = None  # when the adopted process was started (wall clock)
     # What a starting supd found in the unit's record: its task's first step.
     resumed: lc.Resumed | None = None
+    # The id block (policy.idranges.IdMapping) its last process got, for
+    # [rootfs].userns = "auto": written in its record, claimed again on adoption.
+    userns: Any = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
 

@@ -48,6 +48,7 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -72,6 +73,16 @@ RESOLVE_IN_ROOT = 0x10
 # stop at the root, absolute symlinks start from it, /proc/*/fd links refused
 IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 MACHINE = platform.machine()
+
+# the new mount API: one number on every architecture (the unified table, 424+)
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
+OPEN_TREE_CLONE = 0x1
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_IDMAP = 0x00100000
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -444,6 +455,148 @@ def describe(error, context):
     return f"{name}: {error.strerror or error}"
 
 
+# --- user namespace ([rootfs].userns = "auto") ------------------------------------------
+#
+# The namespaces of a userns container are made by A in the host's user
+# namespace, as for any container; only at the very end (after the go) does
+# pid 1 enter a user namespace of its own, whose maps A wrote from outside.
+# So every namespace but that one stays owned by the host's: container root
+# holds its capabilities over its own ids only, never over the mounts, the
+# hostname, the network or the sysctls. Until then pid 1 is host root in
+# its own mount namespace and builds the root as usual, with each lower
+# layer mounted id-mapped onto itself (mount_setattr MOUNT_ATTR_IDMAP): the
+# layers stay shared and unchanged on disk, while the container sees them
+# owned by its own root. The upper dir is owned by the mapped root on disk
+# (the daemon sees to that), so what container root writes belongs to the
+# range's first id on the host.
+
+class MountAttr(ctypes.Structure):
+    _fields_ = (("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64))
+
+
+def make_userns(container):
+    """A, before its unshare: a user namespace with the unit's maps, kept as
+    an fd in container["userns_fd"] (B inherits it). A throw-away child U
+    creates it (a process cannot write its own maps beyond its own uid); A,
+    host root, writes U's maps, opens U's namespace and lets U exit."""
+    userns = container.get("userns")
+    if not userns:
+        return
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(ready_r)
+        os.close(hold_w)
+        result = b"+" if libc.unshare(CLONE_NEWUSER) == 0 else str(ctypes.get_errno()).encode()
+        os.write(ready_w, result)
+        os.read(hold_r, 1)  # until A is done with our namespace
+        os._exit(0)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        result = os.read(ready_r, 16)
+        if result != b"+":
+            err = int(result or b"0") or errno.EIO
+            hint = " (user.max_user_namespaces reached or 0?)" if err == errno.ENOSPC else ""
+            raise ShimError(f"userns unshare(CLONE_NEWUSER): {os.strerror(err)}{hint}")
+        for name, start in (("uid_map", userns["uid"]), ("gid_map", userns["gid"])):
+            try:
+                with open(f"/proc/{child}/{name}", "w") as f:
+                    f.write(f"0 {start} {userns['count']}\n")
+            except OSError as e:
+                raise ShimError(f"userns write {name} 0 {start} {userns['count']}: {e.strerror}") from None
+        container["userns_fd"] = os.open(f"/proc/{child}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(hold_w)
+        os.waitpid(child, 0)
+
+
+def idmap_layers(container):
+    """B, in its private mount namespace, before the overlay: every lower
+    layer gets an id-mapped clone of itself mounted on itself (host id N is
+    seen as the range's N-th), so the overlay's lowerdir paths stay the same."""
+    userns_fd = container.get("userns_fd")
+    if userns_fd is None:
+        return
+    plan = container["rootfs"]
+    base = plan.get("chdir") or "/"
+    done = set()
+    for layer in plan["lowerdirs"]:
+        path = os.path.realpath(os.path.join(base, layer))
+        if path in done:
+            continue
+        done.add(path)
+        tree = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, _enc(path), OPEN_TREE_CLONE | os.O_CLOEXEC)
+        if tree < 0:
+            err = ctypes.get_errno()
+            hint = " (id-mapped mounts need Linux 5.12 or later)" if err == errno.ENOSYS else ""
+            raise ShimError(f"userns open_tree {path}: {os.strerror(err)}{hint}")
+        try:
+            attr = MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+            if libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+                err = ctypes.get_errno()
+                hint = ""
+                if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+                    hint = " (the layer's filesystem or this kernel cannot do id-mapped mounts)"
+                raise ShimError(f"userns mount {path} id-mapped: {os.strerror(err)}{hint}")
+            if libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, _enc(path), MOVE_MOUNT_F_EMPTY_PATH) != 0:
+                raise ShimError(f"userns move_mount {path}: {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(tree)
+    if container["network"] == "none":
+        # Our own network namespace belongs to the host's user namespace, so
+        # container root's CAP_NET_BIND_SERVICE means nothing there: open the
+        # low ports to everyone in it instead, as docker does in every netns.
+        try:
+            with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
+                f.write("0")
+        except OSError as e:
+            raise ShimError(f"userns net.ipv4.ip_unprivileged_port_start: {e.strerror}") from None
+
+
+def own_dev(container):
+    """B, after pivot_root (so every path resolves inside the container): the
+    /dev tmpfs and its shm and mqueue folders belong to container root, and
+    new ptys to its tty group (5), not to ids its namespace cannot name."""
+    userns = container.get("userns")
+    if container.get("userns_fd") is None or not userns:
+        return
+    for path in ("/dev", "/dev/shm", "/dev/mqueue"):
+        try:
+            os.chown(path, userns["uid"], userns["gid"], follow_symlinks=False)
+        except OSError as e:
+            raise ShimError(f"userns chown {path}: {e.strerror}") from None
+    mount("devpts", "/dev/pts", "devpts", MS_REMOUNT | MS_NOSUID | MS_NOEXEC,
+          f"ptmxmode=0666,mode=0620,gid={userns['gid'] + 5}")
+
+
+def enter_userns(container):
+    """B, after its go and before dropping capabilities: become container root
+    (capabilities in the new namespace only; the bounding set is full again,
+    confine_and_exec limits it next)."""
+    userns_fd = container.get("userns_fd")
+    if userns_fd is None:
+        return
+    setns(userns_fd, "userns")
+    os.close(userns_fd)
+
+
+def open_userns(pid):
+    """An exec into a container: its user namespace when it is not ours (an
+    fd, opened before setns(mnt) hides the host's /proc), else None."""
+    path = f"/proc/{pid}/ns/user"
+    try:
+        theirs, ours = os.stat(path), os.stat("/proc/self/ns/user")
+        if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+            return None
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ShimError(f"open {path}: {e.strerror}") from None
+
+
 # --- container pid 1 ----------------------------------------------------------------
 
 def mount_rootfs(plan):
@@ -778,6 +931,7 @@ def build_container(spec, container):
         last_cap = int(f.read())
     set_sysctls(container.get("sysctls", ()))
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    idmap_layers(container)
     mount_rootfs(plan)
     # opened once the root is complete: every path below is resolved in it
     root = RootDir(plan["target"])
@@ -793,6 +947,7 @@ def build_container(spec, container):
     enter_root(root)
     # from here "/" is the container's root: plain paths are resolved inside it
     make_extra_devices("/dev", container.get("devices") or ())
+    own_dev(container)
     if plan.get("readonly"):
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     if container["hostname"]:
@@ -832,6 +987,7 @@ def run_container_init(spec, stdio, ctl):
     try:
         # rooted at the scope the daemon has just put us in
         unshare(CLONE_NEWCGROUP)
+        enter_userns(spec["container"])
     except ShimError as e:
         send(ctl, {"error": str(e)})
         os._exit(EXIT_SETUP_FAILED)
@@ -852,6 +1008,7 @@ def run_join(spec, stdio, ctl):
                     f.write(me)
             except OSError as e:
                 raise ShimError(f"join cgroup {procs}: {e.strerror}") from None
+        userns_fd = open_userns(join["pid"])
         fds = []
         for ns in JOIN_NAMESPACES:
             path = f"/proc/{join['pid']}/ns/{ns}"
@@ -862,6 +1019,9 @@ def run_join(spec, stdio, ctl):
         for ns, fd in fds:
             setns(fd, f"{ns} of pid {join['pid']}")
             os.close(fd)
+        if userns_fd is not None:  # last: the others belong to the host's user namespace
+            setns(userns_fd, f"user of pid {join['pid']}")
+            os.close(userns_fd)
     except (ShimError, OSError) as e:
         fail_before_go(ctl, describe(e, "join"))
     child = os.fork()
@@ -932,6 +1092,7 @@ def run_intermediate(daemon, spec, stdio, ctl, report):
             flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
             if container["network"] == "none":
                 flags |= CLONE_NEWNET
+            make_userns(container)
             unshare(flags)
             fork_child(run_container_init, spec, stdio, ctl, report)
         elif spec.get("join") is not None:

@@ -129,6 +129,30 @@ class DeviceNode:
 
 
 @dataclass(frozen=True)
+class UserNamespace:
+    """Container ids 0..count-1 are host uids uid.. and gids gid.. (the shim
+    writes the maps from outside and mounts the layers id-mapped)."""
+
+    uid: int
+    gid: int
+    count: int = 65536
+
+    def __post_init__(self) -> None:
+        for key in ("uid", "gid", "count"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                # uid/gid 0 would map container root to host root: never a userns worth having
+                raise SpecError(f"container.userns.{key}", "a positive integer", value)
+
+    def to_json(self) -> dict[str, int]:
+        return {"uid": self.uid, "gid": self.gid, "count": self.count}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UserNamespace:
+        return cls(uid=data["uid"], gid=data["gid"], count=data.get("count", 65536))
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """New mount, pid, uts, ipc (and net when network="none") namespaces,
     and a cgroup namespace entered after the daemon's go."""
@@ -142,6 +166,7 @@ class ContainerSpec:
     # written under /proc/sys by pid 1 before its root changes; only for
     # namespaced ones (net.* with a network namespace of its own)
     sysctls: tuple[tuple[str, str], ...] = ()
+    userns: UserNamespace | None = None  # None: the host's user namespace
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -162,6 +187,7 @@ class ContainerSpec:
             "init": self.init,
             "devices": [d.to_json() for d in self.devices],
             "sysctls": [[k, v] for k, v in self.sysctls],
+            "userns": None if self.userns is None else self.userns.to_json(),
         }
 
     @classmethod
@@ -174,6 +200,7 @@ class ContainerSpec:
             init=_opt_str(data.get("init")),
             devices=tuple(DeviceNode.from_json(d) for d in data.get("devices", ())),
             sysctls=tuple((str(k), str(v)) for k, v in data.get("sysctls", ())),
+            userns=None if data.get("userns") is None else UserNamespace.from_json(data["userns"]),
         )
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 RestartPolicy = Literal["no", "on-failure", "on-abnormal", "always"]
 Writable = Literal["persistent", "ephemeral", "readonly"]
 Network = Literal["host", "none"]
+Userns = Literal["host", "auto"]
 HealthAction = Literal["restart", "freeze", "stop", "none"]
 
 
@@ -71,6 +72,8 @@ class RootfsSpec:
     binds: tuple[BindSpec, ...] = ()
     init: bool = False
     devices: tuple[DeviceSpec, ...] = ()
+    # "auto": a user namespace of its own, ids from /etc/subuid and /etc/subgid (policy/idranges.py)
+    userns: Userns = "host"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from supervisor.units.model import (
     StopSpec,
     Unit,
     UnitSection,
+    Userns,
     Writable,
 )
 from supervisor.units.paths import container_path, resolve_host_path
@@ -49,7 +50,7 @@ SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "he
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
 EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp")
 SECCOMP_WORDS: Final = ("default", "unconfined")
-ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init", "devices")
+ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init", "devices", "userns")
 BIND_KEYS: Final = ("source", "target", "readonly")
 RESOURCES_KEYS: Final = (
     "memory_max", "memory_high", "cpu_weight", "cpu_quota", "pids_max", "io_weight", "cpuset",
@@ -522,6 +523,7 @@ def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
         binds=_binds(table, unit_dir),
         init=table.get("init", _bool, False),
         devices=_devices(table),
+        userns=cast(Userns, table.get("userns", _choice(get_args(Userns)), "host")),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from supervisor.daemon.spawnspec import build_exec_spec, build_spawn_spec, describe_spawn_error, unit_environment
 from supervisor.units.parse import parse_unit
 
@@ -34,6 +36,21 @@ def test_container_spec_gets_init_hostname_binds_and_no_new_privs() -> None:
     assert spec.container.hostname == "web"
     assert [(b.source, b.target, b.readonly) for b in spec.container.binds] == [("/srv", "/www", True)]
     assert dict(unit_environment(u))["container"] == "supd"
+
+
+def test_userns_auto_carries_the_units_ids_and_needs_them() -> None:
+    from supervisor.policy.idranges import IdMapping
+
+    u = unit({"exec": {"command": ["/bin/sh"]}, "rootfs": {"layers": ["/l"], "userns": "auto"}})
+    plan = {"lowerdirs": ["/l"], "upperdir": "/u", "workdir": "/w", "target": "/t", "readonly": False, "chdir": None}
+    spec = build_spawn_spec(u, plan, userns=IdMapping(100000, 300000))
+    assert spec.container is not None and spec.container.userns is not None
+    assert (spec.container.userns.uid, spec.container.userns.gid, spec.container.userns.count) == (100000, 300000, 65536)
+    with pytest.raises(ValueError, match=r"web.toml: \[rootfs\].userns: no id range was allocated"):
+        build_spawn_spec(u, plan)
+    host = unit({"exec": {"command": ["/bin/sh"]}, "rootfs": {"layers": ["/l"]}})
+    assert build_spawn_spec(host, plan, userns=IdMapping(100000, 300000)).container.userns is None  # type: ignore[union-attr]
+    assert "[rootfs].userns" in describe_spawn_error(u, "userns mount /l id-mapped: Invalid argument")
 
 
 def test_exec_spec_joins_the_main_pid_and_its_cgroup() -> None:

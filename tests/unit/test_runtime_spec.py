@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supervisor.runtime.reaper import exit_status_from_siginfo
-from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, SpawnSpec, SpecError
+from supervisor.runtime.spec import Bind, ContainerSpec, JoinSpec, RootfsMount, SpawnSpec, SpecError, UserNamespace
 
 ROOTFS = RootfsMount(lowerdirs=("/l/base", "/l/top"), target="/run/supd/units/web/rootfs",
                      upperdir="/var/lib/supd/units/web/upper", workdir="/var/lib/supd/units/web/work")
@@ -34,6 +34,9 @@ def test_container_spec_round_trips() -> None:
                               init="/usr/bin/tini-static")
     spec = SpawnSpec(argv=("/bin/httpd", "-f"), user="nobody", container=container, no_new_privs=True)
     assert roundtrip(spec) == spec
+    userns = SpawnSpec(argv=("/bin/sh",), container=ContainerSpec(ROOTFS, userns=UserNamespace(100000, 200000)))
+    assert roundtrip(userns) == userns
+    assert userns.to_json()["container"]["userns"] == {"uid": 100000, "gid": 200000, "count": 65536}
 
 
 def test_join_spec_round_trips() -> None:
@@ -79,6 +82,9 @@ def test_rootfs_mount_from_a_plan_object_and_a_dict() -> None:
         (lambda: RootfsMount(lowerdirs=("/a",), target="/t", upperdir="/u"), "rootfs.workdir"),
         (lambda: ContainerSpec(ROOTFS, network="bridge"), "container.network"),  # type: ignore[arg-type]
         (lambda: ContainerSpec(ROOTFS, binds=(Bind("/a", "relative"),)), "container.binds.target"),
+        # container root must never be host root
+        (lambda: UserNamespace(uid=0, gid=100000), "container.userns.uid"),
+        (lambda: UserNamespace(uid=100000, gid=100000, count=0), "container.userns.count"),
     ],
 )
 def test_invalid_specs_say_what_was_expected(make: object, key: str) -> None:

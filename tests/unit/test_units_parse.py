@@ -172,6 +172,13 @@ def test_image_dir_is_resolved_and_tag_kept() -> None:
     assert unit.rootfs.writable == "ephemeral"
 
 
+def test_userns_is_host_unless_auto() -> None:
+    unit = parse(MINIMAL + '[rootfs]\nlayers = ["/l"]\n')
+    assert unit.rootfs is not None and unit.rootfs.userns == "host"
+    unit = parse(MINIMAL + '[rootfs]\nlayers = ["/l"]\nuserns = "auto"\n')
+    assert unit.rootfs is not None and unit.rootfs.userns == "auto"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -242,6 +249,7 @@ KEY_ERRORS = [
     ('[rootfs]\nimage = "dir:"', "[rootfs].image", "OCI image layout and tag", "dir:"),
     ('[rootfs]\nlayers = ["a"]\nwritable = "rw"', "[rootfs].writable", '"persistent", "ephemeral", "readonly"', "rw"),
     ('[rootfs]\nlayers = ["a"]\nnetwork = "bridge"', "[rootfs].network", '"host", "none"', "bridge"),
+    ('[rootfs]\nlayers = ["a"]\nuserns = "keep-id"', "[rootfs].userns", '"host", "auto"', "keep-id"),
     ('[rootfs]\nlayers = ["a"]\nhostname = "my_host"', "[rootfs].hostname", "hostname", "my_host"),
     ('[rootfs]\nlayers = ["a"]\ninit = 1', "[rootfs].init", "true or false", 1),
     ('[rootfs]\nlayers = ["a"]\nbinds = { source = "/a", target = "/b" }', "[rootfs].binds", "a list of tables", {"source": "/a", "target": "/b"}),
