@@ -102,6 +102,12 @@ EXCLUDED: dict[str, str] = {
     **{f"tests/e2e/test_faults.py::{name}": "fault containment in the daemon: " + _SAME_EVERYWHERE for name in (
         "test_every_failpoint_is_contained", "test_malformed_failpoints_stop_supd_with_a_clear_message",
         "test_a_slow_stop_does_not_delay_other_files", "test_reload_to_an_invalid_file_ends_in_error")},
+    "tests/e2e/test_real_debian_services.py": (
+        "redis and nginx from a Debian rootfs under the default confinement: seccomp, capabilities and paths "
+        "behave the same on every layout (the device rules on pure v2 are tested by test_container_devices), and "
+        "building that rootfs with mmdebstrap under TCG would cost many minutes"
+    ),
+    "tests/e2e/test_socket_access.py": "who may do what on the control socket: " + _SAME_EVERYWHERE,
     "tests/e2e/test_soak_smoke.py": (
         "the soak smoke: ~60 s on the host, many minutes under TCG; its operations are the ones the e2e "
         "modules that run here test one by one (make soak is the soak itself)"

@@ -1,0 +1,72 @@
+"""Real services from a real Debian image run unchanged inside a default
+supd container (issue 11): the secure defaults (docker's seccomp profile,
+podman's capabilities, docker's device list, paths resolved in the root)
+must not break what a distribution ships. redis-server runs as its own
+user; nginx's master starts as root and drops its workers to www-data."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Supd, wait_for
+from tests.e2e.test_containers import container_unit, exec_in, proc_status, start_unit
+from tests.helpers.debian import debian_rootfs
+
+PACKAGES = ("redis-server", "redis-tools", "nginx-light")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def debian() -> Path:
+    return debian_rootfs(PACKAGES)
+
+
+def test_redis_serves_under_the_default_confinement(supd: Supd, debian: Path) -> None:
+    port = free_port()
+    command = ["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
+               "--dir", "/var/lib/redis"]  # fmt: skip
+    st = start_unit(supd, "redis", container_unit([debian], command, exec_extra='user = "redis"'))
+    assert proc_status(int(st["pid"]))["Seccomp"] == "2"  # type: ignore[arg-type]
+
+    def ping() -> str:
+        return exec_in(supd, "redis", "redis-cli", "-p", str(port), "ping")[1].strip()
+
+    assert wait_for(lambda: ping() == "PONG" and "PONG", what="redis to answer")
+    assert exec_in(supd, "redis", "redis-cli", "-p", str(port), "set", "k", "v")[1].strip() == "OK"
+    assert exec_in(supd, "redis", "redis-cli", "-p", str(port), "get", "k")[1].strip() == "v"
+    assert supd.ctl("stop", "redis").returncode == 0
+
+
+def test_nginx_serves_the_host_under_the_default_confinement(supd: Supd, debian: Path, tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "conf" / "etc" / "nginx"
+    conf.mkdir(parents=True)
+    (conf / "supd-test.conf").write_text(
+        "user www-data;\nworker_processes 2;\npid /run/nginx-test.pid;\nerror_log stderr;\n"
+        "events {}\n"
+        f"http {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello from nginx\\n\"; }} }} }}\n"
+    )
+    command = ["/usr/sbin/nginx", "-c", "/etc/nginx/supd-test.conf", "-g", "daemon off;"]
+    st = start_unit(supd, "web", container_unit([debian, tmp_path / "conf"], command))
+    assert proc_status(int(st["pid"]))["Seccomp"] == "2"  # type: ignore[arg-type]
+
+    def get() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    assert wait_for(get, what="nginx to answer") == "hello from nginx\n"
+    workers = exec_in(supd, "web", "sh", "-c", "ps -o user= -C nginx 2>/dev/null || cat /proc/[0-9]*/status")[1]
+    assert "www-data" in workers or "Uid:\t33" in workers
+    assert supd.ctl("stop", "web").returncode == 0
