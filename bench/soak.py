@@ -203,6 +203,10 @@ class UnitModel:
     want_up: bool | None = True
     frozen: bool = False
     user_stopped: bool = False
+    # The pid the unit ran when its file got a change that needs a restart:
+    # until supd has applied it, a new supd restarts that process on the new
+    # definition rather than keep it (docs/configuration.md, live restore).
+    edited_pid: int | None = None
 
     def after_edit(self, running: bool) -> None:
         """What an edit of the file (valid, or a fix) makes the soak expect."""
@@ -567,7 +571,9 @@ class Ops:
         m = self.model[name]
         m.variant += 1
         # a changed definition restarts a running unit, starts a stopped enabled one
-        running = (self.soak.units() or {}).get(name, {}).get("state") in ACTIVE
+        before = (self.soak.units() or {}).get(name, {})
+        running = before.get("state") in ACTIVE
+        m.edited_pid = before.get("pid") if running else None
         self.soak.write_unit(name, self.render(name))
         m.after_edit(running)
         return Outcome(f"edit {name} -> variant {m.variant}")
@@ -645,9 +651,19 @@ class Ops:
         return Outcome(f"kill -9 {name} pid {pid} ({'gone' if not procfs.alive(pid) else 'held by the freezer'})")
 
     def stable_pids(self) -> dict[str, int]:
+        """Pids that must survive a restart of supd: stable kinds, running,
+        and not still on a definition the unit file no longer has."""
         listing = self.soak.units() or {}
-        return {n: u["pid"] for n, u in listing.items()
-                if n in self.model and self.model[n].kind.stable and u["state"] in ("running", "frozen") and u.get("pid")}
+        found = {}
+        for n, u in listing.items():
+            m = self.model.get(n)
+            if m is None or not m.kind.stable or u["state"] not in ("running", "frozen") or not u.get("pid"):
+                continue
+            if m.edited_pid is not None and m.edited_pid == u["pid"]:
+                continue  # the edit is not applied yet
+            m.edited_pid = None
+            found[n] = u["pid"]
+        return found
 
     def recorded_pids(self) -> dict[str, int | None]:
         """The pid each unit's state record names (what a new supd can adopt)."""
