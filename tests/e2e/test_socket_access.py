@@ -24,16 +24,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import REPO, TIME_SCALE, Supd
+from tests.e2e.test_supervision import SLEEPER
 
 NOBODY = 65534
-SLEEPER = """
-[unit]
-description = "sleeps"
-[exec]
-command = ["/bin/sleep", "1000"]
-[stop]
-timeout = "5s"
-"""
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from supervisor.cgroups import devicebpf, tree
 from supervisor.cgroups.cgroupfs import CgroupfsDriver
 from supervisor.cgroups.devices import container_policy, rule, v1_list_lines
 from supervisor.cgroups.driver import ScopeSpec
-from supervisor.cgroups.layout import Layout, LayoutKind, detect
+from supervisor.cgroups.layout import Layout, LayoutKind
 from supervisor.units.model import Resources
 from tests.conftest import requires_root
 
@@ -95,25 +94,6 @@ def probe(tmp_path: Path) -> Iterator[Probe]:
     p = Probe(tmp_path)
     yield p
     p.kill()
-
-
-@pytest.fixture
-def layout() -> Layout:
-    return detect()
-
-
-@pytest_asyncio.fixture
-async def driver(layout: Layout, unique_name: str, no_leaks: None) -> AsyncIterator[CgroupfsDriver]:
-    d = CgroupfsDriver(layout, "/" + unique_name)
-    yield d
-    for root in d.roots.values():
-        for cg in tree.walk(root):
-            tree.signal_pids(tree.procs(cg), signal.SIGKILL)
-    for root in d.roots.values():
-        deadline = time.monotonic() + DEADLINE
-        while any(tree.procs(cg) for cg in tree.walk(root)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        await tree.rmdir_tree(root, attempts=12)
 
 
 def spec(unit: str, devices: object) -> ScopeSpec:

@@ -12,15 +12,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-import pytest_asyncio
 
 from supervisor.cgroups import tree
 from supervisor.cgroups.cgroupfs import CgroupfsDriver
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, ScopeSpec
-from supervisor.cgroups.layout import Layout, LayoutKind, detect
+from supervisor.cgroups.layout import Layout, LayoutKind
 from supervisor.units.model import Resources
 from tests.conftest import requires_root
 from tests.layouts import ncpus, requires_unified, requires_v1
@@ -71,26 +70,6 @@ def procs() -> Iterator[Procs]:
     ps = Procs()
     yield ps
     ps.cleanup()
-
-
-@pytest.fixture
-def layout() -> Layout:
-    return detect()
-
-
-@pytest_asyncio.fixture
-async def driver(layout: Layout, unique_name: str, no_leaks: None) -> AsyncIterator[CgroupfsDriver]:
-    d = CgroupfsDriver(layout, "/" + unique_name)
-    yield d
-    # Whatever the test left: kill it and remove the test's whole root.
-    for root in d.roots.values():
-        for cg in tree.walk(root):
-            tree.signal_pids(tree.procs(cg), signal.SIGKILL)
-    for root in d.roots.values():
-        deadline = time.monotonic() + DEADLINE
-        while any(tree.procs(cg) for cg in tree.walk(root)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        await tree.rmdir_tree(root, attempts=12)
 
 
 def spec(unit: str, resources: Resources = Resources(), slice: str = "supd.slice") -> ScopeSpec:
