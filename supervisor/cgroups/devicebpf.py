@@ -144,6 +144,7 @@ def _sys_bpf() -> int:
     return number
 
 
+LOAD_ATTEMPTS = 5  # libbpf's PROG_LOAD_ATTEMPTS
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -172,9 +173,14 @@ def load(policy: DevicePolicy) -> int:
         struct.pack_into("<I", attr, 68, BPF_CGROUP_DEVICE)  # expected_attach_type
         return _bpf(BPF_PROG_LOAD, attr)
 
-    fd = attempt(False)
-    if fd >= 0:
-        return fd
+    # The kernel answers EAGAIN when the verifier was interrupted (a signal
+    # arrived: supd gets a SIGCHLD for every exit); libbpf retries the same way.
+    for _ in range(LOAD_ATTEMPTS):
+        fd = attempt(False)
+        if fd >= 0:
+            return fd
+        if -fd not in (errno.EAGAIN, errno.EINTR):
+            break
     err = -fd
     if err == errno.EINVAL or err == errno.EACCES:
         attempt(True)  # again with the verifier's log, to say why
