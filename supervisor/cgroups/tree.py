@@ -532,7 +532,9 @@ def usage(ref: CgroupRef) -> CgroupStats:
 async def rmdir_tree(path: Path, attempts: int = RMDIR_ATTEMPTS) -> None:
     """Remove a cgroup and its descendants, deepest first. EBUSY right after the
     last process died is normal (the kernel is still tearing it down): retry with
-    short growing delays. A missing directory is fine."""
+    short growing delays. A process that joined after the kill (an exec or a
+    health check whose spawn was already under way) is killed too: everything
+    in a scope being removed is the unit's. A missing directory is fine."""
     for cg in list(walk(path)):
         delay = 0.005
         for attempt in range(attempts):
@@ -544,5 +546,8 @@ async def rmdir_tree(path: Path, attempts: int = RMDIR_ATTEMPTS) -> None:
             except OSError as e:
                 if e.errno != errno.EBUSY or attempt == attempts - 1:
                     raise CgroupError(cg, None, f"cannot remove cgroup: {e.strerror}") from e
+                late = procs(cg)
+                if late:
+                    signal_pids(late, signal.SIGKILL)
                 await anyio.sleep(delay)
                 delay *= 2

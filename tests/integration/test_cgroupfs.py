@@ -344,6 +344,23 @@ async def test_live_update_changes_limits_on_a_running_scope(driver: CgroupfsDri
 
 
 @pytest.mark.asyncio
+async def test_a_process_that_joins_after_the_kill_does_not_keep_the_scope(driver: CgroupfsDriver, procs: Procs) -> None:
+    # An exec or health check whose spawn was under way joins the scope after
+    # remove's kill: removing the directories must end it too, not fail on EBUSY.
+    first = procs.python("import time; time.sleep(600)")
+    ref, _ = await driver.create(spec("late"), first.pid)
+    await tree.kill_all(ref, signal.SIGKILL)
+    assert first.wait(timeout=DEADLINE) == -signal.SIGKILL
+    late = procs.python("import time; time.sleep(600)")
+    for _key, path in ref.paths:
+        (path / "cgroup.procs").write_text(str(late.pid))
+    for _key, path in ref.paths:
+        await tree.rmdir_tree(path)
+    assert all(not p.exists() for _k, p in ref.paths)
+    assert late.wait(timeout=DEADLINE) == -signal.SIGKILL
+
+
+@pytest.mark.asyncio
 async def test_remove_stale_removes_only_unkept_supd_scopes(driver: CgroupfsDriver, procs: Procs) -> None:
     keep_p = procs.python("import time; time.sleep(600)")
     stale_p = procs.python("import time; time.sleep(600)")
