@@ -185,7 +185,7 @@ class Daemon:
 
     async def _record_launch(self, u: UnitRun, pid: int, ref: CgroupRef | None) -> None:
         if not u.removed:
-            await self.writer.write_through(restore.launch_record(u, pid, ref, self.boot_id))
+            await self.writer.write_through(restore.record_for(u, self.boot_id, launch=(pid, ref)))
 
     def _lock_root(self) -> None:
         """One supd per cgroup root (cgroups/ownership.py): refuse to start

@@ -10,10 +10,9 @@ and the unit's restart policy decides.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import structlog
@@ -44,28 +43,35 @@ def definition_hash(unit: Unit) -> str:
     return hashlib.sha256(repr(unit).encode()).hexdigest()[:16]
 
 
-def record_for(u: UnitRun, boot_id: str) -> UnitRecord:
+def record_for(u: UnitRun, boot_id: str, launch: tuple[int, CgroupRef | None] | None = None) -> UnitRecord:
+    """What to write down about `u` now. `launch` = (pid, scope) of a process
+    placed in its scope and about to exec: the record is then state
+    `starting` with that process, so a supd killed from here on re-adopts it."""
     last_exit = None
     if u.last_exit is not None:
         last_exit = {"code": u.last_exit.code, "signal": u.last_exit.signal, "reason": u.last_exit.reason}
-    pid = u.pid if u.state in (UnitState.RUNNING, UnitState.FROZEN) else None
+    state, since = u.state, u.since
+    pid = u.pid if state in (UnitState.RUNNING, UnitState.FROZEN) else None
+    scope = u.cgroup if pid else None
+    if launch is not None:
+        (pid, scope), state, since = launch, UnitState.STARTING, time.time()
     return UnitRecord(
         name=u.name,
-        state=u.state.value,
-        since=u.since,
+        state=state.value,
+        since=since,
         pid=pid,
         pid_start_time=process_start_time(pid) if pid else None,
-        cgroup=u.cgroup.to_json() if (u.cgroup is not None and pid) else None,
+        cgroup=scope.to_json() if scope is not None else None,
         restarts=u.restarts,
         last_exit=last_exit,
         definition=definition_hash(u.unit) if u.unit is not None else "",
         started_at=time.time() if pid else None,
         user_stopped=u.user_stopped,
-        frozen_by_user=u.state == UnitState.FROZEN and u.freeze_reason == "user",
+        frozen_by_user=state == UnitState.FROZEN and u.freeze_reason == "user",
         boot_id=boot_id,
-        shutdown_stopped=u.state == UnitState.INACTIVE and u.stop_reason == SHUTDOWN_REASON,
-        resources=dataclasses.asdict(u.unit.resources) if (u.unit is not None and pid) else None,
-        error=u.error if u.state == UnitState.FAILED else None,
+        shutdown_stopped=state == UnitState.INACTIVE and u.stop_reason == SHUTDOWN_REASON,
+        resources=asdict(u.unit.resources) if (u.unit is not None and pid) else None,
+        error=u.error if state == UnitState.FAILED else None,
         # a re-adopting supd claims the ids of the process it takes over
         extra={"userns": u.userns.to_json()} if u.userns is not None else {},
     )
@@ -82,29 +88,12 @@ def definition_it_ran_on(unit: Unit, record: UnitRecord) -> Unit | None:
         return None
     if record.resources is not None:
         try:
-            old = dataclasses.replace(unit, resources=Resources(**record.resources))
+            old = replace(unit, resources=Resources(**record.resources))
         except TypeError:  # fields of another version
             return unit
         if definition_hash(old) == record.definition:
             return old
     return unit
-
-
-def launch_record(u: UnitRun, pid: int, ref: CgroupRef | None, boot_id: str) -> UnitRecord:
-    """The record of a process placed in its scope and about to exec: state
-    `starting` with its pid, so a supd killed from here on re-adopts it."""
-    running = record_for(u, boot_id)
-    return replace(
-        running,
-        state=UnitState.STARTING.value,
-        since=time.time(),
-        pid=pid,
-        pid_start_time=process_start_time(pid),
-        cgroup=ref.to_json() if ref is not None else None,
-        started_at=time.time(),
-        frozen_by_user=False,
-        shutdown_stopped=False,
-    )
 
 
 def adoption_key(record: UnitRecord) -> tuple[object, ...]:

@@ -133,7 +133,6 @@ _ERROR_KEYS = (
     ("cwd ", "[exec].working_directory"),
     ("bind ", "[rootfs].binds"),
     ("mount ", "[rootfs]"),
-    ("create mount point ", "[rootfs]"),
     ("device ", "[rootfs].devices"),
     ("seccomp", "[exec].seccomp"),
     ("drop capability", "[exec].cap_drop"),

@@ -927,8 +927,7 @@ def loopback_up():
 def build_container(spec, container):
     """Everything pid 1 does before its go; returns (exec path, argv, env, identity)."""
     plan = container["rootfs"]
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        last_cap = int(f.read())
+    last_cap = read_last_cap()
     set_sysctls(container.get("sysctls", ()))
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     idmap_layers(container)
@@ -1036,8 +1035,7 @@ def run_join(spec, stdio, ctl):
 
 def run_join_child(spec, ctl):
     try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            last_cap = int(f.read())
+        last_cap = read_last_cap()
         identity = resolve_user(spec["user"], "/")
         env = build_env(spec, identity[3])
         change_directory(spec["cwd"])
