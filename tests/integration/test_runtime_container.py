@@ -3,9 +3,11 @@ overlay, pivot_root, identity, capabilities (root)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,21 @@ async def start(spawner: Spawner, spec: SpawnSpec, out: Output) -> Pending:
     pending = await spawner.spawn(spec, stdio=out.stdio())
     await pending.go()
     return pending
+
+
+@contextlib.asynccontextmanager
+async def running(spawner: Spawner, reaper: Reaper, spec: SpawnSpec) -> AsyncIterator[Pending]:
+    """A container kept running for the block (to exec into it), then
+    SIGKILLed and reaped, whatever the block did."""
+    out = Output()
+    main = await start(spawner, spec, out)
+    try:
+        yield main
+    finally:
+        os.kill(main.pid, signal.SIGKILL)
+        with anyio.fail_after(DEADLINE):
+            await reaper.wait(main.pid)
+        out.text()
 
 
 async def run(spawner: Spawner, reaper: Reaper, spec: SpawnSpec) -> tuple[object, str]:

@@ -5,10 +5,8 @@ profile refuses (root)."""
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
-import anyio
 import pytest
 
 from supervisor.runtime.reaper import Reaper
@@ -20,7 +18,7 @@ from supervisor.units.capabilities import CAPABILITIES, CONTAINER_DEFAULT
 from tests.conftest import requires_root
 from tests.helpers.busybox import make_busybox_rootfs
 from tests.helpers.probes import build_probe, parse
-from tests.integration.test_runtime_container import DEADLINE, Output, in_box, run, start, wait_for_file
+from tests.integration.test_runtime_container import in_box, run, running, wait_for_file
 
 pytestmark = [requires_root, pytest.mark.root]
 
@@ -131,19 +129,12 @@ async def test_busybox_works_under_the_filter(spawner: Spawner, reaper: Reaper, 
 
 @pytest.mark.asyncio
 async def test_exec_into_gets_the_filter(spawner: Spawner, reaper: Reaper, box: Box, default_filter: bytes) -> None:
-    main_out = Output()
-    main = await start(spawner, in_box(box, "touch /tmp/up; exec sleep 1000", rootfs=box.mount()), main_out)  # type: ignore[arg-type]
-    try:
+    async with running(spawner, reaper, in_box(box, "touch /tmp/up; exec sleep 1000", rootfs=box.mount())) as main:  # type: ignore[arg-type]
         await wait_for_file(box.upper / "tmp" / "up")
         spec = SpawnSpec(argv=("syscall-probe", "status", "add_key", "clone3"), join=JoinSpec(pid=main.pid),
                          caps=PODMAN, seccomp=default_filter)  # fmt: skip
         got = await probe(spawner, reaper, spec)
         assert (got["Seccomp"], got["add_key"], got["clone3"]) == ("2", EPERM, ENOSYS)
-    finally:
-        os.kill(main.pid, signal.SIGKILL)
-        with anyio.fail_after(DEADLINE):
-            await reaper.wait(main.pid)
-        main_out.text()
 
 
 @pytest.mark.asyncio

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from tests.integration.test_runtime_container import (  # noqa: F401 - fixtures
     layers,
     mounted,
     run,
-    start,
+    running,
     wait_for_file,
 )
 
@@ -162,18 +161,11 @@ async def test_every_capability_in_the_userns_has_no_power_over_the_host(
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     hostname = socket_hostname()
-    main_out = Output()
-    main = await start(spawner, userns_box(layers, "touch /tmp/up; exec sleep 1000", binds=(Bind(str(host), "/host"),)), main_out)
-    try:
+    async with running(spawner, reaper, userns_box(layers, "touch /tmp/up; exec sleep 1000", binds=(Bind(str(host), "/host"),))) as main:
         await wait_for_file(layers.upper / "tmp" / "up")
         done = await anyio.to_thread.run_sync(
             lambda: subprocess.run([sys.executable, "-I", "-S", str(probe), str(main.pid)], capture_output=True, text=True, timeout=DEADLINE)
         )
-    finally:
-        os.kill(main.pid, signal.SIGKILL)
-        with anyio.fail_after(DEADLINE):
-            await reaper.wait(main.pid)
-        main_out.text()
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert int(result.pop("capeff"), 16) == (1 << (last_cap() + 1)) - 1  # every capability, in the userns
@@ -196,9 +188,7 @@ async def test_every_capability_in_the_userns_has_no_power_over_the_host(
 async def test_exec_into_a_userns_container_runs_in_its_namespace(
     spawner: Spawner, reaper: Reaper, layers: Layers
 ) -> None:
-    main_out = Output()
-    main = await start(spawner, userns_box(layers, "touch /tmp/up; exec sleep 1000"), main_out)
-    try:
+    async with running(spawner, reaper, userns_box(layers, "touch /tmp/up; exec sleep 1000")) as main:
         await wait_for_file(layers.upper / "tmp" / "up")
         spec = SpawnSpec(argv=("/bin/sh", "-c", "cat /proc/self/uid_map; id -u; touch /tmp/from-exec"), join=JoinSpec(pid=main.pid))
         status, out = await run(spawner, reaper, spec)
@@ -206,11 +196,6 @@ async def test_exec_into_a_userns_container_runs_in_its_namespace(
         assert out.splitlines()[0].split() == ["0", str(START), "65536"]
         assert out.splitlines()[1] == "0"
         assert owner(layers.upper / "tmp" / "from-exec") == (START, START + 65536)
-    finally:
-        os.kill(main.pid, signal.SIGKILL)
-        with anyio.fail_after(DEADLINE):
-            await reaper.wait(main.pid)
-        main_out.text()
 
 
 @pytest.mark.asyncio
