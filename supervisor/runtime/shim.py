@@ -151,12 +151,15 @@ def _check(result, what):
         raise ShimError(f"{what}: {os.strerror(err)}")
 
 
-def mount(source, target, fstype, flags, data=None):
+def mount_what(source, target, fstype):
+    """How an error names a mount: "bind S on T", "remount T", "mount F on T"."""
     if fstype is None:
-        what = f"bind {source} on {target}" if source else f"remount {target}"
-    else:
-        what = f"mount {fstype} on {target}"
-    _check(libc.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)), what)
+        return f"bind {source} on {target}" if source else f"remount {target}"
+    return f"mount {fstype} on {target}"
+
+
+def mount(source, target, fstype, flags, data=None):
+    _check(libc.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)), mount_what(source, target, fstype))
 
 
 def umount2(target, flags):
@@ -772,10 +775,7 @@ class RootDir:
 
 def mount_at(source, fd, name, fstype, flags, data=None, source_name=None):
     """mount(2) onto what `fd` is; the error names `name`, the path inside the root."""
-    if fstype is None:
-        what = f"bind {source_name or source} on {name}" if source else f"remount {name}"
-    else:
-        what = f"mount {fstype} on {name}"
+    what = mount_what(source and (source_name or source), name, fstype)
     _check(libc.mount(_enc(source), _enc(fd_path(fd)), _enc(fstype), flags, _enc(data)), what)
 
 
