@@ -26,6 +26,8 @@ import os
 import platform
 import struct
 import sys
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from supervisor.cgroups.devices import ALL, BLOCK, CHAR, DevicePolicy, DeviceRule
@@ -189,25 +191,45 @@ def load(policy: DevicePolicy) -> int:
     raise DeviceProgramError(err, f"bpf(BPF_PROG_LOAD) of a cgroup device program failed: {why}")
 
 
+# Loaded programs by policy: nearly every container has the default one, and
+# one program may be attached to any number of cgroups, so a start attaches
+# instead of running the verifier again. Closing an evicted fd leaves its
+# attachments in place (each holds the program).
+_PROGRAMS: OrderedDict[DevicePolicy, int] = OrderedDict()
+PROGRAMS_KEPT = 16
+
+
+_PROGRAMS_LOCK = threading.Lock()  # scopes may be made from worker threads
+
+
+def program_for(policy: DevicePolicy) -> int:
+    """The loaded program of `policy` (an fd this module keeps)."""
+    with _PROGRAMS_LOCK:
+        prog = _PROGRAMS.get(policy)
+        if prog is not None:
+            _PROGRAMS.move_to_end(policy)
+            return prog
+        prog = _PROGRAMS[policy] = load(policy)
+        while len(_PROGRAMS) > PROGRAMS_KEPT:
+            os.close(_PROGRAMS.popitem(last=False)[1])
+        return prog
+
+
 def attach(cgroup: Path, policy: DevicePolicy) -> None:
-    """Load the policy's program and attach it to the cgroup2 directory
-    `cgroup`. The attachment holds the program: its fd is closed here, and
-    the program goes when the cgroup is removed."""
-    prog = load(policy)
+    """Attach the policy's program to the cgroup2 directory `cgroup`; the
+    program goes when the cgroup is removed."""
+    prog = program_for(policy)
     try:
-        try:
-            target = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as e:
-            raise DeviceProgramError(e.errno or errno.EIO, f"{cgroup}: cannot open the cgroup: {e.strerror}") from e
-        try:
-            attr = ctypes.create_string_buffer(20)
-            struct.pack_into("<IIII", attr, 0, target, prog, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI)
-            result = _bpf(BPF_PROG_ATTACH, attr)
-            if result < 0:
-                raise DeviceProgramError(
-                    -result, f"{cgroup}: bpf(BPF_PROG_ATTACH) of the device program failed: {os.strerror(-result)}"
-                )
-        finally:
-            os.close(target)
+        target = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise DeviceProgramError(e.errno or errno.EIO, f"{cgroup}: cannot open the cgroup: {e.strerror}") from e
+    try:
+        attr = ctypes.create_string_buffer(20)
+        struct.pack_into("<IIII", attr, 0, target, prog, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI)
+        result = _bpf(BPF_PROG_ATTACH, attr)
+        if result < 0:
+            raise DeviceProgramError(
+                -result, f"{cgroup}: bpf(BPF_PROG_ATTACH) of the device program failed: {os.strerror(-result)}"
+            )
     finally:
-        os.close(prog)
+        os.close(target)

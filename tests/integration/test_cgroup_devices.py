@@ -171,3 +171,10 @@ def test_bpf_refusal_is_reported(tmp_path: Path) -> None:
     with pytest.raises(devicebpf.DeviceProgramError, match=str(tmp_path)):
         devicebpf.attach(tmp_path, container_policy())
 
+
+def test_one_loaded_program_per_policy_serves_every_scope() -> None:
+    # the verifier runs once per policy, not once per container start
+    default = container_policy(())
+    assert devicebpf.program_for(default) == devicebpf.program_for(default)
+    other = container_policy((rule("c", 10, 229, "rwm"),))
+    assert devicebpf.program_for(other) != devicebpf.program_for(default)
