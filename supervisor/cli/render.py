@@ -161,6 +161,12 @@ def render_status(
     if pid is not None:
         program = next((_program(p.get("cmdline", "")) for p in processes if p.get("pid") == pid), "")
         lines.append(_label("Main PID", f"{pid} ({program})" if program else str(pid)))
+    network = status.get("network")
+    if network:
+        where = network.get("address") or "no address"
+        lines.append(_label("Network", f"{network.get('network')} ({where})"))
+        if network.get("ports"):
+            lines.append(_label("Ports", ", ".join(network["ports"])))
     restarts = status.get("restarts", 0)
     last_exit = status.get("last_exit")
     lines.append(_label("Restarts", f"{restarts}" + (f" (last exit: {last_exit.get('reason')})" if last_exit else "")))

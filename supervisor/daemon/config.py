@@ -47,13 +47,15 @@ class DaemonConfig:
     # where [rootfs].userns = "auto" units get their ids ("supd:START:COUNT" lines)
     subuid_file: Path = Path("/etc/subuid")
     subgid_file: Path = Path("/etc/subgid")
+    # CNI network configuration lists (NAME.conflist); supd writes supd.conflist on first use
+    networks_dir: Path = Path("/etc/supd/networks")
 
     @property
     def socket_path(self) -> Path:
         return self.runtime_dir / "supd.sock"
 
 
-_PATH_KEYS = {"units_dir", "state_dir", "runtime_dir", "subuid_file", "subgid_file"}
+_PATH_KEYS = {"units_dir", "state_dir", "runtime_dir", "subuid_file", "subgid_file", "networks_dir"}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "cgroup_driver": ("auto", "systemd", "cgroupfs"),
     "log_format": ("auto", "console", "json"),
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-keep", dest="log_keep", type=int, help="rotated log files kept per unit")
     p.add_argument("--subuid-file", dest="subuid_file", help="ids for userns units (default /etc/subuid)")
     p.add_argument("--subgid-file", dest="subgid_file", help="ids for userns units (default /etc/subgid)")
+    p.add_argument("--networks-dir", dest="networks_dir", help="CNI network configurations (default /etc/supd/networks)")
     p.add_argument("--version", action="version", version=f"supd {VERSION}")
     return p
 
@@ -145,4 +148,5 @@ def load_config(argv: list[str] | None = None) -> DaemonConfig:
         units_dir=config.units_dir.absolute(),
         state_dir=config.state_dir.absolute(),
         runtime_dir=config.runtime_dir.absolute(),
+        networks_dir=config.networks_dir.absolute(),
     )

@@ -31,6 +31,7 @@ from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
 from supervisor.daemon.controller import DaemonController
 from supervisor.daemon.events import EventBus
+from supervisor.daemon.networking import Networks, known_networks, uses_cni
 from supervisor.daemon.notify import Notifier
 from supervisor.daemon.resilient import keep_running
 from supervisor.daemon.state_store import StateStore, UnitRecord
@@ -83,6 +84,7 @@ class Daemon:
         self.rejected: dict[str, str] = {}  # unit -> why its record was set aside
         self.writer = StateWriter(self.state)
         self.userns = UsernsRanges(config.subuid_file, config.subgid_file)
+        self.networks = Networks(config.networks_dir, config.state_dir, config.runtime_dir, reaper)
 
     # ------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
@@ -135,6 +137,15 @@ class Daemon:
         for name, problem in deps.check(units).items():
             entry = loaded[name]
             loaded[name] = unitdir.Loaded(entry.name, entry.file, None, f"{entry.file}: [unit]: {problem}")
+        networks = known_networks(self.config.networks_dir)
+        for name, entry in list(loaded.items()):
+            unit = entry.unit
+            if unit is not None and uses_cni(unit) and unit.rootfs.network != "bridge" and unit.rootfs.network not in networks:
+                problem = (
+                    f'{entry.file}: [rootfs].network: expected "bridge", "host", "none" or a network in '
+                    f'{self.config.networks_dir} ({", ".join(sorted(networks))}), got "{unit.rootfs.network}"'
+                )
+                loaded[name] = unitdir.Loaded(entry.name, entry.file, None, problem)
         return loaded
 
     async def reload(self) -> dict[str, Any]:
@@ -417,6 +428,7 @@ class Daemon:
             self.events,
             prepare_rootfs=self._prepare_rootfs,
             cleanup_rootfs=self._cleanup_rootfs,
+            networks=self.networks,
         )
         # Policies beside every running process: [health] checks, [freeze] near_memory_max and max_frozen.
         self.sup.run_watchers += [health.health_watcher, freezer.near_memory_max_watcher, freezer.max_frozen_watcher]
@@ -449,6 +461,12 @@ class Daemon:
             if leftovers:
                 log.info("rootfs_leftovers_removed", units=leftovers)
             verdicts = await self._take_over(loaded, records)
+            # CNI DEL for every attachment whose unit will not be re-adopted
+            # (supd killed, a reboot, a unit gone), before any unit can start
+            adopting = {n for n, (_r, a) in verdicts.items() if a.verdict == "adopt" and loaded[n].unit is not None}
+            reconciled = await self.networks.reconcile(keep=adopting)
+            if reconciled:
+                log.info("network_attachments_removed", units=reconciled)
             self.sup.on_state_change = self._persist
             self.sup.on_launch = self._record_launch
             for name, entry in loaded.items():

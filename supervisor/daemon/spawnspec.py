@@ -40,6 +40,15 @@ def unit_sysctls(unit: Unit) -> tuple[tuple[str, str], ...]:
     return (PING_GROUP_RANGE,)
 
 
+def spawn_network(unit: Unit) -> str:
+    """The shim's view: host, or a namespace of its own ("none" stays empty,
+    "private" is connected by the daemon's CNI ADD before the go)."""
+    assert unit.rootfs is not None
+    if unit.rootfs.network in ("host", "none"):
+        return unit.rootfs.network
+    return "private"
+
+
 def _sorted(caps: frozenset[int] | None) -> tuple[int, ...] | None:
     return None if caps is None else tuple(sorted(caps))
 
@@ -69,7 +78,7 @@ def build_spawn_spec(
         container = ContainerSpec(
             rootfs=RootfsMount.of(plan),
             hostname=unit.rootfs.hostname or unit.name.replace("_", "-").replace(".", "-"),
-            network=unit.rootfs.network,
+            network=spawn_network(unit),
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
             init=init,
             devices=devices,

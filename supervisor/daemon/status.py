@@ -88,6 +88,8 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
         },
         "description": unit.unit.description if unit else "",
         "enabled": unit.unit.enabled if unit else False,
+        # {"network", "address", "addresses", "ports"} while on a CNI network, else null
+        "network": u.network.to_json() if u.network is not None else None,
     }
     if not detail:
         return status

@@ -33,6 +33,7 @@ from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupRef, Scop
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import DaemonConfig
 from supervisor.daemon.events import EventBus
+from supervisor.daemon.networking import NetworkError, Networks, uses_cni
 from supervisor.daemon.spawnspec import build_spawn_spec, describe_spawn_error
 from supervisor.seccomp.unitfilter import filter_for as seccomp_filter_for
 from supervisor.daemon.unitdir import Loaded
@@ -90,6 +91,7 @@ class Supervisor:
         events: EventBus,
         prepare_rootfs: Callable[[Unit], Any] | None = None,
         cleanup_rootfs: Callable[[Unit], None] | None = None,
+        networks: Networks | None = None,
     ) -> None:
         self.config = config
         self.spawner = spawner
@@ -101,6 +103,8 @@ class Supervisor:
         self.events = events
         self.prepare_rootfs = prepare_rootfs
         self.cleanup_rootfs = cleanup_rootfs
+        # CNI networks of container units (None: every container keeps the host's)
+        self.networks = networks
         self.units: dict[str, UnitRun] = {}
         self._tg: TaskGroup | None = None
         # Broadcast "some unit changed state" (dependency waits use it).
@@ -283,6 +287,8 @@ class Supervisor:
                     await anyio.to_thread.run_sync(self.cleanup_rootfs, u.unit)
                 except Exception as cleanup_error:
                     log.warning("rootfs_cleanup_failed", unit=u.name, error=str(cleanup_error))
+            if not self.detaching:
+                await self._disconnect(u.name)
         u.pid, u.cgroup, u.frozen = None, None, False
         if u.next_unit is not None:
             u.unit, u.next_unit = u.next_unit[0], None
@@ -439,6 +445,12 @@ class Supervisor:
         try:
             plan = None
             host_devices = self._host_devices(unit)
+            network = None
+            if self.networks is not None and uses_cni(unit):
+                try:  # before anything is made: a taken port or a bad conflist costs nothing
+                    network = self.networks.prepare(unit)
+                except NetworkError as e:
+                    raise StartFailure(str(e)) from None
             if unit.rootfs is not None and self.prepare_rootfs is not None:
                 # Importing an image on first use unpacks tarballs: keep it off the
                 # loop, and an image unit in the image threads, so a slow or
@@ -473,8 +485,19 @@ class Supervisor:
                 except SpawnError as e:
                     errors.append(e)
 
+            async def connect() -> None:
+                # CNI ADD on the new netns, beside the shim's own setup (both
+                # end before the go); the plugins never touch its mounts.
+                assert self.networks is not None and network is not None
+                try:
+                    u.network = await self.networks.attach(unit, network, pending.pid)
+                except (NetworkError, OSError) as e:
+                    errors.append(StartFailure(f"{unit.file}: [rootfs].network: {e}"))
+
             async with anyio.create_task_group() as setup:
                 setup.start_soon(ready)
+                if network is not None:
+                    setup.start_soon(connect)
                 if self.driver is not None:
                     try:
                         await failpoints.ahit("driver.create", unit.name)
@@ -535,6 +558,7 @@ class Supervisor:
                 await anyio.to_thread.run_sync(self.cleanup_rootfs, unit)
             except Exception as e:
                 log.warning("rootfs_cleanup_failed", unit=unit.name, error=str(e))
+        await self._disconnect(unit.name)
         u.cgroup, u.pid = None, None
 
     async def _run_adopted(self, u: UnitRun, unit: Unit) -> None:
@@ -555,6 +579,12 @@ class Supervisor:
                     u.frozen = True
             except (CgroupError, OSError):
                 pass
+        if self.networks is not None and uses_cni(unit):
+            try:
+                u.network = await self.networks.check(unit, pid)
+            except (NetworkError, OSError) as e:
+                log.warning("network_check_failed", unit=u.name, error=str(e))
+                self.events.emit(u.name, "network-check-failed", str(e))
         self._commit(u, lc.step(u.life, lc.Adopted(pid, frozen_by), time.monotonic()))
         if u.adopt_since is not None:  # uptime counts from the real start, not the adoption
             u.since, u.adopt_since = u.adopt_since, None
@@ -691,6 +721,19 @@ class Supervisor:
                 await anyio.to_thread.run_sync(self.cleanup_rootfs, unit)
             except OSError as e:
                 log.warning("rootfs_cleanup_failed", unit=unit.name, error=str(e))
+        await self._disconnect(unit.name)
+
+    async def _disconnect(self, name: str) -> None:
+        """CNI DEL of whatever the unit had attached (nothing: nothing done). Never raises."""
+        u = self.units.get(name)
+        if u is not None:
+            u.network = None
+        if self.networks is None:
+            return
+        try:
+            await self.networks.detach(name)
+        except Exception:  # a plugin or the kernel failing must not end the unit's task
+            log.exception("network_detach_failed", unit=name)
 
     # -------------------------------------------------------- dependencies
     async def _wait_dependencies(self, u: UnitRun, unit: Unit) -> bool:

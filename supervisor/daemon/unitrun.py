@@ -68,6 +68,8 @@ class UnitRun:
     # The id block (policy.idranges.IdMapping) its last process got, for
     # [rootfs].userns = "auto": written in its record, claimed again on adoption.
     userns: Any = None
+    # Its CNI network, address and published ports (daemon/networking.Attached) while it runs.
+    network: Any = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
 

@@ -549,7 +549,7 @@ def idmap_layers(container):
                 raise ShimError(f"userns move_mount {path}: {os.strerror(ctypes.get_errno())}")
         finally:
             os.close(tree)
-    if container["network"] == "none":
+    if container["network"] != "host":
         # Our own network namespace belongs to the host's user namespace, so
         # container root's CAP_NET_BIND_SERVICE means nothing there: open the
         # low ports to everyone in it instead, as docker does in every netns.
@@ -951,7 +951,7 @@ def build_container(spec, container):
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     if container["hostname"]:
         socket.sethostname(container["hostname"])
-    if container["network"] == "none":
+    if container["network"] != "host":
         loopback_up()
     identity = resolve_user(spec["user"], "/")
     env = build_env(spec, identity[3])
@@ -1088,7 +1088,7 @@ def run_intermediate(daemon, spec, stdio, ctl, report):
         container = spec.get("container")
         if container is not None:
             flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
-            if container["network"] == "none":
+            if container["network"] != "host":
                 flags |= CLONE_NEWNET
             make_userns(container)
             unshare(flags)

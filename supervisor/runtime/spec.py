@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Network = Literal["host", "none"]
+# "none": a network namespace of its own with only lo; "private": the same,
+# which the daemon then connects (CNI ADD) before its go
+Network = Literal["host", "none", "private"]
 
-NETWORKS: tuple[str, ...] = ("host", "none")
+NETWORKS: tuple[str, ...] = ("host", "none", "private")
 
 
 class SpecError(ValueError):
@@ -154,7 +156,7 @@ class UserNamespace:
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """New mount, pid, uts, ipc (and net when network="none") namespaces,
+    """New mount, pid, uts, ipc (and net unless network="host") namespaces,
     and a cgroup namespace entered after the daemon's go."""
 
     rootfs: RootfsMount

@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from supervisor.network.ports import PortMapping
+
 RestartPolicy = Literal["no", "on-failure", "on-abnormal", "always"]
 Writable = Literal["persistent", "ephemeral", "readonly"]
-Network = Literal["host", "none"]
+# "bridge" (the default CNI network, "supd"), "host", "none", or a CNI network's name
+Network = str
+NETWORK_WORDS: tuple[str, ...] = ("bridge", "host", "none")
 Userns = Literal["host", "auto"]
 HealthAction = Literal["restart", "freeze", "stop", "none"]
 
@@ -68,7 +72,8 @@ class RootfsSpec:
     image: str | None = None  # "DIR:TAG" (an OCI image layout and a tag)
     writable: Writable = "persistent"
     hostname: str | None = None
-    network: Network = "host"
+    network: Network = "bridge"
+    ports: tuple[PortMapping, ...] = ()  # published through CNI portmap
     binds: tuple[BindSpec, ...] = ()
     init: bool = False
     devices: tuple[DeviceSpec, ...] = ()

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, TypeVar, cast, get_args
 
+from supervisor.network.conflist import NAME_RE as NETWORK_NAME_RE
+from supervisor.network.ports import PortMapping, clashes, parse_port
 from supervisor.units import capabilities, values
 from supervisor.units.model import (
     BindSpec,
@@ -25,7 +27,6 @@ from supervisor.units.model import (
     FreezeSpec,
     HealthAction,
     HealthSpec,
-    Network,
     Resources,
     RestartPolicy,
     RestartSpec,
@@ -50,7 +51,7 @@ SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "he
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
 EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp")
 SECCOMP_WORDS: Final = ("default", "unconfined")
-ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init", "devices", "userns")
+ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "ports", "binds", "init", "devices", "userns")
 BIND_KEYS: Final = ("source", "target", "readonly")
 RESOURCES_KEYS: Final = (
     "memory_max", "memory_high", "cpu_weight", "cpu_quota", "pids_max", "io_weight", "cpuset",
@@ -505,6 +506,34 @@ def _devices(table: _Table) -> tuple[DeviceSpec, ...]:
     return tuple(found)
 
 
+NETWORK_EXPECTED: Final = '"bridge", "host", "none" or the name of a network in networks_dir'
+
+
+def _network(value: object) -> str:
+    if not isinstance(value, str) or not NETWORK_NAME_RE.match(value):
+        raise ValueError(NETWORK_EXPECTED)
+    return value
+
+
+def _ports(table: _Table, network: str) -> tuple[PortMapping, ...]:
+    raw = table.data.get("ports", [])
+    if not isinstance(raw, list):
+        raise table.error("ports", 'a list of port mappings like ["8080:80"]', raw)
+    if raw and network in ("host", "none"):
+        raise table.error("ports", f'no ports with network = "{network}" (publishing needs a bridge network)', raw)
+    found: list[PortMapping] = []
+    for index, item in enumerate(raw):
+        key = f"{table.key('ports')}[{index}]"
+        try:
+            found.append(parse_port(item))
+        except ValueError as exc:
+            raise UnitFileError(table.file, key, str(exc), item) from None
+        clash = clashes(tuple(found))
+        if clash is not None:
+            raise UnitFileError(table.file, key, f"a host port not published already ({clash[0]})", item)
+    return tuple(found)
+
+
 def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
     layers = _layers(table, unit_dir)
     image = table.get("image", _image_ref(unit_dir), None)
@@ -514,12 +543,14 @@ def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
         if table.has("layers"):
             raise table.error("layers", "at least one layer directory", table.data["layers"])
         raise UnitFileError(table.file, table.path, "layers or image", MISSING)
+    network = table.get("network", _network, "bridge")
     return RootfsSpec(
         layers=layers,
         image=image,
         writable=cast(Writable, table.get("writable", _choice(get_args(Writable)), "persistent")),
         hostname=table.get("hostname", _via(_string, values.valid_hostname, values.HOSTNAME_EXPECTED), None),
-        network=cast(Network, table.get("network", _choice(get_args(Network)), "host")),
+        network=network,
+        ports=_ports(table, network),
         binds=_binds(table, unit_dir),
         init=table.get("init", _bool, False),
         devices=_devices(table),

@@ -89,8 +89,11 @@ def test_spawn_spec_carries_caps_filter_and_ping_range() -> None:
     assert spec.caps == tuple(sorted(CONTAINER_DEFAULT | {13})) and spec.no_new_privs
     assert spec.container is not None and spec.container.sysctls == (("net.ipv4.ping_group_range", "0 2147483647"),)
     assert SpawnSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
-    host_net = build_spawn_spec(unit(container()), PLAN)  # type: ignore[arg-type]
+    host_net = build_spawn_spec(unit(container(rootfs_extra='network = "host"')), PLAN)  # type: ignore[arg-type]
     assert host_net.container is not None and host_net.container.sysctls == () and host_net.seccomp is None
+    bridged = build_spawn_spec(unit(container()), PLAN)  # type: ignore[arg-type]  # the default: bridge
+    assert bridged.container is not None and bridged.container.network == "private"
+    assert bridged.container.sysctls == (("net.ipv4.ping_group_range", "0 2147483647"),)
 
 
 def test_plain_units_opt_in() -> None:

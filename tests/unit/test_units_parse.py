@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.network.ports import PortMapping
 from supervisor.units.model import (
     BindSpec,
     ExecSpec,
@@ -47,7 +48,8 @@ user = "nobody"
 layers = ["/var/lib/supd/layers/busybox", "layers/www"]
 writable = "persistent"
 hostname = "web"
-network = "host"
+network = "bridge"
+ports = ["8080:80", "127.0.0.1:5353:53/udp"]
 binds = [{ source = "/srv/www", target = "/www", readonly = true }]
 init = true
 
@@ -114,7 +116,8 @@ def test_design_example_parses_to_the_model() -> None:
         image=None,
         writable="persistent",
         hostname="web",
-        network="host",
+        network="bridge",
+        ports=(PortMapping(8080, 80), PortMapping(5353, 53, "udp", "127.0.0.1")),
         binds=(BindSpec(source=Path("/srv/www"), target="/www", readonly=True),),
         init=True,
     )
@@ -248,7 +251,17 @@ KEY_ERRORS = [
     ('[rootfs]\nimage = "alpine"', "[rootfs].image", "OCI image layout and tag", "alpine"),
     ('[rootfs]\nimage = "dir:"', "[rootfs].image", "OCI image layout and tag", "dir:"),
     ('[rootfs]\nlayers = ["a"]\nwritable = "rw"', "[rootfs].writable", '"persistent", "ephemeral", "readonly"', "rw"),
-    ('[rootfs]\nlayers = ["a"]\nnetwork = "bridge"', "[rootfs].network", '"host", "none"', "bridge"),
+    ('[rootfs]\nlayers = ["a"]\nnetwork = "my net"', "[rootfs].network", '"bridge", "host", "none" or the name', "my net"),
+    ('[rootfs]\nlayers = ["a"]\nnetwork = 1', "[rootfs].network", '"bridge", "host", "none" or the name', 1),
+    ('[rootfs]\nlayers = ["a"]\nports = "8080:80"', "[rootfs].ports", "a list of port mappings", "8080:80"),
+    ('[rootfs]\nlayers = ["a"]\nports = ["8080"]', "[rootfs].ports[0]", 'a port mapping like "8080:80"', "8080"),
+    ('[rootfs]\nlayers = ["a"]\nports = ["80:80", "x:80"]', "[rootfs].ports[1]", "is not a number", "x:80"),
+    ('[rootfs]\nlayers = ["a"]\nports = ["70000:80"]', "[rootfs].ports[0]", "host port in 1..65535", "70000:80"),
+    ('[rootfs]\nlayers = ["a"]\nports = ["8080:0"]', "[rootfs].ports[0]", "container port in 1..65535", "8080:0"),
+    ('[rootfs]\nlayers = ["a"]\nports = ["8080:80/icmp"]', "[rootfs].ports[0]", "tcp, udp or sctp", "8080:80/icmp"),
+    ('[rootfs]\nlayers = ["a"]\nports = ["localhost:8080:80"]', "[rootfs].ports[0]", "not an IPv4 address", "localhost:8080:80"),
+    ('[rootfs]\nlayers = ["a"]\nports = ["8080:80", "127.0.0.1:8080:81"]', "[rootfs].ports[1]", "not published already", "127.0.0.1:8080:81"),
+    ('[rootfs]\nlayers = ["a"]\nnetwork = "host"\nports = ["8080:80"]', "[rootfs].ports", "no ports with network", ["8080:80"]),
     ('[rootfs]\nlayers = ["a"]\nuserns = "keep-id"', "[rootfs].userns", '"host", "auto"', "keep-id"),
     ('[rootfs]\nlayers = ["a"]\nhostname = "my_host"', "[rootfs].hostname", "hostname", "my_host"),
     ('[rootfs]\nlayers = ["a"]\ninit = 1', "[rootfs].init", "true or false", 1),

@@ -40,6 +40,7 @@ BOOT_PACKAGES = (
 PROJECT_PACKAGES = (
     "python3", "python3-venv", "busybox-static", "tini", "crun", "runc", "umoci",
     "skopeo", "stress-ng", "systemd-container", "curl", "gcc", "libc6-dev", "libseccomp2",
+    "containernetworking-plugins", "iptables",
 )
 PACKAGES = BOOT_PACKAGES + PROJECT_PACKAGES
 

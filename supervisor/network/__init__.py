@@ -1,0 +1,1 @@
+"""Private networks for containers: supd as a CNI runtime (spec 1.0)."""
