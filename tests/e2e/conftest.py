@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.cni import TestNetwork
+
 REPO = Path(__file__).resolve().parents[2]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Which cgroup driver the e2e supds use: "cgroupfs" (default; each test gets
@@ -74,6 +76,10 @@ class Supd:
     # live_restore defaults to true; a test's supd stops its units at SIGTERM
     # unless the test asks for live-restore (then it ends with shut_down_for_real).
     extra_args: list[str] = field(default_factory=lambda: ["--no-live-restore"])
+    # The default network ("supd", network = "bridge") of this supd: its own
+    # bridge, subnet and host-local store, never the machine's supd0.
+    networks_dir: Path = field(init=False)
+    networks: list[TestNetwork] = field(init=False)
 
     def __post_init__(self) -> None:
         self.units = self.root / "units"
@@ -81,6 +87,22 @@ class Supd:
         self.runtime = self.root / "runtime"
         self.log_path = self.root / "supd.log"
         self.units.mkdir(parents=True, exist_ok=True)
+        self.networks_dir = self.root / "networks"
+        tag = self.cgroup_root.removeprefix("/supdtest")
+        self.networks = [TestNetwork.make("supd", tag, data_dir=self.root / "cni-ipam")]
+        self.networks[0].write(self.networks_dir)
+
+    @property
+    def default_network(self) -> TestNetwork:
+        return self.networks[0]
+
+    def add_network(self, suffix: str) -> TestNetwork:
+        """Another network (network = its name), in host-local's own store."""
+        tag = self.cgroup_root.removeprefix("/supdtest")[:10] + suffix
+        network = TestNetwork.make(f"supdtest-{tag}", tag)
+        self.networks.append(network)
+        network.write(self.networks_dir)
+        return network
 
     @property
     def socket(self) -> Path:
@@ -126,6 +148,8 @@ class Supd:
             *where,
             "--log-format",
             "json",
+            "--networks-dir",
+            str(self.networks_dir),
             *self.extra_args,
             *args,
         ]
@@ -247,7 +271,11 @@ def supd(tmp_path: Path, unique_name: str) -> Iterator[Supd]:
         for scope in scopes_left:
             _kill_procs_in(Path(scope))
         left = _remove_cgroup_root(unique_name)
+        network_leftovers = {n.name: n.leftovers() for n in d.networks}
+        for network in d.networks:
+            network.remove()
         if os.environ.get("SUPD_TEST_SHOW_LOG"):
             print(d.daemon_log())
         assert not scopes_left, f"supd left scopes behind: {scopes_left}"
         assert not left, f"cgroups left behind: {left}"
+        assert not any(network_leftovers.values()), f"network state left behind: {network_leftovers}"

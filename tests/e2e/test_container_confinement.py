@@ -59,9 +59,9 @@ def test_default_container_is_filtered_like_docker(supd: Supd, probe_layer: Path
 
 def test_no_packet_socket_on_host_network_without_net_raw(supd: Supd, probe_layer: Path) -> None:
     """The sniffing of issue 11: AF_PACKET needs CAP_NET_RAW, gone from the default set."""
-    start_unit(supd, "sniff", container_unit([probe_layer]))
+    start_unit(supd, "sniff", container_unit([probe_layer], extra_rootfs='network = "host"\n'))
     assert probe(supd, "sniff", "packet_socket")["packet_socket"] == EPERM
-    start_unit(supd, "raw", container_unit([probe_layer], exec_extra='cap_add = ["CAP_NET_RAW"]\n'))
+    start_unit(supd, "raw", container_unit([probe_layer], exec_extra='cap_add = ["CAP_NET_RAW"]\n', extra_rootfs='network = "host"\n'))
     assert probe(supd, "raw", "packet_socket")["packet_socket"] == "ok"
     assert int(proc_status(int(supd.status("raw")["pid"]))["CapEff"], 16) == PODMAN_CAP_MASK | 1 << NET_RAW
 

@@ -1,0 +1,138 @@
+"""Private networks through a real supd, the real CNI plugins and the real
+kernel (issue 12): published ports, isolation, and nothing left behind after
+a stop, a killed pid 1, a kill -9 of supd, or a "reboot".
+
+Each supd under test has its own networks_dir: its default network "supd"
+has a bridge, a subnet and a host-local store of its own, and a test that
+needs host-local's real store (/var/lib/cni/networks/<net>) adds a network
+with a unique name (Supd.add_network). The fixture fails a test that leaves
+a veth, a reservation or a rule naming its subnet, then removes the bridge.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Supd, wait_for
+from tests.e2e.test_container_confinement import EPERM, probe, probe_layer  # noqa: F401 - a fixture
+from tests.e2e.test_containers import SERVICE, container_unit, free_port, sh, start_unit
+from tests.helpers.busybox import make_busybox_rootfs
+from tests.helpers.cni import TestNetwork
+
+pytestmark = pytest.mark.skipif(not Path("/usr/lib/cni/bridge").exists(), reason="needs containernetworking-plugins")
+
+HTTPD = ("/bin/httpd", "-f", "-p", "80", "-h", "/www")
+
+
+@pytest.fixture(scope="module")
+def web_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_busybox_rootfs(tmp_path_factory.mktemp("netweb") / "rootfs")
+    (root / "www").mkdir(exist_ok=True)
+    (root / "www" / "index.html").write_text("hello from a bridge\n")
+    return root
+
+
+def web_unit(layer: Path, *, ports: list[str] = (), network: str | None = None, restart: str = "no") -> str:  # type: ignore[assignment]
+    extra = f"ports = [{', '.join(repr(p).replace(chr(39), chr(34)) for p in ports)}]\n"
+    if network is not None:
+        extra += f'network = "{network}"\n'
+    return container_unit([layer], HTTPD, extra_rootfs=extra, restart=restart)
+
+
+def fetch(url: str, timeout: float = 5) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 - a test's own server
+        return reply.read().decode()
+
+
+def address_of(supd: Supd, unit: str) -> str:
+    network = supd.status(unit)["network"]
+    assert network and network["address"], supd.status(unit)
+    return str(network["address"])
+
+
+def attachment_state(supd: Supd) -> list[str]:
+    """supd's own records and netns pins."""
+    found = []
+    for folder in (supd.state / "networks", supd.runtime / "netns"):
+        if folder.is_dir():
+            found += [str(p) for p in folder.iterdir()]
+    return found
+
+
+def assert_nothing_left(supd: Supd, *networks: TestNetwork) -> None:
+    for network in networks or (supd.default_network,):
+        assert network.leftovers() == {}, network.leftovers()
+    assert attachment_state(supd) == []
+
+
+# --- reaching and not reaching ------------------------------------------------------
+
+
+def test_published_port_is_reached_from_the_host(supd: Supd, web_layer: Path) -> None:
+    port, local_port = free_port(), free_port()
+    st = start_unit(supd, "web", web_unit(web_layer, ports=[f"{port}:80", f"127.0.0.1:{local_port}:80"]))
+    address = address_of(supd, "web")
+    assert address.startswith(supd.default_network.prefix)
+    assert st["network"]["ports"] == [f"{port}:80/tcp", f"127.0.0.1:{local_port}:80/tcp"]
+    assert fetch(f"http://127.0.0.1:{local_port}/") == "hello from a bridge\n"
+    assert fetch(f"http://127.0.0.1:{port}/") == "hello from a bridge\n"
+    assert fetch(f"http://{address}/") == "hello from a bridge\n"
+    text = supd.ctl("status", "web").stdout
+    assert f"Network: supd ({address})" in text and f"{port}:80/tcp" in text, text
+    # the container sees lo and its own eth0, none of the host's interfaces
+    ifaces = [line.split(":")[0].strip() for line in sh(supd, "web", "cat /proc/net/dev").splitlines()[2:]]
+    assert sorted(ifaces) == ["eth0", "lo"], ifaces
+    supd.ctl("stop", "web")
+    supd.wait_state("web", "inactive")
+    assert_nothing_left(supd)
+
+
+def test_on_the_default_network_host_interfaces_are_invisible_and_traffic_cannot_be_captured(
+    supd: Supd, probe_layer: Path
+) -> None:
+    start_unit(supd, "box", container_unit([probe_layer]))
+    host_ifaces = set(os.listdir("/sys/class/net"))
+    inside = set(sh(supd, "box", "ls /sys/class/net").split())
+    assert inside == {"eth0", "lo"}, inside
+    assert not (inside - {"lo"}) & (host_ifaces - {"lo", "eth0"})
+    assert "UP" in sh(supd, "box", "ip link show lo").split("\n")[0]
+    # no CAP_NET_RAW: no packet socket to capture with; ping still works
+    # through the ICMP datagram sockets ping_group_range opens to every group
+    got = probe(supd, "box", "packet_socket", "icmp_echo")
+    assert (got["packet_socket"], got["icmp_echo"]) == (EPERM, "ok")
+    assert sh(supd, "box", "cat /proc/sys/net/ipv4/ping_group_range").split() == ["0", "2147483647"]
+    # what it does see of the host: its gateway, and nothing else on the host's side
+    gateway = supd.default_network.prefix + "1"
+    routes = sh(supd, "box", "ip -4 route")
+    assert f"default via {gateway}" in routes and "192.0.2." not in routes, routes
+    supd.ctl("stop", "box")
+    supd.wait_state("box", "inactive")
+
+
+def test_a_container_on_none_reaches_nothing(supd: Supd, web_layer: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    host_ip = subprocess.run(["ip", "-4", "-o", "route", "get", "1.1.1.1"], capture_output=True, text=True).stdout
+    host_ip = host_ip.split(" src ")[1].split()[0]
+    try:
+        start_unit(supd, "alone", web_unit(web_layer, network="none"))
+        assert sh(supd, "alone", "ls /sys/class/net").split() == ["lo"]
+        for target in (host_ip, "127.0.0.1", supd.default_network.prefix + "1"):
+            out = sh(supd, "alone", f"echo hi | nc -w 2 {target} {port} 2>&1; echo rc=$?")
+            assert out.strip().splitlines()[-1] != "rc=0", (target, out)
+            assert "unreachable" in out or "refused" in out, (target, out)
+        assert supd.status("alone")["network"] is None
+    finally:
+        listener.close()
+    supd.ctl("stop", "alone")
+    supd.wait_state("alone", "inactive")

@@ -1,0 +1,101 @@
+"""Test networks for e2e tests: each supd under test gets a networks_dir of
+its own whose networks have unique names, bridges and subnets (so no test
+touches a real supd0 or another session's network), and the checks that
+nothing was left behind: veths on the bridge, host-local reservations,
+iptables/nft rules naming the subnet."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.network.conflist import default_conflist
+
+HOST_LOCAL_STORE = Path("/var/lib/cni/networks")
+
+
+def _routes() -> str:
+    return subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+
+
+def free_subnet() -> str:
+    """A /24 in 10.128.0.0/9 that no route on this machine uses."""
+    taken = _routes()
+    for _ in range(100):
+        subnet = f"10.{random.randint(128, 254)}.{random.randint(0, 255)}.0/24"
+        if subnet.rsplit(".", 1)[0] + "." not in taken:
+            return subnet
+    raise RuntimeError("no free /24 found")
+
+
+@dataclass(frozen=True)
+class TestNetwork:
+    name: str
+    bridge: str
+    subnet: str
+    data_dir: Path | None  # None: host-local's own store, /var/lib/cni/networks/<name>
+
+    __test__ = False  # not a test class, for pytest
+
+    @classmethod
+    def make(cls, name: str, tag: str, data_dir: Path | None = None) -> TestNetwork:
+        return cls(name=name, bridge=f"sdt{tag}"[:15], subnet=free_subnet(), data_dir=data_dir)
+
+    def write(self, networks_dir: Path) -> Path:
+        networks_dir.mkdir(parents=True, exist_ok=True)
+        path = networks_dir / f"{self.name}.conflist"
+        path.write_text(default_conflist(self.name, self.bridge, self.subnet, str(self.data_dir) if self.data_dir else None))
+        return path
+
+    @property
+    def prefix(self) -> str:
+        """"10.200.7." — what every address and rule of this network starts with."""
+        return self.subnet.rsplit(".", 1)[0] + "."
+
+    @property
+    def store(self) -> Path:
+        return (self.data_dir or HOST_LOCAL_STORE) / self.name
+
+    def reservations(self) -> list[str]:
+        """Addresses host-local holds (its store has one file per address)."""
+        if not self.store.is_dir():
+            return []
+        found = []
+        for p in self.store.iterdir():
+            try:
+                ipaddress.ip_address(p.name)
+            except ValueError:
+                continue
+            found.append(p.name)
+        return sorted(found)
+
+    def veths(self) -> list[str]:
+        out = subprocess.run(["ip", "-j", "link", "show", "master", self.bridge], capture_output=True, text=True)
+        if out.returncode != 0:
+            return []
+        return [link["ifname"] for link in json.loads(out.stdout or "[]")]
+
+    def rules(self) -> list[str]:
+        """iptables and nft lines that name this network's subnet."""
+        lines = []
+        for cmd in (["iptables-save"], ["nft", "list", "ruleset"]):
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True).stdout
+            except FileNotFoundError:
+                continue
+            lines += [f"{cmd[0]}: {line.strip()}" for line in out.splitlines() if self.prefix in line]
+        return lines
+
+    def leftovers(self) -> dict[str, list[str]]:
+        found = {"veths": self.veths(), "reservations": self.reservations(), "rules": self.rules()}
+        return {k: v for k, v in found.items() if v}
+
+    def remove(self) -> None:
+        """The bridge (CNI never deletes one) and host-local's folder."""
+        subprocess.run(["ip", "link", "delete", self.bridge, "type", "bridge"], capture_output=True)
+        shutil.rmtree(self.store, ignore_errors=True)
