@@ -114,6 +114,17 @@ def _live_macs(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "interfaces": interfaces}
 
 
+def _port_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """A recorded portMappings entry → PortMapping's fields (the ports the
+    process was started with, which an edited unit file may no longer say)."""
+    return {
+        "host_port": int(entry["hostPort"]),
+        "container_port": int(entry["containerPort"]),
+        "protocol": entry.get("protocol", "tcp"),
+        "host_ip": entry.get("hostIP", ""),
+    }
+
+
 class Networks:
     def __init__(self, networks_dir: Path, state_dir: Path, runtime_dir: Path, reaper: Reaper) -> None:
         self.networks_dir = networks_dir
@@ -217,21 +228,20 @@ class Networks:
         assert unit.rootfs is not None
         if not netns.is_pinned(Path(record.netns)):
             netns.pin(pid, Path(record.netns))
-        box = Sandbox(record.container_id, record.netns, record.ifname)
-        network = record.network_config()
-        try:
-            await self.runner.check(network, box, record.runtime_config, _live_macs(record.result))
-        except CniError as e:
-            raise NetworkError(str(e)) from None
-        ports = unit.rootfs.ports
+        ports = tuple(PortMapping(**_port_fields(p)) for p in record.runtime_config.get("portMappings", ()))
         try:
             self.release_ports(unit.name)
             self._held[unit.name] = reserve.reserve(ports)
         except OSError as e:  # it kept its DNAT rules: the port still reaches it
             log.warning("network_port_not_held", unit=unit.name, error=str(e))
-        attached = Attached(network.name, result_addresses(record.result), ports)
+        attached = Attached(record.network, result_addresses(record.result), ports)
         self.attached[unit.name] = attached
         self._announce(unit.name, attached)
+        box = Sandbox(record.container_id, record.netns, record.ifname)
+        try:
+            await self.runner.check(record.network_config(), box, record.runtime_config, _live_macs(record.result))
+        except CniError as e:
+            raise NetworkError(str(e)) from None
         return attached
 
     async def detach(self, unit_name: str) -> list[str]:

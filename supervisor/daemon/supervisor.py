@@ -583,6 +583,7 @@ class Supervisor:
             try:
                 u.network = await self.networks.check(unit, pid)
             except (NetworkError, OSError) as e:
+                u.network = self.networks.attached.get(u.name)  # what it was given: still its own
                 log.warning("network_check_failed", unit=u.name, error=str(e))
                 self.events.emit(u.name, "network-check-failed", str(e))
         self._commit(u, lc.step(u.life, lc.Adopted(pid, frozen_by), time.monotonic()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from supervisor.network.conflist import NetworkConfig, plugin_input
 from supervisor.runtime.reaper import Reaper
 
 DEFAULT_CNI_PATH: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")
 PLUGIN_PACKAGE = "containernetworking-plugins"
+log = structlog.get_logger()
+
 PLUGIN_TIMEOUT = 60.0
 # portmap and firewall run iptables
 PLUGIN_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -50,6 +54,18 @@ class Sandbox:
     container_id: str
     netns: str  # path of the network namespace ("" when it is gone, DEL only)
     ifname: str = "eth0"
+
+
+# portmap (containernetworking-plugins 1.1) CHECKs its IPv6 DNAT chain even
+# when the container has no IPv6 address, so it never made one.
+_PORTMAP_IPV6_BUG = re.compile(r"could not check ipv6 dnat: chain CNI-DN-[0-9a-f]+ not found in iptables table nat")
+
+
+def portmap_ipv6_check_bug(kind: str, message: str, result: dict[str, Any]) -> bool:
+    """That bug and nothing else: portmap, that message, no IPv6 address."""
+    if kind != "portmap" or not _PORTMAP_IPV6_BUG.search(message):
+        return False
+    return not any(":" in str(ip.get("address", "")) for ip in result.get("ips") or [])
 
 
 def find_plugin(kind: str, search: Sequence[str]) -> str:
@@ -92,7 +108,12 @@ class CniRunner:
     ) -> None:
         for index, kind in enumerate(network.plugin_types):
             stdin = plugin_input(network, index, result, runtime_config)
-            await self._exec(network, kind, "CHECK", box, stdin)
+            try:
+                await self._exec(network, kind, "CHECK", box, stdin)
+            except CniError as e:
+                if not portmap_ipv6_check_bug(kind, str(e), result):
+                    raise
+                log.info("cni_check_ipv6_bug_ignored", network=network.name, plugin=kind, error=str(e))
 
     async def delete(
         self, network: NetworkConfig, box: Sandbox, runtime_config: dict[str, Any], result: dict[str, Any] | None

@@ -11,6 +11,7 @@ a veth, a reservation or a rule naming its subnet, then removes the bridge.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -136,3 +137,113 @@ def test_a_container_on_none_reaches_nothing(supd: Supd, web_layer: Path) -> Non
         listener.close()
     supd.ctl("stop", "alone")
     supd.wait_state("alone", "inactive")
+
+
+# --- nothing left behind ------------------------------------------------------------
+
+
+def own_network_unit(supd: Supd, layer: Path, suffix: str = "n") -> tuple[TestNetwork, str]:
+    """A network with a unique name in host-local's real store, and a unit on it."""
+    network = supd.add_network(suffix)
+    return network, web_unit(layer, ports=[f"127.0.0.1:{free_port()}:80"], network=network.name)
+
+
+def wait_attached(supd: Supd, network: TestNetwork, unit: str) -> str:
+    address = address_of(supd, unit)
+    assert network.reservations() == [address], network.reservations()
+    assert network.veths() and network.rules(), network.leftovers()
+    return address
+
+
+def test_pid1_killed_leaves_nothing(supd: Supd, web_layer: Path) -> None:
+    network, text = own_network_unit(supd, web_layer)
+    st = start_unit(supd, "web", text)
+    wait_attached(supd, network, "web")
+    os.kill(int(st["pid"]), signal.SIGKILL)
+    supd.wait_state("web", "exited", "failed")
+    wait_for(lambda: network.leftovers() == {} and attachment_state(supd) == [], what="network cleaned up")
+    assert_nothing_left(supd, network, supd.default_network)
+
+
+def test_supd_killed_then_restarted_removes_what_ended_meanwhile(supd: Supd, web_layer: Path) -> None:
+    network, text = own_network_unit(supd, web_layer)
+    st = start_unit(supd, "web", text)
+    wait_attached(supd, network, "web")
+    supd.stop(signal.SIGKILL)
+    os.kill(int(st["pid"]), signal.SIGKILL)  # ends while no supd watches
+    wait_for(lambda: not os.path.exists(f"/proc/{st['pid']}"), what="pid 1 gone")
+    assert network.reservations(), "the reservation outlives supd: the next one must release it"
+    supd.start()
+    supd.wait_state("web", "exited", "failed", "inactive")
+    wait_for(lambda: network.leftovers() == {} and attachment_state(supd) == [], what="reconciled")
+    assert_nothing_left(supd, network, supd.default_network)
+
+
+def test_reboot_reconciles_at_the_next_start(supd: Supd, web_layer: Path) -> None:
+    """A reboot as far as supd can tell: it is gone, its processes are gone,
+    and its records name another boot. What was attached is DELeted from the
+    records before the unit (enabled) starts again on a fresh attachment."""
+    network, text = own_network_unit(supd, web_layer)
+    st = start_unit(supd, "web", text)
+    old_address = wait_attached(supd, network, "web")
+    old_id = json.loads((supd.state / "networks" / "web.json").read_text())["container_id"]
+    supd.stop(signal.SIGKILL)
+    os.kill(int(st["pid"]), signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{st['pid']}"), what="pid 1 gone")
+    record = supd.state / "state" / "web.json"
+    document = json.loads(record.read_text())
+    document["unit"]["boot_id"] = "00000000-0000-0000-0000-000000000000"
+    record.write_text(json.dumps(document))
+    supd.start()
+    st = supd.wait_state("web", "running", "failed")
+    assert st["state"] == "running", st
+    new_address = wait_attached(supd, network, "web")
+    assert network.reservations() == [new_address]
+    assert not [r for r in network.rules() if old_id in r], network.rules()
+    assert old_address == new_address or old_address not in network.reservations()
+    supd.ctl("stop", "web")
+    supd.wait_state("web", "inactive")
+    assert_nothing_left(supd, network, supd.default_network)
+
+
+def test_port_taken_by_a_host_process_fails_clearly_and_leaves_nothing(supd: Supd, web_layer: Path) -> None:
+    network = supd.add_network("p")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        supd.write_unit("web", web_unit(web_layer, ports=[f"127.0.0.1:{port}:80"], network=network.name))
+        supd.start()
+        st = supd.wait_state("web", "failed", "running", timeout=30)
+        assert st["state"] == "failed", st
+        assert f"127.0.0.1:{port}/tcp is already in use" in st["error"] and "[rootfs].ports" in st["error"], st["error"]
+        assert network.leftovers() == {} and attachment_state(supd) == []
+        assert supd.status("web")["pid"] is None
+    finally:
+        holder.close()
+
+
+# --- live restore -------------------------------------------------------------------
+
+
+def test_readoption_after_supd_sigkill_keeps_address_and_ports(supd: Supd, web_layer: Path) -> None:
+    network = supd.add_network("r")
+    port = free_port()
+    start_unit(supd, "web", web_unit(web_layer, ports=[f"127.0.0.1:{port}:80"], network=network.name))
+    address = wait_attached(supd, network, "web")
+    pid = supd.status("web")["pid"]
+    supd.stop(signal.SIGKILL)
+    supd.start()
+    st = supd.wait_state("web", "running")
+    assert st["pid"] == pid
+    assert st["network"]["address"] == address and st["network"]["ports"] == [f"127.0.0.1:{port}:80/tcp"]
+    assert not [e for e in supd.events("web") if e["event"] == "network-check-failed"], supd.events("web")
+    assert fetch(f"http://127.0.0.1:{port}/") == "hello from a bridge\n"
+    assert network.reservations() == [address]
+    # the port is held again by the new supd
+    with socket.socket() as s, pytest.raises(OSError):
+        s.bind(("127.0.0.1", port))
+    supd.ctl("stop", "web")
+    supd.wait_state("web", "inactive")
+    assert_nothing_left(supd, network, supd.default_network)

@@ -64,3 +64,14 @@ def test_result_addresses_are_the_containers() -> None:
     }
     assert result_addresses(result) == ("10.123.0.7/16",)
     assert result_addresses({"interfaces": [{"name": "supd0"}], "ips": [{"address": "10.1.0.1/16", "interface": 0}]}) == ()
+
+
+def test_only_portmaps_ipv6_check_bug_is_tolerated() -> None:
+    from supervisor.network.cni import portmap_ipv6_check_bug
+
+    bug = "could not check ipv6 dnat: chain CNI-DN-13f533bf29ecfc8ce7d97 not found in iptables table nat"
+    v4 = {"ips": [{"address": "10.1.0.2/24"}]}
+    assert portmap_ipv6_check_bug("portmap", f"network 'n': plugin 'portmap' CHECK failed: {bug}", v4)
+    assert not portmap_ipv6_check_bug("bridge", bug, v4)
+    assert not portmap_ipv6_check_bug("portmap", bug.replace("ipv6", "ipv4"), v4)
+    assert not portmap_ipv6_check_bug("portmap", bug, {"ips": [{"address": "fd00::2/64"}]})
