@@ -93,6 +93,8 @@ install -D -m 0644 "$REPO/packaging/tmpfiles.d/supd.conf" "$ROOT/usr/lib/tmpfile
 install -D -m 0644 "$REPO/packaging/sysusers.d/supd.conf" "$ROOT/usr/lib/sysusers.d/supd.conf"
 install -D -m 0644 "$REPO/packaging/supd.toml" "$ROOT/etc/supd/supd.toml"
 mkdir -p "$ROOT/etc/supd/units"
+# the default network (network = "bridge"); supd writes the same file on first use if it is missing
+install -D -m 0644 "$REPO/packaging/supd.conflist" "$ROOT/etc/supd/networks/supd.conflist"
 install -D -m 0644 "$REPO/packaging/README.md" "$ROOT/usr/share/doc/supd/README.md"
 
 ARCH=all
@@ -108,7 +110,7 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: supd developers <supd@localhost>
 Installed-Size: $INSTALLED_KB
-Depends: python$PYVER, util-linux, mount
+Depends: python$PYVER, util-linux, mount, containernetworking-plugins, iptables
 Recommends: systemd
 Section: admin
 Priority: optional
@@ -119,7 +121,7 @@ Description: small, fast container supervisor for one Linux host
  overlayfs root, runs it and restarts or freezes it by policy. supctl talks
  to the running daemon. Runs as supd.service (Type=notify, Delegate=yes).
 EOF
-echo /etc/supd/supd.toml > "$ROOT/DEBIAN/conffiles"
+printf "%s\n" /etc/supd/supd.toml /etc/supd/networks/supd.conflist > "$ROOT/DEBIAN/conffiles"
 for script in postinst prerm postrm; do
     install -m 0755 "$REPO/packaging/deb/$script" "$ROOT/DEBIAN/$script"
 done

@@ -326,7 +326,8 @@ def test_exec_passes_stdio_and_exit_code(supd: Supd, busybox_layer: Path) -> Non
 
 
 def test_web_example_serves_the_host(supd: Supd, busybox_layer: Path, tmp_path: Path) -> None:
-    """Like units/web.toml: busybox httpd under tini, the site bound read-only, an ephemeral upper."""
+    """Like units/web.toml: busybox httpd under tini, the site bound read-only, an
+    ephemeral upper, on the default bridge network with its port published."""
     www = tmp_path / "www"
     www.mkdir()
     (www / "index.html").write_text("<h1>hello from supd</h1>\n")
@@ -338,13 +339,14 @@ def test_web_example_serves_the_host(supd: Supd, busybox_layer: Path, tmp_path: 
         slice = "web"
 
         [exec]
-        command = ["/bin/httpd", "-f", "-v", "-p", "{port}", "-h", "/www"]
+        command = ["/bin/httpd", "-f", "-v", "-p", "80", "-h", "/www"]
 
         [rootfs]
         layers = ["{busybox_layer}"]
         writable = "ephemeral"
         hostname = "web"
-        network = "host"
+        network = "bridge"
+        ports = ["127.0.0.1:{port}:80"]
         binds = [{{ source = "{www}", target = "/www", readonly = true }}]
         init = {"true" if TINI.exists() else "false"}
 

@@ -247,3 +247,39 @@ def test_readoption_after_supd_sigkill_keeps_address_and_ports(supd: Supd, web_l
     supd.ctl("stop", "web")
     supd.wait_state("web", "inactive")
     assert_nothing_left(supd, network, supd.default_network)
+
+
+# --- bad input ----------------------------------------------------------------------
+
+
+def test_unknown_network_is_a_unit_file_error(supd: Supd, web_layer: Path) -> None:
+    path = supd.write_unit("web", web_unit(web_layer, network="nosuchnet"))
+    supd.start()
+    st = supd.wait_state("web", "error")
+    assert st["error"].startswith(f"{path}: [rootfs].network: expected"), st["error"]
+    assert '"nosuchnet"' in st["error"] and str(supd.networks_dir) in st["error"]
+
+
+def test_conflist_that_does_not_parse_fails_the_start_naming_file_and_key(supd: Supd, web_layer: Path) -> None:
+    bad = supd.networks_dir / "broken.conflist"
+    bad.write_text('{"cniVersion": "1.0.0", "name": "broken", "plugins": [{"bridge": "x"}]}')
+    supd.write_unit("web", web_unit(web_layer, network="broken"))
+    supd.start()
+    st = supd.wait_state("web", "failed", timeout=30)
+    assert f"{bad}: plugins[0].type: expected" in st["error"], st["error"]
+    bad.write_text("{ not json")
+    supd.ctl("start", "web")
+    st = supd.wait_state("web", "failed", timeout=30)
+    assert f"{bad}: expected a JSON object" in st["error"], st["error"]
+    assert attachment_state(supd) == []
+
+
+def test_missing_plugin_names_it_and_the_package(supd: Supd, web_layer: Path) -> None:
+    network = supd.add_network("m")
+    path = supd.networks_dir / f"{network.name}.conflist"
+    path.write_text(path.read_text().replace('"type": "firewall"', '"type": "nosuchplugin"'))
+    supd.write_unit("web", web_unit(web_layer, network=network.name))
+    supd.start()
+    st = supd.wait_state("web", "failed", timeout=30)
+    assert "'nosuchplugin' not found" in st["error"] and "containernetworking-plugins" in st["error"], st["error"]
+    assert network.leftovers() == {} and attachment_state(supd) == []

@@ -75,3 +75,8 @@ def test_only_portmaps_ipv6_check_bug_is_tolerated() -> None:
     assert not portmap_ipv6_check_bug("bridge", bug, v4)
     assert not portmap_ipv6_check_bug("portmap", bug.replace("ipv6", "ipv4"), v4)
     assert not portmap_ipv6_check_bug("portmap", bug, {"ips": [{"address": "fd00::2/64"}]})
+
+
+def test_packaging_ships_the_default_network_supd_writes() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "packaging" / "supd.conflist"
+    assert shipped.read_text() == default_conflist()
