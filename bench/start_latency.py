@@ -93,13 +93,21 @@ def userns_args(work: Path) -> tuple[str, ...]:
     return ("--subuid-file", str(work / "subuid"), "--subgid-file", str(work / "subgid"))
 
 
+# The network rows (issue 12): the same unit on each [rootfs].network; "t",
+# the row every earlier figure is about, stays on the host's network.
+NETWORK_ROWS = {"supd (bridge)": "tb", "supd (none)": "tn"}
+PODMAN_BRIDGE_ROW = "podman (bridge, CNI)"
+
+
 def write_units(units_dir: Path, layers: list[Path], userns: bool = False) -> None:
     units_dir.mkdir(parents=True, exist_ok=True)
-    (units_dir / "t.toml").write_text(unit_text(layers, ["/bin/true"], "no"))
+    (units_dir / "t.toml").write_text(unit_text(layers, ["/bin/true"], "no", 'network = "host"\n'))
+    (units_dir / "tb.toml").write_text(unit_text(layers, ["/bin/true"], "no", 'network = "bridge"\n'))
+    (units_dir / "tn.toml").write_text(unit_text(layers, ["/bin/true"], "no", 'network = "none"\n'))
     if userns:
-        (units_dir / "tu.toml").write_text(unit_text(layers, ["/bin/true"], "no", 'userns = "auto"\n'))
+        (units_dir / "tu.toml").write_text(unit_text(layers, ["/bin/true"], "no", 'userns = "auto"\nnetwork = "host"\n'))
     for i in range(SLEEPERS):
-        (units_dir / f"s{i}.toml").write_text(unit_text(layers, ["/bin/sleep", "100000"], "no"))
+        (units_dir / f"s{i}.toml").write_text(unit_text(layers, ["/bin/sleep", "100000"], "no", 'network = "host"\n'))
 
 
 def wait_event(events: rawhttp.EventStream, unit: str, wanted: set[str]) -> dict[str, Any]:
@@ -153,6 +161,12 @@ def peer_commands(peers: Peers, image: str | None, seccomp: dict[str, Any]) -> d
                       "command": [*peers.runtime_argv(rt), "run", "--bundle", str(bundle), f"bench-{rt}-{purpose}-{{i}}"]}
     if image:
         jobs["podman"] = {"kind": "latency", "command": [*peers.podman_argv(), "run", "--rm", *peers.podman_run_flags(), image, "/bin/true"]}
+        # podman 4.3 on its CNI backend, default network (bridge cni-podman0): the peer of supd's bridge
+        flags = [f for f in peers.podman_run_flags() if f != "host"]
+        flags[flags.index("--network") + 1] = "bridge"
+        jobs[PODMAN_BRIDGE_ROW] = {"kind": "latency", "command": [
+            *peers.podman_argv(), "--network-backend", "cni", "--network-config-dir", str(peers.podman_dir / "cni"),
+            "run", "--rm", *flags, image, "/bin/true"]}
     return jobs
 
 
@@ -200,6 +214,35 @@ def supd_resident(supd: SupdInstance) -> dict[str, Any]:
             "containers": len(cgroups), "supd_rss_growth_per_container_kb": (after - before) / SLEEPERS}
 
 
+def bench_network(work: Path) -> Path:
+    """The bench's own default network: a bridge, subnet and host-local store
+    of its own, never the machine's supd0."""
+    import random
+    import subprocess
+
+    from supervisor.network.conflist import default_conflist
+
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    while True:
+        prefix = f"10.{random.randint(128, 254)}.{random.randint(0, 255)}."
+        if prefix not in routes:
+            break
+    bridge = f"sdbench{random.randint(0, 0xffff):04x}"
+    (work / "bridge").write_text(bridge)
+    path = work / "networks" / "supd.conflist"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(default_conflist("supd", bridge, prefix + "0/24", str(work / "cni-ipam")))
+    return path
+
+
+def remove_bench_network(work: Path) -> None:
+    import subprocess
+
+    marker = work / "bridge"
+    if marker.exists():
+        subprocess.run(["ip", "link", "delete", marker.read_text(), "type", "bridge"], capture_output=True)
+
+
 def same_pass_ratio(samples: dict[str, list[list[float]]], name: str, base: str) -> tuple[float, list[float]] | None:
     """(median of all `name` samples / median of all `base` samples, and that
     ratio per pass): both timed in the same passes, one block after the other."""
@@ -231,17 +274,22 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
                     notes.append(f"podman skipped: {e}")
             latency_jobs = peer_commands(peers, image, seccomp)
             samples: dict[str, list[list[float]]] = {"supd": [], "supd (to running)": []}
+            samples.update({row: [] for row in NETWORK_ROWS})
             if userns:
                 samples[USERNS_ROW] = []
             samples.update({k: [] for k in latency_jobs})
             resident: dict[str, Any] = {}
             extra = userns_args(work) if userns else ()
+            network = bench_network(work)
+            extra = (*extra, "--networks-dir", str(network.parent))
             with SupdInstance(work / "supd", units_dir=work / "units", extra_args=extra) as supd:
                 supd.wait_ready()
                 for _ in range(passes):
                     to_exit, to_running = supd_starts(supd, runs)
                     samples["supd"].append(to_exit)
                     samples["supd (to running)"].append(to_running)
+                    for row, unit in NETWORK_ROWS.items():
+                        samples[row].append(supd_starts(supd, runs, unit)[0])
                     if userns:
                         samples[USERNS_ROW].append(supd_starts(supd, runs, "tu")[0])
                     for name, job in latency_jobs.items():
@@ -253,6 +301,7 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
                 except Exception as e:  # noqa: BLE001
                     notes.append(f"{name} resident figure failed: {e}")
         finally:
+            remove_bench_network(work)
             leaked = cgroup_cleanup.remove_root(peer_root)
             if leaked:
                 notes.append(f"{len(leaked)} peer processes were left in {peer_root}; killed")
@@ -272,6 +321,15 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
     if ratios.get("supd"):
         per_pass = ", ".join(f"{r:.2f}" for r in ratios["supd"][1])
         notes.append(f"supd / crun, median over the same {passes} passes: {ratios['supd'][0]:.2f} (target ≤ 1.2); per pass: {per_pass}")
+    bridge_ratio = same_pass_ratio(samples, "supd (bridge)", PODMAN_BRIDGE_ROW)
+    if bridge_ratio:
+        raw["ratio_bridge_to_podman_bridge"] = {"median_of_all_passes": bridge_ratio[0], "per_pass": bridge_ratio[1]}
+        per_pass = ", ".join(f"{r:.2f}" for r in bridge_ratio[1])
+        notes.append(f"supd (bridge) / podman (bridge, CNI), same passes: {bridge_ratio[0]:.2f} (target ≤ 0.5); per pass: {per_pass}")
+    for row in NETWORK_ROWS:
+        r = same_pass_ratio(samples, row, "supd")
+        if r:
+            notes.append(f"{row} / supd (host network), same passes: {r[0]:.2f}")
     if not userns:
         notes.append("supd (userns auto): not measured, this supd has no [rootfs].userns")
     notes.append(f"crun's and runc's seccomp rules ({len(seccomp['syscalls'])}): {seccomp_source}; "

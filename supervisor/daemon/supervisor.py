@@ -478,6 +478,7 @@ class Supervisor:
             # (~10 ms here), which this overlaps with the mounts. It still
             # cannot exec before both are done.
             errors: list[BaseException] = []
+            network_errors: list[BaseException] = []
 
             async def ready() -> None:
                 try:
@@ -492,7 +493,7 @@ class Supervisor:
                 try:
                     u.network = await self.networks.attach(unit, network, pending.pid)
                 except (NetworkError, OSError) as e:
-                    errors.append(StartFailure(f"{unit.file}: [rootfs].network: {e}"))
+                    network_errors.append(StartFailure(f"{unit.file}: [rootfs].network: {e}"))
 
             async with anyio.create_task_group() as setup:
                 setup.start_soon(ready)
@@ -505,6 +506,9 @@ class Supervisor:
                         ref, warnings = await self.driver.create(scope, pending.pid)
                     except (CgroupError, OSError) as e:
                         errors.insert(0, e)
+            # the shim's or the scope's failure (a missing command...) is the
+            # cause of whatever the network met beside it (a pid already gone)
+            errors += network_errors
             if errors:
                 raise errors[0]
             if ref is not None and self.driver is not None:

@@ -158,7 +158,7 @@ def test_own_processes_hostname_and_merged_root(supd: Supd, busybox_layer: Path,
     assert pid != 1
     for ns in ("mnt", "pid", "uts", "ipc", "cgroup"):
         assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
-    assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")  # network = host (default)
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")  # network = bridge (default)
     assert sh(supd, "box", "hostname").strip() == "boxhost"
     assert socket.gethostname() != "boxhost"
     # merged root: both layers, the top one winning, nothing of the host's root
