@@ -97,6 +97,7 @@ def userns_args(work: Path) -> tuple[str, ...]:
 # the row every earlier figure is about, stays on the host's network.
 NETWORK_ROWS = {"supd (bridge)": "tb", "supd (none)": "tn"}
 PODMAN_BRIDGE_ROW = "podman (bridge, CNI)"
+BRIDGE_TO_RUNNING = "supd (bridge, to running)"
 
 
 def write_units(units_dir: Path, layers: list[Path], userns: bool = False) -> None:
@@ -162,7 +163,7 @@ def peer_commands(peers: Peers, image: str | None, seccomp: dict[str, Any]) -> d
     if image:
         jobs["podman"] = {"kind": "latency", "command": [*peers.podman_argv(), "run", "--rm", *peers.podman_run_flags(), image, "/bin/true"]}
         # podman 4.3 on its CNI backend, default network (bridge cni-podman0): the peer of supd's bridge
-        flags = [f for f in peers.podman_run_flags() if f != "host"]
+        flags = peers.podman_run_flags()
         flags[flags.index("--network") + 1] = "bridge"
         jobs[PODMAN_BRIDGE_ROW] = {"kind": "latency", "command": [
             *peers.podman_argv(), "--network-backend", "cni", "--network-config-dir", str(peers.podman_dir / "cni"),
@@ -275,6 +276,7 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
             latency_jobs = peer_commands(peers, image, seccomp)
             samples: dict[str, list[list[float]]] = {"supd": [], "supd (to running)": []}
             samples.update({row: [] for row in NETWORK_ROWS})
+            samples[BRIDGE_TO_RUNNING] = []
             if userns:
                 samples[USERNS_ROW] = []
             samples.update({k: [] for k in latency_jobs})
@@ -289,7 +291,10 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
                     samples["supd"].append(to_exit)
                     samples["supd (to running)"].append(to_running)
                     for row, unit in NETWORK_ROWS.items():
-                        samples[row].append(supd_starts(supd, runs, unit)[0])
+                        to_exit, to_running = supd_starts(supd, runs, unit)
+                        samples[row].append(to_exit)
+                        if unit == "tb":
+                            samples[BRIDGE_TO_RUNNING].append(to_running)
                     if userns:
                         samples[USERNS_ROW].append(supd_starts(supd, runs, "tu")[0])
                     for name, job in latency_jobs.items():

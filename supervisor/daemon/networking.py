@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import structlog
 
 from supervisor.network import netns, reserve
@@ -198,14 +199,15 @@ class Networks:
         if self.records.path_for(unit.name).exists():
             await self._delete_recorded(unit.name)
         # written first: a supd killed during ADD still knows what to DEL
-        self.records.save(record)
+        # (fsynced: off the loop, other units' work goes on meanwhile)
+        await anyio.to_thread.run_sync(self.records.save, record)
         netns.pin(pid, pin)
         box = Sandbox(record.container_id, str(pin), IFNAME)
         try:
             result = await self.runner.add(network, box, record.runtime_config)
         except CniError as e:
             raise NetworkError(str(e)) from None
-        self.records.save(record.with_result(result))
+        await anyio.to_thread.run_sync(self.records.save, record.with_result(result))
         attached = Attached(network.name, result_addresses(result), unit.rootfs.ports)
         self.attached[unit.name] = attached
         self._announce(unit.name, attached)

@@ -714,6 +714,17 @@ class Supervisor:
         return status
 
     async def _cleanup(self, u: UnitRun, unit: Unit, ref: CgroupRef | None) -> None:
+        # The CNI DEL (~170 ms of plugin runs) needs neither the scope nor the
+        # root: it runs beside their removal, and to its end whatever they meet.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._disconnect_shielded, unit.name)
+            await self._remove_scope_and_root(unit, ref)
+
+    async def _disconnect_shielded(self, name: str) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._disconnect(name)
+
+    async def _remove_scope_and_root(self, unit: Unit, ref: CgroupRef | None) -> None:
         if ref is not None and self.driver is not None:
             try:
                 await failpoints.ahit("driver.remove", unit.name)
@@ -726,7 +737,6 @@ class Supervisor:
                 await anyio.to_thread.run_sync(self.cleanup_rootfs, unit)
             except OSError as e:
                 log.warning("rootfs_cleanup_failed", unit=unit.name, error=str(e))
-        await self._disconnect(unit.name)
 
     async def _disconnect(self, name: str) -> None:
         """CNI DEL of whatever the unit had attached (nothing: nothing done). Never raises."""
