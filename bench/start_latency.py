@@ -239,9 +239,16 @@ def bench_network(work: Path) -> Path:
 def remove_bench_network(work: Path) -> None:
     import subprocess
 
+    import shlex
+
     marker = work / "bridge"
     if marker.exists():
-        subprocess.run(["ip", "link", "delete", marker.read_text(), "type", "bridge"], capture_output=True)
+        bridge = marker.read_text()
+        rules = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True).stdout
+        for line in rules.splitlines():  # the firewall plugin's isolation rules for this bridge
+            if line.startswith("-A CNI-ISOLATION-STAGE-") and f"-o {bridge} " in line:
+                subprocess.run(["iptables", "-t", "filter", "-D", *shlex.split(line)[1:]], capture_output=True)
+        subprocess.run(["ip", "link", "delete", bridge, "type", "bridge"], capture_output=True)
 
 
 def same_pass_ratio(samples: dict[str, list[list[float]]], name: str, base: str) -> tuple[float, list[float]] | None:

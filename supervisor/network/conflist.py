@@ -107,7 +107,7 @@ def default_conflist(
 ) -> str:
     """The network `network = "bridge"` joins: a NATed bridge, host-local
     addresses, published ports through portmap, and the firewall plugin's
-    forward rules (isolation from other bridges is up to them)."""
+    forward rules, isolating it from every other CNI bridge."""
     ipam: dict[str, Any] = {"type": "host-local", "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
     if data_dir is not None:
         ipam["dataDir"] = data_dir
@@ -117,7 +117,9 @@ def default_conflist(
         "plugins": [
             {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True, "ipam": ipam},
             {"type": "portmap", "capabilities": {"portMappings": True}},
-            {"type": "firewall"},
+            # isolation between networks, as docker's: traffic from another
+            # bridge into this one is dropped (CNI-ISOLATION-STAGE-1/2)
+            {"type": "firewall", "ingressPolicy": "same-bridge"},
         ],
     }
     return json.dumps(document, indent=2) + "\n"

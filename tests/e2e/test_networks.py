@@ -139,6 +139,25 @@ def test_a_container_on_none_reaches_nothing(supd: Supd, web_layer: Path) -> Non
     supd.wait_state("alone", "inactive")
 
 
+def test_two_containers_on_one_network_reach_each_other(supd: Supd, web_layer: Path) -> None:
+    network = supd.add_network("t")
+    start_unit(supd, "web", web_unit(web_layer, network=network.name))
+    start_unit(supd, "client", web_unit(web_layer, network=network.name))
+    web = address_of(supd, "web")
+    assert web.startswith(network.prefix) and address_of(supd, "client") != web
+    get = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {web} 80 2>&1; echo rc=$?"
+    assert "hello from a bridge" in sh(supd, "client", get)
+    # and not from another network: the firewall plugin's isolation (ingressPolicy same-bridge)
+    start_unit(supd, "other", web_unit(web_layer))
+    out = sh(supd, "other", get)
+    assert "hello from a bridge" not in out, out
+    for unit in ("web", "client", "other"):
+        supd.ctl("stop", unit)
+    for unit in ("web", "client", "other"):
+        supd.wait_state(unit, "inactive")
+    assert_nothing_left(supd, network, supd.default_network)
+
+
 # --- nothing left behind ------------------------------------------------------------
 
 

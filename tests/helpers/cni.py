@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -95,7 +96,16 @@ class TestNetwork:
         found = {"veths": self.veths(), "reservations": self.reservations(), "rules": self.rules()}
         return {k: v for k, v in found.items() if v}
 
+    def isolation_rules(self) -> list[str]:
+        """The firewall plugin's per-bridge isolation rules (kept, like the
+        bridge itself, after the last container's DEL)."""
+        out = subprocess.run(["iptables-save", "-t", "filter"], capture_output=True, text=True).stdout
+        return [line for line in out.splitlines()
+                if line.startswith("-A CNI-ISOLATION-STAGE-") and f"-o {self.bridge} " in line]
+
     def remove(self) -> None:
-        """The bridge (CNI never deletes one) and host-local's folder."""
+        """The bridge and its isolation rules (CNI never deletes them) and host-local's folder."""
+        for rule in self.isolation_rules():
+            subprocess.run(["iptables", "-t", "filter", "-D", *shlex.split(rule)[1:]], capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge, "type", "bridge"], capture_output=True)
         shutil.rmtree(self.store, ignore_errors=True)
