@@ -173,3 +173,15 @@ def test_reload_summary_and_info() -> None:
     result = {"added": ["a"], "changed": [{"name": "b", "action": "restart"}], "removed": ["c"], "errors": {"d": "d.toml: bad"}}
     assert render.render_reload(result) == "added: a\nchanged: b\nremoved: c\nerror: d: d.toml: bad\n"
     assert render.render_info({"version": "0.1", "units": 2, "driver": None}) == "version: 0.1\nunits:   2\ndriver:  -\n"
+
+
+def test_status_shows_the_network_address_and_ports() -> None:
+    network = {"network": "supd", "address": "10.123.0.7", "addresses": ["10.123.0.7/16"],
+               "ports": ["8080:80/tcp", "127.0.0.1:5353:53/udp"]}  # fmt: skip
+    lines = render.render_status(web(network=network), NOW).splitlines()
+    at = lines.index("   Main PID: 1234 (httpd)")
+    assert lines[at + 1 : at + 3] == [
+        "    Network: supd (10.123.0.7)",
+        "      Ports: 8080:80/tcp, 127.0.0.1:5353:53/udp",
+    ]
+    assert not [line for line in render.render_status(web(network=None), NOW).splitlines() if "Network" in line]
