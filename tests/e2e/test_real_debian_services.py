@@ -53,10 +53,12 @@ def test_nginx_serves_the_host_under_the_default_confinement(supd: Supd, debian:
     (conf / "supd-test.conf").write_text(
         "user www-data;\nworker_processes 2;\npid /run/nginx-test.pid;\nerror_log stderr;\n"
         "events {}\n"
-        f"http {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"hello from nginx\\n\"; }} }} }}\n"
+        "http { access_log off; server { listen 80; location / { return 200 \"hello from nginx\\n\"; } } }\n"
     )
     command = ["/usr/sbin/nginx", "-c", "/etc/nginx/supd-test.conf", "-g", "daemon off;"]
-    st = start_unit(supd, "web", container_unit([debian, tmp_path / "conf"], command))
+    # on the default bridge network, its port 80 published on the host's loopback
+    published = f'ports = ["127.0.0.1:{port}:80"]\n'
+    st = start_unit(supd, "web", container_unit([debian, tmp_path / "conf"], command, extra_rootfs=published))
     assert proc_status(int(st["pid"]))["Seccomp"] == "2"  # type: ignore[arg-type]
 
     def get() -> str | None:
