@@ -15,7 +15,7 @@ import pytest
 
 from supervisor.daemon.etcfiles import EtcFiles, HostSources
 from supervisor.runtime.reaper import Reaper
-from supervisor.runtime.spawn import Spawner
+from supervisor.runtime.spawn import Spawner, SpawnError
 from supervisor.runtime.spec import JoinSpec, SpawnSpec, UserNamespace
 from supervisor.units.model import Unit
 from supervisor.units.parse import parse_unit
@@ -199,3 +199,49 @@ async def test_peers_on_one_network_see_each_others_names_while_running(
     etc.forget("alpha")
     etc.forget("gamma")
     assert not mounted(layers.target) and not mounted(other.target)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda etc_dir: (etc_dir / "hosts").mkdir(), "etc /etc/hosts: /etc/hosts is not a regular file in the image"),
+        (lambda etc_dir: os.symlink("/etc/hosts", etc_dir / "hosts"), "etc /etc/hosts: /etc/hosts: Too many levels of symbolic links"),
+    ],
+)
+async def test_unusable_image_path_fails_the_start_naming_it(
+    spawner: Spawner, layers: Layers, etc: EtcFiles, make: object, message: str
+) -> None:
+    (layers.top / "etc").mkdir()
+    make(layers.top / "etc")  # type: ignore[operator]
+    unit = make_unit("broken")
+    with pytest.raises(SpawnError) as caught:
+        await spawner.spawn(spec_for(layers, etc, unit, "true"), stdio=(0, 1, 2))
+    assert str(caught.value) == message
+    assert not mounted(layers.target)
+    etc.forget("broken")
+
+
+def test_moving_to_another_network_and_unknown_units(etc: EtcFiles) -> None:
+    """The peer table alone: a unit that changes network leaves the old
+    one's files; an address for a unit supd never prepared changes nothing."""
+    for name in ("a", "b", "c"):
+        etc.prepare(make_unit(name))
+    etc.set_address("a", "n1", "10.1.0.2")
+    etc.set_address("b", "n1", "10.1.0.3")
+    etc.set_address("c", "n2", "10.2.0.4")
+
+    def hosts(name: str) -> list[list[str]]:
+        text = (etc.directory(name) / "hosts").read_text()
+        return [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+
+    assert ["10.1.0.3", "b"] in hosts("a") and ["10.2.0.4", "c"] not in hosts("a")
+    etc.set_address("b", "n2", "10.2.0.3")
+    assert not any("b" in line for line in hosts("a"))
+    assert ["10.2.0.3", "b"] in hosts("c") and ["10.2.0.4", "c"] in hosts("b")
+    before = {name: hosts(name) for name in ("a", "b", "c")}
+    etc.set_address("ghost", "n2", "10.2.0.9")
+    assert {name: hosts(name) for name in ("a", "b", "c")} == before
+    assert not etc.directory("ghost").exists()
+    for name in ("a", "b", "c"):
+        etc.forget(name)
