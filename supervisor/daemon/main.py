@@ -281,6 +281,7 @@ class Daemon:
                 except (CgroupError, OSError) as e:
                     log.warning("stale_scope_remove_failed", unit=name, error=str(e))
             if entry.unit.rootfs is not None:
+                self.etc_files.forget(name)  # first: the mount point's folder goes only when empty
                 self._cleanup_rootfs(entry.unit)
         for name in records:
             if name not in loaded:

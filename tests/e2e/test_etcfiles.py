@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Supd, pid_alive
+from tests.e2e.conftest import Supd, pid_alive, wait_for
 from tests.e2e.test_containers import container_unit, exec_in, sh, start_unit
 from tests.e2e.test_containers_teardown import mounts_anywhere
 from tests.e2e.test_live_restore import shut_down_for_real
@@ -130,6 +130,24 @@ def test_files_survive_a_kill_9_of_supd_and_go_after(supd: Supd, busybox_layer: 
     assert not pid_alive(int(st["pid"]))  # type: ignore[arg-type]
     assert not (supd.runtime / "units" / "kept").exists()
     assert mounts_anywhere(supd.root) == []
+
+
+def test_unit_that_died_while_supd_was_down_leaves_no_files(supd: Supd, busybox_layer: Path) -> None:
+    supd.extra_args = ["--live-restore"]
+    # not enabled: the next supd has no reason to start it again
+    supd.write_unit("dead", container_unit([busybox_layer]) + "[unit]\nenabled = false\n")
+    supd.start()
+    assert supd.ctl("start", "dead").returncode == 0
+    st = supd.wait_state("dead", "running")
+    assert (supd.runtime / "units" / "dead" / "etc" / "hosts").is_file()
+    supd.stop(signal.SIGKILL)
+    os.kill(int(st["pid"]), signal.SIGKILL)  # type: ignore[arg-type]
+    wait_for(lambda: not pid_alive(int(st["pid"])), what="the container gone")  # type: ignore[arg-type]
+    supd.start()
+    supd.wait_state("dead", "inactive", "exited", "failed")
+    assert not (supd.runtime / "units" / "dead").exists()
+    assert "rootfs_dir_not_empty" not in supd.daemon_log()
+    shut_down_for_real(supd)
 
 
 @pytest.mark.parametrize(
