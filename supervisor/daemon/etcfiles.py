@@ -185,7 +185,21 @@ def _write(path: Path, text: str, owner: tuple[int, int] | None) -> None:
 
 
 def _remove(folder: Path) -> None:
+    """The unit's etc folder: its three files and itself (a folder with
+    anything else in it, or a link put there, goes whole)."""
     if folder.is_symlink():
         folder.unlink()
-    elif folder.exists():
+        return
+    for name in (HOSTS, HOSTNAME, RESOLV_CONF):
+        try:
+            (folder / name).unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            break
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
         shutil.rmtree(folder)

@@ -283,7 +283,7 @@ class Supervisor:
             elif u.pid is not None:
                 _kill_quietly(u.pid, signal.SIGKILL)
             if u.unit is not None:
-                self._forget_etc_files(u.unit)
+                await self._forget_etc_files(u.unit)
             if u.unit is not None and u.unit.rootfs is not None and self.cleanup_rootfs is not None:
                 try:
                     await anyio.to_thread.run_sync(self.cleanup_rootfs, u.unit)
@@ -452,7 +452,7 @@ class Supervisor:
                 limiter = self.image_threads if unit.rootfs.image is not None else None
                 plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
             u.userns = self.userns_of(unit.name)
-            etc_files = self._prepare_etc_files(unit, u.userns)
+            etc_files = await self._prepare_etc_files(unit, u.userns)
             spec = build_spawn_spec(
                 unit,
                 plan,
@@ -518,28 +518,29 @@ class Supervisor:
         except RootfsError as e:
             raise StartFailure(str(e)) from None
 
-    def _prepare_etc_files(self, unit: Unit, userns: Any | None) -> dict[str, str] | None:
+    async def _prepare_etc_files(self, unit: Unit, userns: Any | None) -> dict[str, str] | None:
         if unit.rootfs is None or self.etc_files is None:
             return None
         owner = None if userns is None else (userns.uid, userns.gid)
         try:
-            return self.etc_files.prepare(unit, owner)
+            # a few file writes, ~1 ms where runtime_dir is on disk: off the loop
+            return await anyio.to_thread.run_sync(self.etc_files.prepare, unit, owner)
         except OSError as e:
             raise StartFailure(f"{unit.file}: [rootfs]: write /etc files under {self.config.runtime_dir}: {e}") from None
 
-    def _readopt_etc_files(self, u: UnitRun, unit: Unit) -> None:
+    async def _readopt_etc_files(self, u: UnitRun, unit: Unit) -> None:
         """A re-adopted container's files, rewritten in place: its mounts still
         show the same inodes. (Its address comes back through set_address.)"""
         try:
-            self._prepare_etc_files(unit, u.userns)
+            await self._prepare_etc_files(unit, u.userns)
         except StartFailure as e:
             log.warning("etc_files_readopt_failed", unit=unit.name, error=str(e))
 
-    def _forget_etc_files(self, unit: Unit) -> None:
+    async def _forget_etc_files(self, unit: Unit) -> None:
         if unit.rootfs is None or self.etc_files is None:
             return
         try:
-            self.etc_files.forget(unit.name)
+            await anyio.to_thread.run_sync(self.etc_files.forget, unit.name)
         except OSError as e:
             log.warning("etc_files_cleanup_failed", unit=unit.name, error=str(e))
 
@@ -563,7 +564,7 @@ class Supervisor:
                 await self.driver.remove(ref)
             except Exception as e:
                 log.warning("cgroup_remove_failed", unit=unit.name, error=str(e))
-        self._forget_etc_files(unit)
+        await self._forget_etc_files(unit)
         if unit.rootfs is not None and self.cleanup_rootfs is not None:
             try:
                 await anyio.to_thread.run_sync(self.cleanup_rootfs, unit)
@@ -578,7 +579,7 @@ class Supervisor:
         pid, u.adopt_pid = u.adopt_pid, None
         assert pid is not None
         u.pid = pid
-        self._readopt_etc_files(u, unit)
+        await self._readopt_etc_files(u, unit)
         u.started_at = time.monotonic()
         frozen_by = None
         if u.cgroup is not None and self.driver is not None:
@@ -720,7 +721,7 @@ class Supervisor:
                 await self.driver.remove(ref)
             except (CgroupError, OSError) as e:
                 log.warning("cgroup_remove_failed", unit=unit.name, error=str(e))
-        self._forget_etc_files(unit)
+        await self._forget_etc_files(unit)
         if unit.rootfs is not None and self.cleanup_rootfs is not None:
             try:
                 # Removing an ephemeral upper can take a while: off the loop.
