@@ -199,11 +199,14 @@ _PROGRAMS: OrderedDict[DevicePolicy, int] = OrderedDict()
 PROGRAMS_KEPT = 16
 
 
-_PROGRAMS_LOCK = threading.Lock()  # scopes may be made from worker threads
+# Scopes are made from worker threads. Held from looking a program up until
+# it is attached, so another start cannot evict (close) the fd in between.
+_PROGRAMS_LOCK = threading.RLock()
 
 
 def program_for(policy: DevicePolicy) -> int:
-    """The loaded program of `policy` (an fd this module keeps)."""
+    """The loaded program of `policy` (an fd this module keeps; valid while
+    the caller holds _PROGRAMS_LOCK)."""
     with _PROGRAMS_LOCK:
         prog = _PROGRAMS.get(policy)
         if prog is not None:
@@ -218,15 +221,16 @@ def program_for(policy: DevicePolicy) -> int:
 def attach(cgroup: Path, policy: DevicePolicy) -> None:
     """Attach the policy's program to the cgroup2 directory `cgroup`; the
     program goes when the cgroup is removed."""
-    prog = program_for(policy)
     try:
         target = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise DeviceProgramError(e.errno or errno.EIO, f"{cgroup}: cannot open the cgroup: {e.strerror}") from e
     try:
-        attr = ctypes.create_string_buffer(20)
-        struct.pack_into("<IIII", attr, 0, target, prog, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI)
-        result = _bpf(BPF_PROG_ATTACH, attr)
+        with _PROGRAMS_LOCK:
+            prog = program_for(policy)
+            attr = ctypes.create_string_buffer(20)
+            struct.pack_into("<IIII", attr, 0, target, prog, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI)
+            result = _bpf(BPF_PROG_ATTACH, attr)
         if result < 0:
             raise DeviceProgramError(
                 -result, f"{cgroup}: bpf(BPF_PROG_ATTACH) of the device program failed: {os.strerror(-result)}"

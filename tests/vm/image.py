@@ -37,9 +37,12 @@ BOOT_PACKAGES = (
 # them; the v2 bench compares with crun) and dpkg-dev (build-deb.sh only calls
 # dpkg-deb, which is in the essential dpkg). gcc and libc6-dev build the
 # static probes the container-boundary tests run inside containers.
+# containernetworking-plugins and iptables: the CNI plugins supd runs for
+# container networks (bridge, host-local, portmap, firewall, loopback).
 PROJECT_PACKAGES = (
     "python3", "python3-venv", "busybox-static", "tini", "crun", "runc", "umoci",
     "skopeo", "stress-ng", "systemd-container", "curl", "gcc", "libc6-dev", "libseccomp2",
+    "containernetworking-plugins", "iptables",
 )
 PACKAGES = BOOT_PACKAGES + PROJECT_PACKAGES
 
