@@ -115,8 +115,10 @@ class CgroupfsDriver:
 
     def _mkdirs(self, key: str, path: Path, created: list[Path]) -> None:
         h = self._hierarchy(key)
-        levels = [path, *path.parents]
-        missing = [p for p in reversed(levels) if h.mount in p.parents and not p.exists()]
+        if path.parent.is_dir():  # the usual case: its slice is there, the scope is new
+            missing = [] if path.is_dir() else [path]
+        else:
+            missing = [p for p in reversed([path, *path.parents]) if h.mount in p.parents and not p.exists()]
         for level in missing:
             try:
                 level.mkdir()
@@ -130,7 +132,7 @@ class CgroupfsDriver:
                 # (v2 needs nothing: an empty cpuset.cpus means "the parent's".)
                 for write in translate.v1_cpuset_init():
                     tree.write(level, write.file, tree.read(level.parent, write.file).strip() or "\n")
-        if key == UNIFIED:
+        if key == UNIFIED and self.layout.kind is LayoutKind.UNIFIED:
             # A child has no memory.max, cpu.max, ... until its parent delegates
             # them: enable along the path from supd's root to the scope.
             root = self.roots[UNIFIED]

@@ -49,6 +49,12 @@ def spawn_network(unit: Unit) -> str:
     return "private"
 
 
+def container_hostname(unit: Unit) -> str:
+    """`[rootfs].hostname`, else the unit's name made a valid hostname."""
+    assert unit.rootfs is not None
+    return unit.rootfs.hostname or unit.name.replace("_", "-").replace(".", "-")
+
+
 def _sorted(caps: frozenset[int] | None) -> tuple[int, ...] | None:
     return None if caps is None else tuple(sorted(caps))
 
@@ -61,8 +67,10 @@ def build_spawn_spec(
     *,
     seccomp: bytes | None = None,
     userns: Any | None = None,
+    etc_files: dict[str, str] | None = None,
 ) -> SpawnSpec:
     """`devices`: the unit's `[rootfs].devices` as found on the host;
+    `etc_files`: {container path: host file} from daemon/etcfiles.py;
     `seccomp`: the unit's compiled filter (seccomp/unitfilter.py), or None;
     `userns`: the unit's id block (policy.idranges.IdMapping) when
     [rootfs].userns = "auto"; required then."""
@@ -77,13 +85,14 @@ def build_spawn_spec(
                 raise ValueError(f"{unit.file}: [rootfs].init: no tini binary on this host (apt-get install tini)")
         container = ContainerSpec(
             rootfs=RootfsMount.of(plan),
-            hostname=unit.rootfs.hostname or unit.name.replace("_", "-").replace(".", "-"),
+            hostname=container_hostname(unit),
             network=spawn_network(unit),
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
             init=init,
             devices=devices,
             sysctls=unit_sysctls(unit),
             userns=_user_namespace(unit, userns),
+            etc_files=tuple(sorted((etc_files or {}).items())),
         )
     return SpawnSpec(
         argv=unit.exec.command,
@@ -146,6 +155,7 @@ _ERROR_KEYS = (
     ("seccomp", "[exec].seccomp"),
     ("drop capability", "[exec].cap_drop"),
     ("userns ", "[rootfs].userns"),
+    ("etc ", "[rootfs]"),
 )
 
 

@@ -153,10 +153,12 @@ class StateStore:
     def _display(self, path: Path) -> str:
         return f"{STATE_SUBDIR}/{path.name}"
 
-    def save(self, record: UnitRecord, *, durable: bool = True) -> None:
+    def save(self, record: UnitRecord, *, durable: bool = True, sync_folder: bool = True) -> None:
         """Atomically replace the unit's state file with `record`. Not durable:
         no fsyncs, so the record survives supd being killed but not a power
-        cut, which nothing it names (a process) survives either."""
+        cut, which nothing it names (a process) survives either. A caller
+        saving many records passes sync_folder=False and calls sync_folder()
+        once after the last (one folder fsync makes every rename durable)."""
         target = self.path_for(record.name)
         # serialise first: a record that can't be written must not cost us the old file
         payload = json.dumps({"version": FORMAT_VERSION, "unit": record.to_json()}, indent=1, sort_keys=True)
@@ -176,18 +178,19 @@ class StateStore:
             except FileNotFoundError:
                 pass
             raise
-        if durable:
-            self._fsync_folder()
+        if durable and sync_folder:
+            self.sync_folder()
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, *, sync_folder: bool = True) -> None:
         """Forget a unit; removing one that has no file is not an error."""
         try:
             self.path_for(name).unlink()
         except FileNotFoundError:
             return
-        self._fsync_folder()
+        if sync_folder:
+            self.sync_folder()
 
-    def _fsync_folder(self) -> None:
+    def sync_folder(self) -> None:
         # makes the rename/unlink itself durable, not just the file's data
         fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -1,8 +1,8 @@
 """Unit records written off the event loop.
 
-A save is a temporary file, an fsync, a rename and an fsync of the folder:
-about 2 ms here, and a start of 1000 units makes 1000 of them. They go to a
-worker thread in batches, newest record per unit wins, one batch at a time
+A save is a temporary file, an fsync and a rename (about 1 ms here), and a
+start of 1000 units makes 2000 of them. They go to a worker thread in
+batches, newest record per unit wins, one fsync of the folder per batch, one batch at a time
 (so a unit's writes never overtake each other). What a crash can lose is the
 last few milliseconds of records; a record that is missing or stale is safe,
 because adoption checks pid, start time and scope before it trusts one.
@@ -106,15 +106,22 @@ class StateWriter:
                     continue
             with self._write_lock:
                 self._save_locked(name, sequence, record, durable=durable)
+        if durable and batch:
+            # One folder fsync for the whole batch makes all its renames durable
+            # (not one per record: a 1000-unit start wrote ~2000 records).
+            try:
+                self.store.sync_folder()
+            except OSError as e:
+                log.warning("state_save_failed", error=str(e))
 
     def _save_locked(self, name: str, sequence: int, record: UnitRecord | None, *, durable: bool) -> None:
         if self._written.get(name, 0) > sequence:
             return  # a newer record is on disk already
         try:
             if record is None:
-                self.store.remove(name)
+                self.store.remove(name, sync_folder=False)
             else:
-                self.store.save(record, durable=durable)
+                self.store.save(record, durable=durable, sync_folder=False)
             self._written[name] = sequence
         except OSError as e:  # a full disk loses a record, never supd
             log.warning("state_save_failed", unit=name, error=str(e))

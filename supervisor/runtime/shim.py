@@ -872,6 +872,57 @@ def bind(root, source, target, readonly):
         remount_readonly(root, target, MS_REC)
 
 
+def etc_file(root, path, what, hops=0):
+    """An O_PATH fd of the regular file `path` names in the root, created if
+    missing. A symlink there is followed inside the root (resolv.conf ->
+    ../run/systemd/resolve/stub-resolv.conf), and a dangling one gets its
+    target created, as runc does for a mount destination: the file shows
+    through the image's link, and every step is resolved in the root."""
+    fd = root.lookup(path, what)
+    if fd is not None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ShimError(f"{what}: {path} is not a regular file in the image")
+        return fd
+    dirname, name = os.path.split("/" + "/".join(components(path)))
+    parent = root.make(dirname, True, what)
+    try:
+        link = os.readlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        link = None
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: there, but no link
+            raise ShimError(f"{what}: {path}: {e.strerror}") from None
+        link = None
+    finally:
+        os.close(parent)
+    if link is None:
+        return root.make(path, False, what)
+    if hops >= 8:
+        raise ShimError(f"{what}: {path}: {os.strerror(errno.ELOOP)}")
+    # lexical here; the next lookup resolves it in the root whatever it says
+    return etc_file(root, os.path.normpath(os.path.join(dirname, link)), what, hops + 1)
+
+
+def bind_etc_files(root, container, readonly):
+    """/etc/hosts, resolv.conf, hostname: supd's files over whatever the image
+    has there; read-only in a readonly root, else writable as under docker."""
+    for target, source in container.get("etc_files") or ():
+        what = f"etc {target}"
+        fd = etc_file(root, target, what)
+        try:
+            mount_at(source, fd, target, None, MS_BIND)
+        except ShimError as e:
+            raise ShimError(f"{what}: {e}") from None
+        finally:
+            os.close(fd)
+        if readonly:
+            try:
+                remount_readonly(root, target, MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except ShimError as e:
+                raise ShimError(f"{what}: {e}") from None
+
+
 def mask_paths(root):
     null = root.open("/dev/null")
     try:
@@ -936,6 +987,8 @@ def build_container(spec, container):
     root = RootDir(plan["target"])
     mount_proc_sys(root)
     mount_dev(root)
+    # before the unit's binds: a bind the unit asks for over one of them wins
+    bind_etc_files(root, container, plan.get("readonly"))
     for source, target, readonly in container["binds"]:
         bind(root, source, target, readonly)
     argv = list(spec["argv"])

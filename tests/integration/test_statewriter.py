@@ -58,11 +58,11 @@ async def test_a_batch_in_flight_never_puts_an_older_record_over_a_write_through
     started, release = anyio.Event(), anyio.Event()
     real_save = store.save
 
-    def slow_save(record: UnitRecord, *, durable: bool = True) -> None:
+    def slow_save(record: UnitRecord, *, durable: bool = True, sync_folder: bool = True) -> None:
         if record.state == "restarting":  # the older record, caught in its batch
             anyio.from_thread.run_sync(started.set)
             anyio.from_thread.run(release.wait)
-        real_save(record, durable=durable)
+        real_save(record, durable=durable, sync_folder=sync_folder)
 
     store.save = slow_save  # type: ignore[method-assign]
     async with anyio.create_task_group() as tg:
