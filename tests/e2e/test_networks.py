@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e.conftest import Supd, wait_for
 from tests.e2e.test_container_confinement import EPERM, probe, probe_layer  # noqa: F401 - a fixture
-from tests.e2e.test_containers import SERVICE, container_unit, free_port, sh, start_unit
+from tests.e2e.test_containers import SERVICE, container_unit, exec_in, free_port, sh, start_unit
 from tests.helpers.busybox import make_busybox_rootfs
 from tests.helpers.cni import TestNetwork
 
@@ -302,3 +302,34 @@ def test_missing_plugin_names_it_and_the_package(supd: Supd, web_layer: Path) ->
     st = supd.wait_state("web", "failed", timeout=30)
     assert "'nosuchplugin' not found" in st["error"] and "containernetworking-plugins" in st["error"], st["error"]
     assert network.leftovers() == {} and attachment_state(supd) == []
+
+
+# --- by name (the /etc/hosts files, daemon/etcfiles.py) -------------------------------
+
+
+def test_two_containers_on_the_same_network_talk_by_name(supd: Supd) -> None:
+    """redis-cli in one container reaches redis-server in another by its unit
+    name: each one's address goes into the other's /etc/hosts after its ADD."""
+    from tests.e2e.test_real_debian_services import PACKAGES
+    from tests.helpers.debian import debian_rootfs
+
+    debian = debian_rootfs(PACKAGES)
+    network = supd.add_network("h")
+    on_it = f'network = "{network.name}"\n'
+    server = ["/usr/bin/redis-server", "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no",
+              "--daemonize", "no", "--dir", "/var/lib/redis"]  # fmt: skip
+    start_unit(supd, "db", container_unit([debian], server, exec_extra='user = "redis"', extra_rootfs=on_it))
+    start_unit(supd, "app", container_unit([debian], ["/bin/sleep", "1000"], extra_rootfs=on_it))
+    db = address_of(supd, "db")
+
+    def ping() -> str:
+        return exec_in(supd, "app", "redis-cli", "-h", "db", "-p", "6379", "ping")[1].strip()
+
+    assert wait_for(lambda: ping() == "PONG", what="app reaches db by name")
+    assert exec_in(supd, "app", "getent", "hosts", "db")[1].split()[0] == db
+    assert exec_in(supd, "db", "getent", "hosts", "app")[1].split()[0] == address_of(supd, "app")
+    for unit in ("app", "db"):
+        supd.ctl("stop", unit)
+    for unit in ("app", "db"):
+        supd.wait_state(unit, "inactive", "exited")
+    assert_nothing_left(supd, network, supd.default_network)
