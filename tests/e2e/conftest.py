@@ -272,6 +272,10 @@ def supd(tmp_path: Path, unique_name: str) -> Iterator[Supd]:
             _kill_procs_in(Path(scope))
         left = _remove_cgroup_root(unique_name)
         network_leftovers = {n.name: n.leftovers() for n in d.networks}
+        pins = d.runtime / "netns"
+        for pin in pins.iterdir() if pins.is_dir() else ():
+            network_leftovers.setdefault("pins", {})[pin.name] = [str(pin)]  # type: ignore[index]
+            subprocess.run(["umount", "-l", str(pin)], capture_output=True)
         for network in d.networks:
             network.remove()
         if os.environ.get("SUPD_TEST_SHOW_LOG"):

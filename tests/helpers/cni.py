@@ -104,8 +104,14 @@ class TestNetwork:
                 if line.startswith("-A CNI-ISOLATION-STAGE-") and f"-o {self.bridge} " in line]
 
     def remove(self) -> None:
-        """The bridge and its isolation rules (CNI never deletes them) and host-local's folder."""
+        """The bridge and its isolation rules (CNI never deletes them) and host-local's folder;
+        after a failed test, also whatever rule still names the subnet (leftovers() said so first)."""
         for rule in self.isolation_rules():
             subprocess.run(["iptables", "-t", "filter", "-D", *shlex.split(rule)[1:]], capture_output=True)
+        for table in ("nat", "filter"):
+            out = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                if line.startswith("-A ") and self.prefix in line:
+                    subprocess.run(["iptables", "-t", table, "-D", *shlex.split(line)[1:]], capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge, "type", "bridge"], capture_output=True)
         shutil.rmtree(self.store, ignore_errors=True)
