@@ -96,7 +96,7 @@ async def test_missing_etc_is_created_and_host_network_keeps_the_stub(
     spawner: Spawner, reaper: Reaper, layers: Layers, etc: EtcFiles
 ) -> None:
     os.mknod(layers.top / "etc", stat.S_IFCHR | 0o600, os.makedev(0, 0))  # an overlay whiteout: no /etc at all
-    unit = make_unit("hostnet", 'hosts = { "db.local" = "fd00::3" }\n')
+    unit = make_unit("hostnet", 'network = "host"\nhosts = { "db.local" = "fd00::3" }\n')
     status, out = await run(spawner, reaper, spec_for(layers, etc, unit, "ls /etc; cat /etc/resolv.conf /etc/hosts"))
     assert status.code == 0, out  # type: ignore[attr-defined]
     assert out.splitlines()[:3] == ["hostname", "hosts", "resolv.conf"]
