@@ -230,6 +230,10 @@ def bench_network(work: Path) -> Path:
             break
     bridge = f"sdbench{random.randint(0, 0xffff):04x}"
     (work / "bridge").write_text(bridge)
+    # podman's CNI default network makes cni-podman0 and its host-local store:
+    # removed at the end unless they were there before the bench
+    (work / "podman-bridge-existed").write_text(str(Path("/sys/class/net/cni-podman0").exists()))
+    (work / "podman-store-existed").write_text(str(Path("/var/lib/cni/networks/podman").exists()))
     path = work / "networks" / "supd.conflist"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(default_conflist("supd", bridge, prefix + "0/24", str(work / "cni-ipam")))
@@ -249,6 +253,12 @@ def remove_bench_network(work: Path) -> None:
             if line.startswith("-A CNI-ISOLATION-STAGE-") and f"-o {bridge} " in line:
                 subprocess.run(["iptables", "-t", "filter", "-D", *shlex.split(line)[1:]], capture_output=True)
         subprocess.run(["ip", "link", "delete", bridge, "type", "bridge"], capture_output=True)
+    if (work / "podman-bridge-existed").exists() and (work / "podman-bridge-existed").read_text() == "False":
+        subprocess.run(["ip", "link", "delete", "cni-podman0", "type", "bridge"], capture_output=True)
+    if (work / "podman-store-existed").exists() and (work / "podman-store-existed").read_text() == "False":
+        import shutil
+
+        shutil.rmtree("/var/lib/cni/networks/podman", ignore_errors=True)
 
 
 def same_pass_ratio(samples: dict[str, list[list[float]]], name: str, base: str) -> tuple[float, list[float]] | None:
