@@ -19,6 +19,7 @@ touches the file system.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from supervisor.rootfs.reference import ReferenceError, parse_reference
@@ -26,6 +27,7 @@ from supervisor.rootfs.reference import ReferenceError, parse_reference
 DOCKER = "docker://"
 ARCHIVE_TRANSPORTS = ("oci-archive:", "docker-archive:", "dir:")
 LAYOUT_TRANSPORT = "oci:"
+_LAYOUT_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 TRANSPORTS = ("docker://", "oci:", "oci-archive:", "docker-archive:", "dir:")
 
 
@@ -41,8 +43,8 @@ def _absolute(path: str, base: Path) -> str:
 
 def _layout(value: str, base: Path) -> str:
     directory, colon, tag = value.rpartition(":")
-    if not colon or not directory or not tag or "/" in tag:
-        raise SourceError(f'"{value}": expected an OCI layout and a tag, "DIR:TAG"')
+    if not colon or not directory or not _LAYOUT_TAG.fullmatch(tag):
+        raise SourceError(f'"{value}": expected an OCI layout and a tag, "DIR:TAG" (a tag is up to 128 letters, digits, ".", "_" or "-")')
     return f"{_absolute(directory, base)}:{tag}"
 
 

@@ -17,6 +17,7 @@ RestartPolicy = Literal["no", "on-failure", "on-abnormal", "always"]
 Writable = Literal["persistent", "ephemeral", "readonly"]
 Network = Literal["host", "none"]
 Userns = Literal["host", "auto"]
+PullPolicy = Literal["missing", "always", "never"]
 HealthAction = Literal["restart", "freeze", "stop", "none"]
 
 
@@ -65,7 +66,9 @@ class DeviceSpec:
 @dataclass(frozen=True)
 class RootfsSpec:
     layers: tuple[Path, ...] = ()  # lowest first, absolute
-    image: str | None = None  # "DIR:TAG" (an OCI image layout and a tag)
+    # canonical image source (rootfs/source.py): "/abs/layout:TAG", "docker://REF", "docker-archive:/x.tar"...
+    image: str | None = None
+    pull: PullPolicy = "missing"  # when a non-layout image is (re)pulled
     writable: Writable = "persistent"
     hostname: str | None = None
     network: Network = "host"

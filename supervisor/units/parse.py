@@ -34,9 +34,12 @@ from supervisor.units.model import (
     StopSpec,
     Unit,
     UnitSection,
+    PullPolicy,
     Userns,
     Writable,
 )
+from supervisor.rootfs.reference import ReferenceError
+from supervisor.rootfs.source import SourceError, image_source
 from supervisor.units.paths import container_path, resolve_host_path
 
 T = TypeVar("T")
@@ -51,7 +54,7 @@ SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "he
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
 EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp")
 SECCOMP_WORDS: Final = ("default", "unconfined")
-ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "init", "devices", "userns", "hosts", "dns")
+ROOTFS_KEYS: Final = ("layers", "image", "pull", "writable", "hostname", "network", "binds", "init", "devices", "userns", "hosts", "dns")
 BIND_KEYS: Final = ("source", "target", "readonly")
 RESOURCES_KEYS: Final = (
     "memory_max", "memory_high", "cpu_weight", "cpu_quota", "pids_max", "io_weight", "cpuset",
@@ -76,7 +79,6 @@ ADDRESS_EXPECTED: Final = 'an IPv4 or IPv6 address like "10.1.2.3" or "fd00::3"'
 # glibc's resolver reads the first three nameserver lines (MAXNS) and ignores the rest
 MAX_NAMESERVERS: Final = 3
 DNS_EXPECTED: Final = f'a list of at most {MAX_NAMESERVERS} IP addresses, like ["1.1.1.1"]'
-_IMAGE_TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class _Missing:
@@ -421,21 +423,17 @@ def _exec_section(table: _Table, unit_dir: Path) -> ExecSpec:
 
 
 def _image_ref(unit_dir: Path) -> Callable[[object], str]:
-    expected = 'an OCI image layout and tag like "images/alpine:3.20"'
+    """A registry reference, an OCI layout "DIR:TAG" or a transport-prefixed
+    source (rootfs/source.py), as one canonical string."""
+    expected = 'an image: a registry reference like "busybox:1.36" or an OCI layout and tag like "images/alpine:3.20"'
 
     def parse(value: object) -> str:
-        if not isinstance(value, str):
-            raise ValueError(expected)
-        layout, colon, tag = value.rpartition(":")
-        if not colon or not layout or not tag or len(tag) > 128 or not set(tag) <= _IMAGE_TAG_CHARS:
-            raise ValueError(expected)
-        if tag[0] in ".-" or "/" in tag:
+        if not isinstance(value, str) or not value:
             raise ValueError(expected)
         try:
-            resolved = resolve_host_path(layout, unit_dir)
-        except ValueError:
-            raise ValueError(expected) from None
-        return f"{resolved}:{tag}"
+            return image_source(value, unit_dir)
+        except (SourceError, ReferenceError) as exc:
+            raise ValueError(f"{expected} ({exc})") from None
 
     return parse
 
@@ -523,6 +521,7 @@ def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
     return RootfsSpec(
         layers=layers,
         image=image,
+        pull=cast(PullPolicy, table.get("pull", _choice(get_args(PullPolicy)), "missing")),
         writable=cast(Writable, table.get("writable", _choice(get_args(Writable)), "persistent")),
         hostname=table.get("hostname", _via(_string, values.valid_hostname, values.HOSTNAME_EXPECTED), None),
         network=cast(Network, table.get("network", _choice(get_args(Network)), "host")),

@@ -166,10 +166,20 @@ def test_relative_unit_file_path_gives_absolute_layers(tmp_path: Path, monkeypat
 
 
 def test_image_dir_is_resolved_and_tag_kept() -> None:
-    unit = parse(MINIMAL + '[rootfs]\nimage = "images/alpine:3.20"\nwritable = "ephemeral"\n')
+    unit = parse(MINIMAL + '[rootfs]\nimage = "./images/alpine:3.20"\nwritable = "ephemeral"\n')
     assert unit.rootfs is not None
     assert unit.rootfs.image == "/srv/units/images/alpine:3.20" and unit.rootfs.layers == ()
     assert unit.rootfs.writable == "ephemeral"
+    assert unit.rootfs.pull == "missing"
+
+
+def test_image_that_names_no_layout_is_a_registry_reference() -> None:
+    unit = parse(MINIMAL + '[rootfs]\nimage = "images/alpine:3.20"\npull = "never"\n')
+    assert unit.rootfs is not None
+    assert unit.rootfs.image == "docker://docker.io/images/alpine:3.20"
+    assert unit.rootfs.pull == "never"
+    unit = parse(MINIMAL + '[rootfs]\nimage = "docker-archive:saved.tar"\n')
+    assert unit.rootfs is not None and unit.rootfs.image == "docker-archive:/srv/units/saved.tar"
 
 
 def test_userns_is_host_unless_auto() -> None:
@@ -245,8 +255,10 @@ KEY_ERRORS = [
     ('[rootfs]\nlayers = "a"', "[rootfs].layers", "a list of layer directories", "a"),
     ('[rootfs]\nlayers = ["a", ""]', "[rootfs].layers[1]", "non-empty path", ""),
     ('[rootfs]\nlayers = ["a"]\nimage = "i:1"', "[rootfs].image", "not both", "i:1"),
-    ('[rootfs]\nimage = "alpine"', "[rootfs].image", "OCI image layout and tag", "alpine"),
-    ('[rootfs]\nimage = "dir:"', "[rootfs].image", "OCI image layout and tag", "dir:"),
+    ('[rootfs]\nimage = "Alpine"', "[rootfs].image", 'image reference "Alpine": repository "Alpine" must be lowercase', "Alpine"),
+    ('[rootfs]\nimage = "dir:"', "[rootfs].image", "OCI layout and tag", "dir:"),
+    ('[rootfs]\nimage = "a@sha256:12"', "[rootfs].image", "a sha256 digest has 64 hex digits", "a@sha256:12"),
+    ('[rootfs]\nimage = "a"\npull = "sometimes"', "[rootfs].pull", "one of", "sometimes"),
     ('[rootfs]\nlayers = ["a"]\nwritable = "rw"', "[rootfs].writable", '"persistent", "ephemeral", "readonly"', "rw"),
     ('[rootfs]\nlayers = ["a"]\nnetwork = "bridge"', "[rootfs].network", '"host", "none"', "bridge"),
     ('[rootfs]\nlayers = ["a"]\nuserns = "keep-id"', "[rootfs].userns", '"host", "auto"', "keep-id"),
