@@ -13,11 +13,14 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
 from supervisor.api import commands
 from supervisor.api.client import Client, ClientError, RequestError
 from supervisor.cli import render
+from supervisor.rootfs.reference import ReferenceError
+from supervisor.rootfs.source import SourceError, image_source, is_layout
 from supervisor.version import VERSION
 
 EXIT_OK = 0
@@ -209,6 +212,34 @@ def split_image_ref(ref: str) -> tuple[str, str]:
     return os.path.abspath(path), tag
 
 
+def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """Phases, not byte counts: "pulling …" first (on a terminal it is
+    overwritten by the result), then "REF DIGEST"."""
+    try:
+        source = image_source(args.ref, Path.cwd())
+    except (SourceError, ReferenceError) as e:
+        raise UsageError(f"image pull: {e}") from None
+    if is_layout(source):
+        raise UsageError(f'image pull {args.ref}: that is an OCI layout; use "supctl image import {args.ref}"')
+    authfile = os.path.abspath(args.authfile) if args.authfile else None
+    progress = sys.stderr.isatty() and not args.json
+    if progress:
+        sys.stderr.write(f"pulling {source} …")
+        sys.stderr.flush()
+    try:
+        body = commands.PullImageRequest(source, authfile).to_json()
+        result = client.call("POST", commands.ROUTES_BY_COMMAND["pull_image"].path(), body)
+    finally:
+        if progress:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+    if args.json:
+        out.json(result)
+    else:
+        out.write(f"{source} {result.get('digest', '')}\n")
+    return EXIT_OK
+
+
 def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     route_images = commands.ROUTES_BY_COMMAND["images"]
     if args.image_command == "import":
@@ -220,6 +251,8 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
         else:
             out.write(f"{result.get('name') or f'{path}:{tag}'} {result.get('digest', '')}\n")
         return EXIT_OK
+    if args.image_command == "pull":
+        return pull_image(client, args, out)
     images = client.call("GET", route_images.path())
     out.show(images, args.json, render.render_images)
     return EXIT_OK
@@ -281,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout (root or admin_group only)")
     imp.add_argument("ref", metavar="PATH[:TAG]")
+    pull = image_sub.add_parser("pull", parents=[common], help="pull an image from a registry or an archive (root or admin_group only)")
+    pull.add_argument("ref", metavar="REF", help="busybox:1.36, registry:5000/app@sha256:…, docker-archive:FILE, oci-archive:FILE[:TAG], dir:DIR")
+    pull.add_argument("--authfile", metavar="FILE", help="containers-auth.json to log in with (default: supd's auth_file)")
     image_sub.add_parser("list", parents=[common], help="list imported images")
     add("info", cmd_info, "show supd's configuration and host")
     return parser

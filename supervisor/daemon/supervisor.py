@@ -120,6 +120,9 @@ class Supervisor:
         self.run_watchers: list[Callable[[Supervisor, UnitRun, Unit], Awaitable[None]]] = []
         # The id block a [rootfs].userns = "auto" unit holds (daemon/userns.py), by unit name.
         self.userns_of: Callable[[str], Any] = lambda _name: None
+        # Pulls a unit's registry/archive image per [rootfs].pull before its
+        # rootfs is prepared (daemon/main.py; rootfs/pull.py). Raises StartFailure.
+        self.ensure_image: Callable[[Unit], Awaitable[None]] | None = None
 
     # ----------------------------------------------------------- transitions
     def _apply(self, u: UnitRun, event: lc.Event) -> lc.Step:
@@ -445,6 +448,8 @@ class Supervisor:
         try:
             plan = None
             host_devices = self._host_devices(unit)
+            if unit.rootfs is not None and unit.rootfs.image is not None and self.ensure_image is not None:
+                await self.ensure_image(unit)
             if unit.rootfs is not None and self.prepare_rootfs is not None:
                 # Importing an image on first use unpacks tarballs: keep it off the
                 # loop, and an image unit in the image threads, so a slow or
