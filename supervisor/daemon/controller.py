@@ -203,6 +203,8 @@ class DaemonController:
             raise BadRequestError(f'image pull {source}: an OCI layout; use "supctl image import" (or oci-archive:/dir:)')
         try:
             image = await self._puller.pull(canonical, Path(authfile) if authfile else None)
-        except (ImageError, OSError) as e:
-            raise BadRequestError(f"image pull {source}: {e}") from None
+        except ImageError as e:
+            raise BadRequestError(f"image pull: {e}") from None
+        except OSError as e:
+            raise BadRequestError(f"image pull {canonical}: {e}") from None
         return image.to_json()

@@ -63,12 +63,17 @@ def skopeo_copy_argv(source: str, scratch: Path, settings: PullSettings, authfil
     os_name, arch = host_platform()
     argv = [SKOPEO, "--override-os", os_name, "--override-arch", arch, "copy", "--quiet"]
     argv += _source_options(source, settings, authfile)
-    argv += [source, f"oci:{scratch}:{SCRATCH_TAG}"]
+    argv += [_skopeo_source(source), f"oci:{scratch}:{SCRATCH_TAG}"]
     return argv
 
 
 def skopeo_inspect_raw_argv(source: str, settings: PullSettings, authfile: Path | None) -> list[str]:
-    return [SKOPEO, "inspect", "--raw", *_source_options(source, settings, authfile, prefix="--"), source]
+    return [SKOPEO, "inspect", "--raw", *_source_options(source, settings, authfile, prefix="--"), _skopeo_source(source)]
+
+
+def _skopeo_source(source: str) -> str:
+    reference = registry_reference(source)
+    return source if reference is None else "docker://" + parse_reference(reference).pull_form
 
 
 def _source_options(source: str, settings: PullSettings, authfile: Path | None, prefix: str = "--src-") -> list[str]:

@@ -50,6 +50,12 @@ class Reference:
         return f"{self.name}{tag}{digest}"
 
     @property
+    def pull_form(self) -> str:
+        """What to fetch: a digest wins over a tag, as in docker (and skopeo
+        takes no reference with both)."""
+        return f"{self.name}@{self.digest}" if self.digest else str(self)
+
+    @property
     def host(self) -> str:
         """The registry without its port ("[::1]" → "::1")."""
         if self.registry.startswith("["):
