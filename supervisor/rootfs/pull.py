@@ -166,12 +166,16 @@ class Puller:
         except OSError as err:
             raise ImageError(source, f"import: {err.strerror or err}") from None
 
-    async def _skopeo(self, source: str, argv: Sequence[str], log_path: Path) -> None:
-        with open(log_path, "wb") as out:
+    async def _skopeo(self, source: str, argv: Sequence[str], log_path: Path, stdout_path: Path | None = None) -> None:
+        """Run skopeo to its end (killed if the caller is cancelled); its
+        stderr (and stdout unless `stdout_path`) go to `log_path`."""
+        with open(log_path, "wb") as err, open(stdout_path or os.devnull, "wb") as data:
             # started on the loop and tracked before any await: the Reaper
             # must not reap it first (see the module doc)
             try:
-                process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+                process = subprocess.Popen(
+                    list(argv), stdin=subprocess.DEVNULL, stdout=data if stdout_path else err, stderr=err
+                )
             except OSError as err:
                 raise ImageError(source, f"cannot run {argv[0]}: {err.strerror}") from None
             self.reaper.track(process.pid)
@@ -199,20 +203,12 @@ class Puller:
         if pinned is None or pinned == landed:
             return
         raw_path = scratch / "pinned.json"
-        with open(raw_path, "wb") as out:
-            process = subprocess.Popen(
-                skopeo_inspect_raw_argv(source, self.settings, authfile),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.DEVNULL,
-            )
-            self.reaper.track(process.pid)
-        status = await self.reaper.wait(process.pid)
-        process.returncode = -1
+        argv = skopeo_inspect_raw_argv(source, self.settings, authfile)
+        await self._skopeo(source, argv, scratch / "inspect.log", stdout_path=raw_path)
         raw = await anyio.to_thread.run_sync(raw_path.read_bytes)
         algorithm, _, expected = pinned.partition(":")
-        listed: set[str] = set()
-        if status.code == 0 and hashlib.new(algorithm, raw).hexdigest() == expected:
+        listed: set[str | None] = set()
+        if hashlib.new(algorithm, raw).hexdigest() == expected:
             try:
                 listed = {m.get("digest") for m in json.loads(raw).get("manifests", ())}
             except (ValueError, AttributeError):
