@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import Supd
 from tests.e2e.test_containers import container_unit, sh, start_unit
-from tests.helpers.oci import BuiltImage, build_busybox_image
+from tests.helpers.oci import BuiltImage, add_raw_layer, build_busybox_image
 from tests.helpers.registry import Registry, auth_json
 
 
@@ -245,3 +245,23 @@ def test_disk_full_during_a_pull(supd: Supd, registry: Registry) -> None:
         assert_nothing_left(supd)
     finally:
         subprocess.run(["umount", str(pulls)], check=True)
+
+
+def test_pull_always_follows_a_moved_tag_and_layouts_are_imported_not_pulled(
+    supd: Supd, registry: Registry, image: BuiltImage
+) -> None:
+    add_raw_layer(image.layout, "v1", {"moved/": None, "moved/yes": b"v2\n"}, image.layout.parent / "work", new_tag="moved")
+    registry.push(f"oci:{image.layout}:v1", "test/moving:1")
+    ref = f"{registry.host}/test/moving:1"
+    start_unit(supd, "always", container_unit(image=ref, extra_rootfs='pull = "always"'))
+    assert sh(supd, "always", "ls /moved 2>&1 || echo none").strip().endswith("none")
+    registry.push(f"oci:{image.layout}:moved", "test/moving:1")
+    r = supd.ctl("restart", "always", timeout=60)
+    assert r.returncode == 0, r.stderr
+    supd.wait_state("always", "running", timeout=30)
+    assert sh(supd, "always", "cat /moved/yes") == "v2\n"
+    # the name moved: one image answers to it
+    named = [img for img in image_list(supd) if f"docker://{ref}" in img["refs"]]  # type: ignore[operator]
+    assert len(named) == 1 and named[0]["digest"] == manifest_digest(registry, "test/moving:1")
+    r = pulled(supd, str(image.layout) + ":v1")
+    assert r.returncode == 2 and "supctl image import" in r.stderr, r.stderr
