@@ -39,7 +39,7 @@ log = structlog.get_logger()
 
 SKOPEO = "skopeo"
 PULLS_DIR = "pulls"
-SCRATCH_TAG = "pulled"
+SCRATCH_TAG = "pulled"  # the tag in the scratch layout when the source has none
 # Go's names for this machine, what a manifest list's platform entries use
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 _SKOPEO_MSG = re.compile(r'level=(?:fatal|error) msg="((?:[^"\\]|\\.)*)"')
@@ -63,8 +63,16 @@ def skopeo_copy_argv(source: str, scratch: Path, settings: PullSettings, authfil
     os_name, arch = host_platform()
     argv = [SKOPEO, "--override-os", os_name, "--override-arch", arch, "copy", "--quiet"]
     argv += _source_options(source, settings, authfile)
-    argv += [_skopeo_source(source), f"oci:{scratch}:{SCRATCH_TAG}"]
+    argv += [_skopeo_source(source), f"oci:{scratch}:{scratch_tag(source)}"]
     return argv
+
+
+def scratch_tag(source: str) -> str:
+    """The tag the image gets in the scratch layout, and so in its record:
+    the reference's own tag when it has one."""
+    reference = registry_reference(source)
+    tag = parse_reference(reference).tag if reference else None
+    return tag or SCRATCH_TAG
 
 
 def skopeo_inspect_raw_argv(source: str, settings: PullSettings, authfile: Path | None) -> list[str]:
@@ -154,13 +162,13 @@ class Puller:
     @staticmethod
     def _landed_digest(layout: Path, source: str) -> str:
         try:
-            return OciLayout(layout).manifest_descriptor(SCRATCH_TAG).digest
+            return OciLayout(layout).manifest_descriptor(scratch_tag(source)).digest
         except ImageError as err:
             raise ImageError(source, f"skopeo's copy: {err.message}") from None
 
     def _import(self, layout: Path, source: str) -> Image:
         try:
-            return self.store.import_image(layout, SCRATCH_TAG, name=source)
+            return self.store.import_image(layout, scratch_tag(source), name=source)
         except ImageError as err:
             raise ImageError(source, f"import: {err.message}", err.digest) from None
         except OSError as err:

@@ -14,7 +14,7 @@ D = "sha256:" + "ab" * 32
 def test_loopback_is_reached_without_tls(tmp_path: Path) -> None:
     argv = skopeo_copy_argv("docker://127.0.0.1:5000/a:1", tmp_path / "s", PullSettings(), None)
     assert "--src-tls-verify=false" in argv
-    assert argv[-2:] == ["docker://127.0.0.1:5000/a:1", f"oci:{tmp_path / 's'}:pulled"]
+    assert argv[-2:] == ["docker://127.0.0.1:5000/a:1", f"oci:{tmp_path / 's'}:1"]
     os_name, arch = host_platform()
     assert argv[:5] == ["skopeo", "--override-os", os_name, "--override-arch", arch]
     assert "--src-tls-verify=false" in skopeo_copy_argv("docker://localhost/a:1", tmp_path, PullSettings(), None)
@@ -47,6 +47,9 @@ def test_auth_file_default_only_when_present_and_client_file_always(tmp_path: Pa
 def test_digest_wins_over_tag_and_archives_pass_through(tmp_path: Path) -> None:
     argv = skopeo_copy_argv(f"docker://reg.lan/a:1@{D}", tmp_path, PullSettings(), None)
     assert f"docker://reg.lan/a@{D}" in argv
+    assert argv[-1] == f"oci:{tmp_path}:1"  # the tag names it in the store
+    argv = skopeo_copy_argv(f"docker://reg.lan/a@{D}", tmp_path, PullSettings(), None)
+    assert argv[-1] == f"oci:{tmp_path}:pulled"  # no tag: the scratch tag
     argv = skopeo_copy_argv("docker-archive:/x.tar", tmp_path, PullSettings(), None)
     assert "docker-archive:/x.tar" in argv and not any("tls" in a or "auth" in a for a in argv)
 
