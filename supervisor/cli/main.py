@@ -213,8 +213,8 @@ def split_image_ref(ref: str) -> tuple[str, str]:
 
 
 def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
-    """Phases, not byte counts: "pulling …" first (on a terminal it is
-    overwritten by the result), then "REF DIGEST"."""
+    """Phases, not byte counts: "pulling SOURCE" on stderr (on a terminal a
+    line the result replaces, elsewhere a plain line), then "SOURCE DIGEST"."""
     try:
         source = image_source(args.ref, Path.cwd())
     except (SourceError, ReferenceError) as e:
@@ -225,7 +225,9 @@ def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     progress = sys.stderr.isatty() and not args.json
     if progress:
         sys.stderr.write(f"pulling {source} …")
-        sys.stderr.flush()
+    elif not args.json:
+        sys.stderr.write(f"pulling {source}\n")
+    sys.stderr.flush()
     try:
         body = commands.PullImageRequest(source, authfile).to_json()
         result = client.call("POST", commands.ROUTES_BY_COMMAND["pull_image"].path(), body)

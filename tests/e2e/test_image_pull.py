@@ -6,13 +6,15 @@ with skopeo; supd pulls with skopeo and imports with its own importer."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Supd
+from tests.e2e.conftest import REPO, Supd
 from tests.e2e.test_containers import container_unit, sh, start_unit
 from tests.helpers.oci import BuiltImage, add_raw_layer, build_busybox_image
 from tests.helpers.registry import Registry, auth_json
@@ -80,6 +82,15 @@ def test_pull_by_tag_and_by_digest(supd: Supd, registry: Registry) -> None:
     assert r.returncode == 0, r.stderr
     digest = manifest_digest(registry, "test/bb:v1")
     assert r.stdout.split() == [f"docker://{ref}", digest]
+    assert r.stderr == f"pulling docker://{ref}\n"  # not a terminal: plain lines
+    # on a terminal: a progress line that the result replaces
+    tty = subprocess.run(
+        ["script", "-qec", shlex.join([sys.executable, "-m", "supervisor.cli.main", "image", "pull", ref]), "/dev/null"],
+        capture_output=True, env=supd.env(), cwd=REPO, timeout=120,
+    )
+    assert tty.returncode == 0, tty
+    shown = tty.stdout.decode()
+    assert f"pulling docker://{ref} …\r\x1b[K" in shown and f"docker://{ref} {digest}" in shown, shown
     [img] = image_list(supd)
     assert img["digest"] == digest and img["name"] == f"docker://{ref}"
     assert len(img["layers"]) == 3  # type: ignore[arg-type]
