@@ -90,10 +90,15 @@ def _source_options(source: str, settings: PullSettings, authfile: Path | None, 
         return []
     ref = parse_reference(reference)
     options: list[str] = []
-    if ref.is_local() or ref.registry in settings.insecure_registries or ref.host in settings.insecure_registries:
+    # listed: never verified; a CA folder for it: verified against that CA,
+    # even on loopback (the admin asked for it); else loopback is not verified
+    certs = settings.certs_dir / ref.registry if settings.certs_dir is not None else None
+    if ref.registry in settings.insecure_registries or ref.host in settings.insecure_registries:
         options.append(f"{prefix}tls-verify=false")
-    elif settings.certs_dir is not None and (settings.certs_dir / ref.registry).is_dir():
-        options.append(f"{prefix}cert-dir={settings.certs_dir / ref.registry}")
+    elif certs is not None and certs.is_dir():
+        options.append(f"{prefix}cert-dir={certs}")
+    elif ref.is_local():
+        options.append(f"{prefix}tls-verify=false")
     auth = authfile if authfile is not None else settings.auth_file
     if auth is not None and (authfile is not None or auth.is_file()):
         options.append(f"{prefix}authfile={auth}")

@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.conftest import REPO, Supd
 from tests.e2e.test_containers import container_unit, sh, start_unit
 from tests.helpers.oci import BuiltImage, add_raw_layer, build_busybox_image
-from tests.helpers.registry import Registry, auth_json
+from tests.helpers.registry import Registry, auth_json, make_ca_and_cert
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,28 @@ def test_auth_refused_then_accepted_over_tls(supd: Supd, secure: Registry, tmp_p
     r = pulled(supd, ref, "--authfile", str(right))
     assert r.returncode == 0, r.stderr
     assert len(image_list(supd)) == 1
+    # supd.toml's auth_file, once it exists, is what a unit's pull logs in with
+    auth_json(tmp_path / "absent.json", secure.host)
+    start_unit(supd, "private", container_unit(image=f"{secure.host}/private/bb:v1", extra_rootfs='pull = "always"'))
+    assert sh(supd, "private", "cat /opt/old/c") == "c\n"
+
+
+def test_tls_is_verified_against_the_configured_ca(supd: Supd, secure: Registry, tmp_path: Path) -> None:
+    """A CA folder for the registry means verified TLS, even on loopback: a
+    CA that did not sign the registry's certificate is refused."""
+
+    wrong_ca, _crt, _key = make_ca_and_cert(tmp_path / "wrong-ca", "127.0.0.1")
+    certs = tmp_path / "certs.d"
+    (certs / secure.host).mkdir(parents=True)
+    (certs / secure.host / "ca.crt").write_bytes(wrong_ca.read_bytes())
+    config = tmp_path / "supd.toml"
+    config.write_text(f'certs_dir = "{certs}"\n')
+    supd.start("--config", str(config))
+    right = auth_json(tmp_path / "right.json", secure.host)
+    r = pulled(supd, f"{secure.host}/private/bb:v1", "--authfile", str(right))
+    assert r.returncode == 1 and secure.host in r.stderr, r.stderr
+    assert "certificate signed by unknown authority" in r.stderr, r.stderr
+    assert_nothing_left(supd)
 
 
 def _index_tag(layout: Path, tag: str, source_tag: str, platforms: list[tuple[str, str]]) -> None:

@@ -62,3 +62,12 @@ def test_skopeo_error_is_the_last_fatal_message() -> None:
     assert skopeo_error(log) == 'initializing source docker://x: say "no"'
     assert skopeo_error("plain failure\n\n") == "plain failure"
     assert skopeo_error("") == "skopeo failed without a message"
+
+
+def test_a_ca_folder_means_verified_tls_even_on_loopback(tmp_path: Path) -> None:
+    certs = tmp_path / "certs.d"
+    (certs / "127.0.0.1:5000").mkdir(parents=True)
+    argv = skopeo_copy_argv("docker://127.0.0.1:5000/a:1", tmp_path, PullSettings(certs_dir=certs), None)
+    assert f"--src-cert-dir={certs / '127.0.0.1:5000'}" in argv and not any("tls-verify" in a for a in argv)
+    listed = PullSettings(certs_dir=certs, insecure_registries=("127.0.0.1:5000",))
+    assert "--src-tls-verify=false" in skopeo_copy_argv("docker://127.0.0.1:5000/a:1", tmp_path, listed, None)
