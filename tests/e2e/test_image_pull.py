@@ -149,7 +149,6 @@ def test_auth_refused_then_accepted_over_tls(supd: Supd, secure: Registry, tmp_p
 def test_tls_is_verified_against_the_configured_ca(supd: Supd, secure: Registry, tmp_path: Path) -> None:
     """A CA folder for the registry means verified TLS, even on loopback: a
     CA that did not sign the registry's certificate is refused."""
-
     wrong_ca, _crt, _key = make_ca_and_cert(tmp_path / "wrong-ca", "127.0.0.1")
     certs = tmp_path / "certs.d"
     (certs / secure.host).mkdir(parents=True)
