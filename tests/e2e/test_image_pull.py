@@ -277,6 +277,19 @@ def test_disk_full_during_a_pull(supd: Supd, registry: Registry) -> None:
         assert_nothing_left(supd)
     finally:
         subprocess.run(["umount", str(pulls)], check=True)
+    # the copy fits, the unpacked layers do not: no image recorded
+    layers = supd.state / "layers"
+    layers.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "supdtest-layers", str(layers)], check=True)
+    try:
+        r = pulled(supd, f"{registry.host}/test/bb:v1")
+        assert r.returncode == 1 and f"{registry.host}/test/bb:v1" in r.stderr, r.stderr
+        assert "No space left on device" in r.stderr, r.stderr
+        assert image_list(supd) == [] and list((supd.state / "pulls").iterdir()) == []
+        assert list((layers / "tmp").iterdir()) == []  # the half-unpacked layer is gone
+    finally:
+        subprocess.run(["umount", str(layers)], check=True)
+    assert supd.ctl("list").returncode == 0
 
 
 def test_pull_always_follows_a_moved_tag_and_layouts_are_imported_not_pulled(
