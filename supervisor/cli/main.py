@@ -221,8 +221,26 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
             out.write(f"{result.get('name') or f'{path}:{tag}'} {result.get('digest', '')}\n")
         return EXIT_OK
     images = client.call("GET", route_images.path())
+    if args.image_command == "inspect":
+        out.show(find_image(images, args.ref), args.json, render.render_image_config)
+        return EXIT_OK
     out.show(images, args.json, render.render_images)
     return EXIT_OK
+
+
+def find_image(images: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """The stored image a reference names: "PATH[:TAG]" as imported, or its digest
+    (a prefix of the hex part is enough when only one image has it)."""
+    path, tag = split_image_ref(ref)
+    wanted = f"{path}:{tag}"
+    for image in images:
+        if wanted in (image.get("refs") or [image.get("name")]) or ref == image.get("digest"):
+            return image
+    hex_part = ref.split(":", 1)[-1] if ref.startswith("sha256:") else ref
+    matches = [i for i in images if len(hex_part) >= 6 and str(i.get("digest", "")).split(":", 1)[-1].startswith(hex_part)]
+    if len(matches) == 1:
+        return matches[0]
+    raise UsageError(f'image inspect: no image "{ref}" in the store (supctl image list shows what is there)')
 
 
 def cmd_info(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -277,11 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-w", "--workdir", metavar="DIR")
     p.add_argument("cmd", nargs="*", metavar="-- CMD")
-    p = add("image", cmd_image, "import or list OCI images")
+    p = add("image", cmd_image, "import, list or inspect OCI images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout (root or admin_group only)")
     imp.add_argument("ref", metavar="PATH[:TAG]")
     image_sub.add_parser("list", parents=[common], help="list imported images")
+    ins = image_sub.add_parser("inspect", parents=[common], help="show an imported image's config (Entrypoint, Cmd, Env...)")
+    ins.add_argument("ref", metavar="PATH[:TAG]|DIGEST")
     add("info", cmd_info, "show supd's configuration and host")
     return parser
 

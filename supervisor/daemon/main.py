@@ -42,7 +42,7 @@ from supervisor.policy import lifecycle as lc
 from supervisor.policy import resume
 from supervisor.policy.state import UnitState
 from supervisor.rootfs import overlay
-from supervisor.rootfs.errors import RootfsError
+from supervisor.rootfs.errors import ImageError, RootfsError
 from supervisor.rootfs.store import LayerStore
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner
@@ -121,6 +121,13 @@ class Daemon:
             return plan
         except (RootfsError, UsernsError) as e:
             raise StartFailure(str(e)) from None
+
+    def _image_config(self, unit: Any) -> Any:
+        """The config of the unit's image (already imported by _prepare_rootfs)."""
+        try:
+            return self.store.image(unit.rootfs.image).config
+        except ImageError as e:
+            raise StartFailure(f"{unit.file}: [rootfs].image: {e}") from None
 
     def _cleanup_rootfs(self, unit: Any) -> None:
         assert unit.rootfs is not None
@@ -417,6 +424,7 @@ class Daemon:
             self.events,
             prepare_rootfs=self._prepare_rootfs,
             cleanup_rootfs=self._cleanup_rootfs,
+            image_config=self._image_config,
         )
         # Policies beside every running process: [health] checks, [freeze] near_memory_max and max_frozen.
         self.sup.run_watchers += [health.health_watcher, freezer.near_memory_max_watcher, freezer.max_frozen_watcher]

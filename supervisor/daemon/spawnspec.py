@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from supervisor.runtime.spec import Bind, ContainerSpec, DeviceNode, JoinSpec, RootfsMount, SpawnSpec, UserNamespace
+from supervisor.runtime.spec import Bind, ContainerSpec, DeviceNode, JoinSpec, RootfsMount, SpawnSpec, Tmpfs, UserNamespace
 from supervisor.units.capabilities import CONTAINER_DEFAULT
-from supervisor.units.model import Unit
+from supervisor.units.model import TmpfsSpec, Unit
+from supervisor.units.tmpfs import effective_tmpfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Debian's tini ships a static build: it runs in any rootfs, whatever its libc.
@@ -38,6 +39,11 @@ def unit_sysctls(unit: Unit) -> tuple[tuple[str, str], ...]:
     if unit.rootfs is None or unit.rootfs.network == "host":
         return ()
     return (PING_GROUP_RANGE,)
+
+
+def tmpfs_mount(spec: TmpfsSpec) -> Tmpfs:
+    data = f"mode={spec.mode:o}" + (f",size={spec.size}" if spec.size is not None else "")
+    return Tmpfs(spec.target, data, spec.options)
 
 
 def _sorted(caps: frozenset[int] | None) -> tuple[int, ...] | None:
@@ -71,15 +77,16 @@ def build_spawn_spec(
             hostname=unit.rootfs.hostname or unit.name.replace("_", "-").replace(".", "-"),
             network=unit.rootfs.network,
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
+            tmpfs=tuple(tmpfs_mount(t) for t in effective_tmpfs(unit.rootfs)),
             init=init,
             devices=devices,
             sysctls=unit_sysctls(unit),
             userns=_user_namespace(unit, userns),
         )
     return SpawnSpec(
-        argv=unit.exec.command,
+        argv=unit.exec.argv,
         env=unit_environment(unit),
-        cwd=unit.exec.working_directory,
+        cwd=unit.exec.working_directory or "/",
         user=unit.exec.user,
         container=container,
         no_new_privs=container is not None or seccomp is not None,
@@ -115,7 +122,7 @@ def build_exec_spec(
     return SpawnSpec(
         argv=tuple(argv),
         env=unit_environment(unit, env),
-        cwd=cwd or unit.exec.working_directory,
+        cwd=cwd or unit.exec.working_directory or "/",
         user=user if user is not None else unit.exec.user,
         join=JoinSpec(pid=main_pid, cgroup_procs=cgroup_procs),
         no_new_privs=True,
@@ -132,6 +139,7 @@ _ERROR_KEYS = (
     ("exec ", "[exec].command"),
     ("cwd ", "[exec].working_directory"),
     ("bind ", "[rootfs].binds"),
+    ("mount tmpfs ", "[rootfs].tmpfs"),
     ("mount ", "[rootfs]"),
     ("device ", "[rootfs].devices"),
     ("seccomp", "[exec].seccomp"),

@@ -872,6 +872,34 @@ def bind(root, source, target, readonly):
         remount_readonly(root, target, MS_REC)
 
 
+TMPFS_FLAG_BITS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "ro": MS_RDONLY}
+
+
+def mount_tmpfs(root, target, data, flags):
+    """A tmpfs on a path inside the root (made if missing, links resolved in the root)."""
+    fd = root.make(target, True, f"mount tmpfs on {target}")
+    try:
+        bits = 0
+        for flag in flags:
+            bits |= TMPFS_FLAG_BITS[flag]
+        mount_at("tmpfs", fd, target, "tmpfs", bits, data)
+    finally:
+        os.close(fd)
+
+
+def mount_volumes(root, container):
+    """Binds and tmpfs mounts, the shallower first: a bind under a tmpfs (or a
+    tmpfs under a bind) lands on top of it, not under it."""
+    mounts = [(target, "bind", (source, readonly)) for source, target, readonly in container["binds"]]
+    mounts += [(target, "tmpfs", (data, flags)) for target, data, flags in container.get("tmpfs") or ()]
+    mounts.sort(key=lambda m: len(components(m[0])))
+    for target, kind, args in mounts:
+        if kind == "bind":
+            bind(root, args[0], target, args[1])
+        else:
+            mount_tmpfs(root, target, args[0], args[1])
+
+
 def mask_paths(root):
     null = root.open("/dev/null")
     try:
@@ -936,8 +964,7 @@ def build_container(spec, container):
     root = RootDir(plan["target"])
     mount_proc_sys(root)
     mount_dev(root)
-    for source, target, readonly in container["binds"]:
-        bind(root, source, target, readonly)
+    mount_volumes(root, container)
     argv = list(spec["argv"])
     if container["init"]:
         bind(root, container["init"], "/dev/init", readonly=True)
