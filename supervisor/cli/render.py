@@ -119,6 +119,11 @@ def _label(name: str, value: str) -> str:
     return f"{name:>{LABEL_WIDTH}}: {value}"
 
 
+def _more(value: str) -> str:
+    """A further line of the value above, under it."""
+    return " " * (LABEL_WIDTH + 2) + value
+
+
 def _bullet(state: str, color: bool) -> str:
     if not color:
         return BULLET
@@ -322,15 +327,15 @@ def render_image_config(image: Mapping[str, Any]) -> str:
     ]
     env = config.get("Env") or []
     lines.append(_label("Env", env[0] if env else "-"))
-    lines.extend(_label("", e) for e in env[1:])
+    lines.extend(_more(e) for e in env[1:])
     check = config.get("Healthcheck")
     if check:
         lines.append(_label("Healthcheck", shlex.join(check.get("Test") or [])))
         for key in ("Interval", "Timeout", "StartPeriod"):
             if check.get(key):
-                lines.append(_label("", f"{key}: {human_duration(check[key] / 1e9)}"))
+                lines.append(_more(f"{key}: {human_duration(check[key] / 1e9)}"))
         if check.get("Retries"):
-            lines.append(_label("", f"Retries: {check['Retries']}"))
+            lines.append(_more(f"Retries: {check['Retries']}"))
     return "\n".join(lines) + "\n"
 
 
