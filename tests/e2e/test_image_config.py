@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -159,3 +160,19 @@ def test_bad_tmpfs_is_a_unit_file_error(supd: Supd, configured: BuiltImage) -> N
     supd.start()
     st = supd.wait_state("badtmp", "error", timeout=20)
     assert "badtmp.toml: [rootfs].tmpfs[1]: expected a tmpfs like" in (st.get("error") or ""), st
+
+
+def test_an_adopted_unit_keeps_its_images_stop_signal_and_command(supd: Supd, configured: BuiltImage) -> None:
+    supd.extra_args = ["--live-restore"]
+    pid = int(start_unit(supd, "kept", image_unit(configured))["pid"])  # type: ignore[arg-type]
+    wait_for(lambda: "ran as" in logs(supd, "kept"), what="the image's Cmd to run")
+    assert supd.stop(signal.SIGTERM) == 0  # live restore: the unit stays
+    supd.start()
+    st = supd.wait_state("kept", "running")
+    assert st["pid"] == pid
+    assert supd.status("kept")["command"] == ["/bin/sh", "-c", SCRIPT, "argv0"]
+    started = time.monotonic()
+    assert supd.ctl("stop", "kept").returncode == 0
+    supd.wait_state("kept", "inactive", "exited", "failed", timeout=15)
+    assert time.monotonic() - started < 8, "stopped by the timeout's SIGKILL, not by the image's SIGQUIT"
+    assert "stopped-by-quit" in logs(supd, "kept")
