@@ -314,7 +314,7 @@ def parse_config(data: Any, file: str, digest: str) -> tuple[ImageConfig, tuple[
     try:
         config = ImageConfig.from_json(runtime)
     except ValueError as err:
-        raise ImageError(file, f'"config.{err}', digest) from None
+        raise ImageError(file, f"config.{err}", digest) from None
     return config, tuple(diff_ids), created if isinstance(created, str) else None
 
 
