@@ -41,8 +41,13 @@ def unit_sysctls(unit: Unit) -> tuple[tuple[str, str], ...]:
     return (PING_GROUP_RANGE,)
 
 
-def tmpfs_mount(spec: TmpfsSpec) -> Tmpfs:
+def tmpfs_mount(spec: TmpfsSpec, owner: tuple[int, int] | None = None) -> Tmpfs:
+    """`owner`: the host uid and gid of container root in a user namespace of
+    its own; the shim mounts as host root, whose files container root cannot
+    write (they show as nobody)."""
     data = f"mode={spec.mode:o}" + (f",size={spec.size}" if spec.size is not None else "")
+    if owner is not None:
+        data += f",uid={owner[0]},gid={owner[1]}"
     return Tmpfs(spec.target, data, spec.options)
 
 
@@ -72,16 +77,18 @@ def build_spawn_spec(
             init = init_path or find_init()
             if init is None:
                 raise ValueError(f"{unit.file}: [rootfs].init: no tini binary on this host (apt-get install tini)")
+        user_namespace = _user_namespace(unit, userns)
+        owner = None if user_namespace is None else (user_namespace.uid, user_namespace.gid)
         container = ContainerSpec(
             rootfs=RootfsMount.of(plan),
             hostname=unit.rootfs.hostname or unit.name.replace("_", "-").replace(".", "-"),
             network=unit.rootfs.network,
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
-            tmpfs=tuple(tmpfs_mount(t) for t in effective_tmpfs(unit.rootfs)),
+            tmpfs=tuple(tmpfs_mount(t, owner) for t in effective_tmpfs(unit.rootfs)),
             init=init,
             devices=devices,
             sysctls=unit_sysctls(unit),
-            userns=_user_namespace(unit, userns),
+            userns=user_namespace,
         )
     return SpawnSpec(
         argv=unit.exec.argv,

@@ -56,3 +56,5 @@ def test_readonly_root_gets_run_tmp_var_tmp_unless_covered() -> None:
 def test_spawn_spec_mount() -> None:
     assert tmpfs_mount(TmpfsSpec("/tmp", size=4096, mode=0o1777)) == Tmpfs("/tmp", "mode=1777,size=4096", ("nosuid", "nodev", "noexec"))
     assert tmpfs_mount(TmpfsSpec("/run", mode=0o755, options=())) == Tmpfs("/run", "mode=755", ())
+    # in a user namespace of its own, container root owns them
+    assert tmpfs_mount(TmpfsSpec("/run", mode=0o755), (3200000, 3300000)).data == "mode=755,uid=3200000,gid=3300000"
