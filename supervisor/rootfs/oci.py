@@ -535,8 +535,10 @@ def _decompressor(reader: VerifiedReader, media_type: str) -> IO[bytes]:
     if compression == "gzip":
         return gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
-        # a layer may be several zstd frames (zstd:chunked writes one per file)
-        return zstandard.ZstdDecompressor().stream_reader(reader, read_across_frames=True)  # type: ignore[no-any-return]
+        # a layer may be several zstd frames (zstd:chunked writes one per file);
+        # buffered: tarfile reads 10 KiB at a time, each a call into the C reader
+        zstd = zstandard.ZstdDecompressor().stream_reader(reader, read_across_frames=True, closefd=False)
+        return io.BufferedReader(zstd, COPY_CHUNK)  # type: ignore[arg-type]
     return io.BufferedReader(reader, COPY_CHUNK)
 
 
