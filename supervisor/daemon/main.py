@@ -30,6 +30,7 @@ from supervisor.daemon import freezer, health, restore, unitdir
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
 from supervisor.daemon.controller import DaemonController
+from supervisor.daemon.etcfiles import EtcFiles
 from supervisor.daemon.events import EventBus
 from supervisor.daemon.notify import Notifier
 from supervisor.daemon.resilient import keep_running
@@ -83,6 +84,7 @@ class Daemon:
         self.rejected: dict[str, str] = {}  # unit -> why its record was set aside
         self.writer = StateWriter(self.state)
         self.userns = UsernsRanges(config.subuid_file, config.subgid_file)
+        self.etc_files = EtcFiles(config.runtime_dir)
 
     # ------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
@@ -286,6 +288,7 @@ class Daemon:
                 except (CgroupError, OSError) as e:
                     log.warning("stale_scope_remove_failed", unit=name, error=str(e))
             if entry.unit.rootfs is not None:
+                self.etc_files.forget(name)  # first: the mount point's folder goes only when empty
                 self._cleanup_rootfs(entry.unit)
         for name in records:
             if name not in loaded:
@@ -425,6 +428,7 @@ class Daemon:
             prepare_rootfs=self._prepare_rootfs,
             cleanup_rootfs=self._cleanup_rootfs,
             image_config=self._image_config,
+            etc_files=self.etc_files,
         )
         # Policies beside every running process: [health] checks, [freeze] near_memory_max and max_frozen.
         self.sup.run_watchers += [health.health_watcher, freezer.near_memory_max_watcher, freezer.max_frozen_watcher]
@@ -453,6 +457,10 @@ class Daemon:
                 removed = await self.driver.remove_stale(keep=set(loaded), owned=owned)
                 if removed:
                     log.info("stale_scopes_removed", scopes=removed)
+            # before the mount points: their folder goes only when it is empty
+            etc_left = self.etc_files.remove_leftovers(keep=set(loaded))
+            if etc_left:
+                log.info("etc_files_leftovers_removed", units=etc_left)
             leftovers = overlay.remove_leftovers(config.state_dir, config.runtime_dir, keep=set(loaded))
             if leftovers:
                 log.info("rootfs_leftovers_removed", units=leftovers)

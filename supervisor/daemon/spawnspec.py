@@ -51,6 +51,12 @@ def tmpfs_mount(spec: TmpfsSpec, owner: tuple[int, int] | None = None) -> Tmpfs:
     return Tmpfs(spec.target, data, spec.options)
 
 
+def container_hostname(unit: Unit) -> str:
+    """`[rootfs].hostname`, else the unit's name made a valid hostname."""
+    assert unit.rootfs is not None
+    return unit.rootfs.hostname or unit.name.replace("_", "-").replace(".", "-")
+
+
 def _sorted(caps: frozenset[int] | None) -> tuple[int, ...] | None:
     return None if caps is None else tuple(sorted(caps))
 
@@ -63,8 +69,10 @@ def build_spawn_spec(
     *,
     seccomp: bytes | None = None,
     userns: Any | None = None,
+    etc_files: dict[str, str] | None = None,
 ) -> SpawnSpec:
     """`devices`: the unit's `[rootfs].devices` as found on the host;
+    `etc_files`: {container path: host file} from daemon/etcfiles.py;
     `seccomp`: the unit's compiled filter (seccomp/unitfilter.py), or None;
     `userns`: the unit's id block (policy.idranges.IdMapping) when
     [rootfs].userns = "auto"; required then."""
@@ -81,7 +89,7 @@ def build_spawn_spec(
         owner = None if user_namespace is None else (user_namespace.uid, user_namespace.gid)
         container = ContainerSpec(
             rootfs=RootfsMount.of(plan),
-            hostname=unit.rootfs.hostname or unit.name.replace("_", "-").replace(".", "-"),
+            hostname=container_hostname(unit),
             network=unit.rootfs.network,
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
             tmpfs=tuple(tmpfs_mount(t, owner) for t in effective_tmpfs(unit.rootfs)),
@@ -89,6 +97,7 @@ def build_spawn_spec(
             devices=devices,
             sysctls=unit_sysctls(unit),
             userns=user_namespace,
+            etc_files=tuple(sorted((etc_files or {}).items())),
         )
     return SpawnSpec(
         argv=unit.exec.argv,
@@ -146,12 +155,13 @@ _ERROR_KEYS = (
     ("exec ", "[exec].command"),
     ("cwd ", "[exec].working_directory"),
     ("bind ", "[rootfs].binds"),
-    ("mount tmpfs ", "[rootfs].tmpfs"),
+    ("tmpfs ", "[rootfs].tmpfs"),
     ("mount ", "[rootfs]"),
     ("device ", "[rootfs].devices"),
     ("seccomp", "[exec].seccomp"),
     ("drop capability", "[exec].cap_drop"),
     ("userns ", "[rootfs].userns"),
+    ("etc ", "[rootfs]"),
 )
 
 

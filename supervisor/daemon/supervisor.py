@@ -32,6 +32,7 @@ from supervisor.cgroups import tree as cgroup_tree
 from supervisor.cgroups.driver import CgroupDriver, CgroupError, CgroupRef, ScopeSpec
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon.config import DaemonConfig
+from supervisor.daemon.etcfiles import EtcFiles
 from supervisor.daemon.events import EventBus
 from supervisor.daemon.spawnspec import build_spawn_spec, describe_spawn_error
 from supervisor.seccomp.unitfilter import filter_for as seccomp_filter_for
@@ -93,6 +94,7 @@ class Supervisor:
         prepare_rootfs: Callable[[Unit], Any] | None = None,
         cleanup_rootfs: Callable[[Unit], None] | None = None,
         image_config: Callable[[Unit], ImageConfig | None] | None = None,
+        etc_files: EtcFiles | None = None,
     ) -> None:
         self.config = config
         self.spawner = spawner
@@ -107,6 +109,8 @@ class Supervisor:
         # The config of a unit's image (blocking: reads the image store), whose
         # Entrypoint, Cmd, Env... fill what the unit file leaves out.
         self.image_config = image_config
+        # a container's /etc/hosts, resolv.conf and hostname (daemon/etcfiles.py)
+        self.etc_files = etc_files
         self.units: dict[str, UnitRun] = {}
         self._tg: TaskGroup | None = None
         # Broadcast "some unit changed state" (dependency waits use it).
@@ -284,6 +288,8 @@ class Supervisor:
                     log.warning("cgroup_remove_failed", unit=u.name, error=str(cleanup_error))
             elif u.pid is not None:
                 _kill_quietly(u.pid, signal.SIGKILL)
+            if u.unit is not None:
+                await self._forget_etc_files(u.unit)
             if u.unit is not None and u.unit.rootfs is not None and self.cleanup_rootfs is not None:
                 try:
                     await anyio.to_thread.run_sync(self.cleanup_rootfs, u.unit)
@@ -457,12 +463,14 @@ class Supervisor:
                 image = None
             u.effective = effective_unit(unit, image)
             u.userns = self.userns_of(unit.name)
+            etc_files = await self._prepare_etc_files(unit, u.userns)
             spec = build_spawn_spec(
                 u.effective,
                 plan,
                 devices=tuple(d.node for d in host_devices),
                 seccomp=seccomp_filter_for(unit),
                 userns=u.userns,
+                etc_files=etc_files,
             )
             await failpoints.ahit("spawn", unit.name)
             log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
@@ -521,6 +529,32 @@ class Supervisor:
         except RootfsError as e:
             raise StartFailure(str(e)) from None
 
+    async def _prepare_etc_files(self, unit: Unit, userns: Any | None) -> dict[str, str] | None:
+        if unit.rootfs is None or self.etc_files is None:
+            return None
+        owner = None if userns is None else (userns.uid, userns.gid)
+        try:
+            # a few file writes, ~1 ms where runtime_dir is on disk: off the loop
+            return await anyio.to_thread.run_sync(self.etc_files.prepare, unit, owner)
+        except OSError as e:
+            raise StartFailure(f"{unit.file}: [rootfs]: write /etc files under {self.config.runtime_dir}: {e}") from None
+
+    async def _readopt_etc_files(self, u: UnitRun, unit: Unit) -> None:
+        """A re-adopted container's files, rewritten in place: its mounts still
+        show the same inodes. (Its address comes back through set_address.)"""
+        try:
+            await self._prepare_etc_files(unit, u.userns)
+        except StartFailure as e:
+            log.warning("etc_files_readopt_failed", unit=unit.name, error=str(e))
+
+    async def _forget_etc_files(self, unit: Unit) -> None:
+        if unit.rootfs is None or self.etc_files is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(self.etc_files.forget, unit.name)
+        except OSError as e:
+            log.warning("etc_files_cleanup_failed", unit=unit.name, error=str(e))
+
     def _prepare_rootfs(self, unit: Unit) -> tuple[Any, ImageConfig | None]:
         """The rootfs plan and the image's config (blocking; one thread hop for both)."""
         failpoints.hit("rootfs.mount", unit.name)
@@ -558,6 +592,7 @@ class Supervisor:
                 await self.driver.remove(ref)
             except Exception as e:
                 log.warning("cgroup_remove_failed", unit=unit.name, error=str(e))
+        await self._forget_etc_files(unit)
         if unit.rootfs is not None and self.cleanup_rootfs is not None:
             try:
                 await anyio.to_thread.run_sync(self.cleanup_rootfs, unit)
@@ -572,6 +607,7 @@ class Supervisor:
         pid, u.adopt_pid = u.adopt_pid, None
         assert pid is not None
         u.pid = pid
+        await self._readopt_etc_files(u, unit)
         u.started_at = time.monotonic()
         frozen_by = None
         if u.cgroup is not None and self.driver is not None:
@@ -714,6 +750,7 @@ class Supervisor:
                 await self.driver.remove(ref)
             except (CgroupError, OSError) as e:
                 log.warning("cgroup_remove_failed", unit=unit.name, error=str(e))
+        await self._forget_etc_files(unit)
         if unit.rootfs is not None and self.cleanup_rootfs is not None:
             try:
                 # Removing an ephemeral upper can take a while: off the loop.

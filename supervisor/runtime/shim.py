@@ -877,27 +877,96 @@ TMPFS_FLAG_BITS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, 
 
 def mount_tmpfs(root, target, data, flags):
     """A tmpfs on a path inside the root (made if missing, links resolved in the root)."""
-    fd = root.make(target, True, f"mount tmpfs on {target}")
+    what = f"tmpfs {target}"  # the daemon maps this prefix to [rootfs].tmpfs
+    fd = root.make(target, True, what)
     try:
         bits = 0
         for flag in flags:
             bits |= TMPFS_FLAG_BITS[flag]
         mount_at("tmpfs", fd, target, "tmpfs", bits, data)
+    except ShimError as e:
+        raise ShimError(f"{what}: {e}") from None
     finally:
         os.close(fd)
 
 
-def mount_volumes(root, container):
-    """Binds and tmpfs mounts, the shallower first: a bind under a tmpfs (or a
-    tmpfs under a bind) lands on top of it, not under it."""
-    mounts = [(target, "bind", (source, readonly)) for source, target, readonly in container["binds"]]
-    mounts += [(target, "tmpfs", (data, flags)) for target, data, flags in container.get("tmpfs") or ()]
-    mounts.sort(key=lambda m: len(components(m[0])))
-    for target, kind, args in mounts:
+def mount_volumes(root, container, readonly):
+    """tmpfs mounts, supd's /etc files, the unit's binds. The tmpfs mounts
+    come first, so /etc/resolv.conf linking into /run (a readonly root's
+    scratch tmpfs) gets its file in the tmpfs, not under it; a tmpfs below a
+    bind target waits for that bind. The rest go the shallower first: a
+    mount below another lands on top of it."""
+    binds = [tuple(b) for b in container["binds"]]
+    tmpfs = [tuple(t) for t in container.get("tmpfs") or ()]
+
+    def below_a_bind(path):
+        return any(path == b[1] or path.startswith(b[1].rstrip("/") + "/") for b in binds)
+
+    def depth(mount):
+        return len(components(mount[0]))
+
+    for target, data, flags in sorted((t for t in tmpfs if not below_a_bind(t[0])), key=lambda t: depth(t)):
+        mount_tmpfs(root, target, data, flags)
+    # before the unit's binds: a bind the unit asks for over one of them wins
+    bind_etc_files(root, container, readonly)
+    later = [(target, "bind", (source, ro)) for source, target, ro in binds]
+    later += [(t[0], "tmpfs", t[1:]) for t in tmpfs if below_a_bind(t[0])]
+    for target, kind, args in sorted(later, key=depth):
         if kind == "bind":
             bind(root, args[0], target, args[1])
         else:
             mount_tmpfs(root, target, args[0], args[1])
+
+
+def etc_file(root, path, what, hops=0):
+    """An O_PATH fd of the regular file `path` names in the root, created if
+    missing. A symlink there is followed inside the root (resolv.conf ->
+    ../run/systemd/resolve/stub-resolv.conf), and a dangling one gets its
+    target created, as runc does for a mount destination: the file shows
+    through the image's link, and every step is resolved in the root."""
+    fd = root.lookup(path, what)
+    if fd is not None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ShimError(f"{what}: {path} is not a regular file in the image")
+        return fd
+    dirname, name = os.path.split("/" + "/".join(components(path)))
+    parent = root.make(dirname, True, what)
+    try:
+        link = os.readlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        link = None
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: there, but no link
+            raise ShimError(f"{what}: {path}: {e.strerror}") from None
+        link = None
+    finally:
+        os.close(parent)
+    if link is None:
+        return root.make(path, False, what)
+    if hops >= 8:
+        raise ShimError(f"{what}: {path}: {os.strerror(errno.ELOOP)}")
+    # lexical here; the next lookup resolves it in the root whatever it says
+    return etc_file(root, os.path.normpath(os.path.join(dirname, link)), what, hops + 1)
+
+
+def bind_etc_files(root, container, readonly):
+    """/etc/hosts, resolv.conf, hostname: supd's files over whatever the image
+    has there; read-only in a readonly root, else writable as under docker."""
+    for target, source in container.get("etc_files") or ():
+        what = f"etc {target}"
+        fd = etc_file(root, target, what)
+        try:
+            mount_at(source, fd, target, None, MS_BIND)
+        except ShimError as e:
+            raise ShimError(f"{what}: {e}") from None
+        finally:
+            os.close(fd)
+        if readonly:
+            try:
+                remount_readonly(root, target, MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except ShimError as e:
+                raise ShimError(f"{what}: {e}") from None
 
 
 def mask_paths(root):
@@ -964,7 +1033,7 @@ def build_container(spec, container):
     root = RootDir(plan["target"])
     mount_proc_sys(root)
     mount_dev(root)
-    mount_volumes(root, container)
+    mount_volumes(root, container, plan.get("readonly"))
     argv = list(spec["argv"])
     if container["init"]:
         bind(root, container["init"], "/dev/init", readonly=True)

@@ -185,6 +185,8 @@ class ContainerSpec:
     # namespaced ones (net.* with a network namespace of its own)
     sysctls: tuple[tuple[str, str], ...] = ()
     userns: UserNamespace | None = None  # None: the host's user namespace
+    # (container path, host file) bound over the path: /etc/hosts, resolv.conf, hostname
+    etc_files: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -195,6 +197,9 @@ class ContainerSpec:
         for bind in self.binds:
             if not bind.target.startswith("/"):
                 raise SpecError("container.binds.target", "an absolute path", bind.target)
+        for target, source in self.etc_files:
+            if not target.startswith("/") or not source.startswith("/"):
+                raise SpecError("container.etc_files", "absolute paths", (target, source))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,6 +212,7 @@ class ContainerSpec:
             "devices": [d.to_json() for d in self.devices],
             "sysctls": [[k, v] for k, v in self.sysctls],
             "userns": None if self.userns is None else self.userns.to_json(),
+            "etc_files": [[t, s] for t, s in self.etc_files],
         }
 
     @classmethod
@@ -221,6 +227,7 @@ class ContainerSpec:
             devices=tuple(DeviceNode.from_json(d) for d in data.get("devices", ())),
             sysctls=tuple((str(k), str(v)) for k, v in data.get("sysctls", ())),
             userns=None if data.get("userns") is None else UserNamespace.from_json(data["userns"]),
+            etc_files=tuple((str(t), str(s)) for t, s in data.get("etc_files", ())),
         )
 
 

@@ -93,6 +93,9 @@ class RootfsSpec:
     devices: tuple[DeviceSpec, ...] = ()
     # "auto": a user namespace of its own, ids from /etc/subuid and /etc/subgid (policy/idranges.py)
     userns: Userns = "host"
+    # extra /etc/hosts lines, (name, address) sorted by name; addresses canonical
+    hosts: tuple[tuple[str, str], ...] = ()
+    dns: tuple[str, ...] = ()  # nameservers replacing the host's in /etc/resolv.conf
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ refusing oversized ones before reading them); `parse_unit` is pure.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import math
 import os
@@ -52,7 +53,7 @@ SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "he
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
 EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp", "entrypoint")
 SECCOMP_WORDS: Final = ("default", "unconfined")
-ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "tmpfs", "init", "devices", "userns")
+ROOTFS_KEYS: Final = ("layers", "image", "writable", "hostname", "network", "binds", "tmpfs", "init", "devices", "userns", "hosts", "dns")
 BIND_KEYS: Final = ("source", "target", "readonly")
 RESOURCES_KEYS: Final = (
     "memory_max", "memory_high", "cpu_weight", "cpu_quota", "pids_max", "io_weight", "cpuset",
@@ -72,6 +73,11 @@ DEV_RESERVED: Final = frozenset(
     {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
      "fd", "stdin", "stdout", "stderr", "ptmx", "init"}
 )  # fmt: skip
+HOSTS_EXPECTED: Final = 'a table of hostname = address, like { "db.local" = "10.1.2.3" }'
+ADDRESS_EXPECTED: Final = 'an IPv4 or IPv6 address like "10.1.2.3" or "fd00::3"'
+# glibc's resolver reads the first three nameserver lines (MAXNS) and ignores the rest
+MAX_NAMESERVERS: Final = 3
+DNS_EXPECTED: Final = f'a list of at most {MAX_NAMESERVERS} IP addresses, like ["1.1.1.1"]'
 _IMAGE_TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -574,7 +580,48 @@ def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
         init=table.get("init", _bool, False),
         devices=_devices(table),
         userns=cast(Userns, table.get("userns", _choice(get_args(Userns)), "host")),
+        hosts=_hosts(table),
+        dns=_dns(table),
     )
+
+
+def _address(value: object) -> str:
+    """An IP address in its canonical text form (what /etc/hosts gets)."""
+    if not isinstance(value, str):
+        raise ValueError(ADDRESS_EXPECTED)
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(ADDRESS_EXPECTED) from None
+
+
+def _hosts(table: _Table) -> tuple[tuple[str, str], ...]:
+    raw = table.data.get("hosts", {})
+    if not isinstance(raw, Mapping):
+        raise table.error("hosts", HOSTS_EXPECTED, raw)
+    entries: list[tuple[str, str]] = []
+    for name, address in raw.items():
+        key = f"{table.key('hosts')}.{_render_key(name)}"
+        if not values.valid_hostname(name):
+            raise UnitFileError(table.file, key, "a hostname key: " + values.HOSTNAME_EXPECTED, name)
+        try:
+            entries.append((name, _address(address)))
+        except ValueError as exc:
+            raise UnitFileError(table.file, key, str(exc), address) from None
+    return tuple(sorted(entries))
+
+
+def _dns(table: _Table) -> tuple[str, ...]:
+    raw = table.data.get("dns", [])
+    if not isinstance(raw, list) or len(raw) > MAX_NAMESERVERS:
+        raise table.error("dns", DNS_EXPECTED, raw)
+    servers: list[str] = []
+    for index, item in enumerate(raw):
+        try:
+            servers.append(_address(item))
+        except ValueError as exc:
+            raise UnitFileError(table.file, f"{table.key('dns')}[{index}]", str(exc), item) from None
+    return tuple(servers)
 
 
 def _resources_section(table: _Table) -> Resources:

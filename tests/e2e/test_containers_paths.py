@@ -53,8 +53,9 @@ def test_image_symlinks_keep_their_meaning_inside(supd: Supd, busybox_layer: Pat
                      ["[rootfs]", "/proc is a symbolic link to /"]),
         "mnthost": (container_unit([busybox_layer, layer_with_links(tmp_path / "m", {"mnt": str(canary)})], extra_rootfs=bind_mnt),
                     ["[rootfs].binds", f"/mnt is a dangling symbolic link to {canary}"]),
+        # met first by the /etc files supd binds (in path order), before /etc/passwd
         "etcloop": (container_unit([busybox_layer, layer_with_links(tmp_path / "e", {"etc": "/etc"})], exec_extra='user = "nobody"\n'),
-                    ["read /etc/passwd: Too many levels of symbolic links"]),
+                    ["[rootfs]: etc /etc/hostname: /etc/hostname: Too many levels of symbolic links"]),
         "nocwd": (container_unit([busybox_layer], exec_extra='working_directory = "/nowhere"\n'),
                   ["[exec].working_directory", "cwd /nowhere: No such file or directory"]),
     }

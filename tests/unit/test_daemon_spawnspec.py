@@ -68,3 +68,21 @@ def test_spawn_errors_name_the_file_and_key() -> None:
     assert "[exec].user" in describe_spawn_error(u, 'user "bob" not in /etc/passwd')
     assert "[rootfs].binds" in describe_spawn_error(u, "bind /srv: No such file or directory")
     assert describe_spawn_error(u, "something odd") == "/etc/supd/units/web.toml: something odd"
+    assert "[rootfs].tmpfs: tmpfs /run:" in describe_spawn_error(u, "tmpfs /run: /run: Not a directory")
+    # supd's own /dev tmpfs is the image's problem, not the unit's tmpfs list
+    assert "[rootfs]: mount tmpfs on /dev" in describe_spawn_error(u, "mount tmpfs on /dev: Permission denied")
+
+
+def test_container_spec_carries_the_etc_files_and_their_errors_point_at_rootfs() -> None:
+    u = unit({"exec": {"command": ["/bin/sh"]}, "rootfs": {"layers": ["/l"], "hostname": "box"}})
+    plan = {"lowerdirs": ["/l"], "upperdir": "/u", "workdir": "/w", "target": "/t", "readonly": False, "chdir": None}
+    files = {"/etc/resolv.conf": "/run/supd/units/web/etc/resolv.conf", "/etc/hosts": "/run/supd/units/web/etc/hosts"}
+    spec = build_spawn_spec(u, plan, etc_files=files)
+    assert spec.container is not None
+    assert spec.container.etc_files == (
+        ("/etc/hosts", "/run/supd/units/web/etc/hosts"),
+        ("/etc/resolv.conf", "/run/supd/units/web/etc/resolv.conf"),
+    )
+    assert build_spawn_spec(u, plan).container.etc_files == ()  # type: ignore[union-attr]
+    message = "etc /etc/hosts: /etc/hosts is not a regular file in the image"
+    assert describe_spawn_error(u, message) == f"/etc/supd/units/web.toml: [rootfs]: {message}"

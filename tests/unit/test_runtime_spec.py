@@ -31,9 +31,11 @@ def test_plain_spec_round_trips() -> None:
 def test_container_spec_round_trips() -> None:
     container = ContainerSpec(rootfs=ROOTFS, hostname="web", network="none",
                               binds=(Bind("/srv/www", "/www", True), Bind("/data", "/data")),
-                              init="/usr/bin/tini-static")
+                              init="/usr/bin/tini-static",
+                              etc_files=(("/etc/hosts", "/run/supd/units/web/etc/hosts"),))
     spec = SpawnSpec(argv=("/bin/httpd", "-f"), user="nobody", container=container, no_new_privs=True)
     assert roundtrip(spec) == spec
+    assert spec.to_json()["container"]["etc_files"] == [["/etc/hosts", "/run/supd/units/web/etc/hosts"]]
     userns = SpawnSpec(argv=("/bin/sh",), container=ContainerSpec(ROOTFS, userns=UserNamespace(100000, 200000)))
     assert roundtrip(userns) == userns
     assert userns.to_json()["container"]["userns"] == {"uid": 100000, "gid": 200000, "count": 65536}
@@ -82,6 +84,8 @@ def test_rootfs_mount_from_a_plan_object_and_a_dict() -> None:
         (lambda: RootfsMount(lowerdirs=("/a",), target="/t", upperdir="/u"), "rootfs.workdir"),
         (lambda: ContainerSpec(ROOTFS, network="bridge"), "container.network"),  # type: ignore[arg-type]
         (lambda: ContainerSpec(ROOTFS, binds=(Bind("/a", "relative"),)), "container.binds.target"),
+        (lambda: ContainerSpec(ROOTFS, etc_files=(("etc/hosts", "/run/h"),)), "container.etc_files"),
+        (lambda: ContainerSpec(ROOTFS, etc_files=(("/etc/hosts", "h"),)), "container.etc_files"),
         # container root must never be host root
         (lambda: UserNamespace(uid=0, gid=100000), "container.userns.uid"),
         (lambda: UserNamespace(uid=100000, gid=100000, count=0), "container.userns.count"),

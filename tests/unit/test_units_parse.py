@@ -484,3 +484,44 @@ def test_tmpfs_list() -> None:
     unit = parse(MINIMAL + '[rootfs]\nlayers = ["/l"]\ntmpfs = ["/run", "/tmp:size=64M"]\n')
     assert unit.rootfs is not None
     assert [(t.target, t.size) for t in unit.rootfs.tmpfs] == [("/run", None), ("/tmp", 64 * 1024 * 1024)]
+
+
+# --- [rootfs].hosts and [rootfs].dns ---------------------------------------------
+
+ROOTFS_HEAD = MINIMAL + '[rootfs]\nlayers = ["/l"]\n'
+
+
+def test_rootfs_hosts_and_dns_parse_canonical_and_sorted() -> None:
+    unit = parse(
+        ROOTFS_HEAD + 'hosts = { "z.local" = "fd00:0::3", "db.local" = "10.1.2.3" }\ndns = ["1.1.1.1", "2606:4700:4700:0::1111"]\n',
+    )
+    assert unit.rootfs is not None
+    assert unit.rootfs.hosts == (("db.local", "10.1.2.3"), ("z.local", "fd00::3"))
+    assert unit.rootfs.dns == ("1.1.1.1", "2606:4700:4700::1111")
+
+
+def test_rootfs_hosts_and_dns_default_empty() -> None:
+    unit = parse(ROOTFS_HEAD)
+    assert unit.rootfs is not None and unit.rootfs.hosts == () and unit.rootfs.dns == ()
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expected", "got"),
+    [
+        ('hosts = ["db.local"]', "[rootfs].hosts", "a table of hostname = address", '["db.local"]'),
+        ('hosts = { "db.local" = "10.1.2" }', '[rootfs].hosts."db.local"', "an IPv4 or IPv6 address", '"10.1.2"'),
+        ('hosts = { "db.local" = 10 }', '[rootfs].hosts."db.local"', "an IPv4 or IPv6 address", "10"),
+        ('hosts = { "bad_name" = "10.1.2.3" }', "[rootfs].hosts.bad_name", "a hostname key", '"bad_name"'),
+        ('hosts = { "-x" = "10.1.2.3" }', "[rootfs].hosts.-x", "a hostname key", '"-x"'),
+        ('dns = "1.1.1.1"', "[rootfs].dns", "a list of at most 3 IP addresses", '"1.1.1.1"'),
+        ('dns = ["1.1.1.1", "nope"]', "[rootfs].dns[1]", "an IPv4 or IPv6 address", '"nope"'),
+        ('dns = ["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"]', "[rootfs].dns", "a list of at most 3", "["),
+    ],
+)
+def test_rootfs_hosts_and_dns_errors_name_file_and_key(line: str, key: str, expected: str, got: str) -> None:
+    with pytest.raises(UnitFileError) as info:
+        parse(ROOTFS_HEAD + line + "\n")
+    message = str(info.value)
+    assert info.value.key == key
+    assert message.startswith(f"{FILE}: {key}: expected ")
+    assert expected in message and got in message.split(", got ", 1)[1]

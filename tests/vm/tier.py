@@ -108,6 +108,8 @@ EXCLUDED: dict[str, str] = {
         "building that rootfs with mmdebstrap under TCG would cost many minutes"
     ),
     "tests/e2e/test_socket_access.py": "who may do what on the control socket: " + _SAME_EVERYWHERE,
+    "tests/integration/test_etcfiles.py": "/etc/hosts, resolv.conf and hostname bound into a root: " + _SAME_EVERYWHERE,
+    "tests/e2e/test_etcfiles.py": "/etc/hosts, resolv.conf and hostname of a container unit: " + _SAME_EVERYWHERE,
     "tests/e2e/test_soak_smoke.py": (
         "the soak smoke: ~60 s on the host, many minutes under TCG; its operations are the ones the e2e "
         "modules that run here test one by one (make soak is the soak itself)"
