@@ -256,8 +256,30 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     if args.image_command == "pull":
         return pull_image(client, args, out)
     images = client.call("GET", route_images.path())
+    if args.image_command == "inspect":
+        out.show(find_image(images, args.ref), args.json, render.render_image_config)
+        return EXIT_OK
     out.show(images, args.json, render.render_images)
     return EXIT_OK
+
+
+def find_image(images: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """The stored image a reference names: "PATH[:TAG]" as imported, or its digest
+    (a prefix of the hex part is enough when only one image has it)."""
+    path, tag = split_image_ref(ref)
+    wanted = {f"{path}:{tag}", ref}
+    try:  # a pulled image by its reference: "busybox" is docker://docker.io/library/busybox:latest
+        wanted.add(image_source(ref, Path.cwd()))
+    except (SourceError, ReferenceError):
+        pass
+    for image in images:
+        if wanted & set(image.get("refs") or [image.get("name")]) or ref == image.get("digest"):
+            return image
+    hex_part = ref.split(":", 1)[-1] if ref.startswith("sha256:") else ref
+    matches = [i for i in images if len(hex_part) >= 6 and str(i.get("digest", "")).split(":", 1)[-1].startswith(hex_part)]
+    if len(matches) == 1:
+        return matches[0]
+    raise UsageError(f'image inspect: no image "{ref}" in the store (supctl image list shows what is there)')
 
 
 def cmd_info(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -312,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-w", "--workdir", metavar="DIR")
     p.add_argument("cmd", nargs="*", metavar="-- CMD")
-    p = add("image", cmd_image, "import or list OCI images")
+    p = add("image", cmd_image, "import, list or inspect OCI images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout (root or admin_group only)")
     imp.add_argument("ref", metavar="PATH[:TAG]")
@@ -320,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("ref", metavar="REF", help="busybox:1.36, registry:5000/app@sha256:…, docker-archive:FILE, oci-archive:FILE[:TAG], dir:DIR")
     pull.add_argument("--authfile", metavar="FILE", help="containers-auth.json to log in with (default: supd's auth_file)")
     image_sub.add_parser("list", parents=[common], help="list imported images")
+    ins = image_sub.add_parser("inspect", parents=[common], help="show an imported image's config (Entrypoint, Cmd, Env...)")
+    ins.add_argument("ref", metavar="PATH[:TAG]|DIGEST")
     add("info", cmd_info, "show supd's configuration and host")
     return parser
 

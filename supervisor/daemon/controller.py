@@ -166,7 +166,9 @@ class DaemonController:
             seccomp = seccomp_filter_for(u.unit)
         except SeccompError as e:
             raise ConflictError(f"exec in {name}: {e}") from None
-        spec = build_exec_spec(u.unit, u.pid, procs, argv, user=user, env=env, cwd=cwd, seccomp=seccomp)
+        # the image's Env, User and WorkingDir apply to exec as to the process
+        ran = u.effective or u.unit
+        spec = build_exec_spec(ran, u.pid, procs, argv, user=user, env=env, cwd=cwd, seccomp=seccomp)
         try:
             pending = await self.sup.spawner.spawn(spec, stdio=fds)
             await pending.go()

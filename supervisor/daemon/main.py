@@ -132,6 +132,13 @@ class Daemon:
         except (RootfsError, UsernsError) as e:
             raise StartFailure(str(e)) from None
 
+    def _image_config(self, unit: Any) -> Any:
+        """The config of the unit's image (already imported by _prepare_rootfs)."""
+        try:
+            return self.store.image(unit.rootfs.image).config
+        except ImageError as e:
+            raise StartFailure(f"{unit.file}: [rootfs].image: {e}") from None
+
     def _cleanup_rootfs(self, unit: Any) -> None:
         assert unit.rootfs is not None
         overlay.cleanup(unit.name, unit.rootfs.writable, self.config.state_dir, self.config.runtime_dir)
@@ -428,6 +435,7 @@ class Daemon:
             self.events,
             prepare_rootfs=self._prepare_rootfs,
             cleanup_rootfs=self._cleanup_rootfs,
+            image_config=self._image_config,
             etc_files=self.etc_files,
         )
         # Policies beside every running process: [health] checks, [freeze] near_memory_max and max_frozen.

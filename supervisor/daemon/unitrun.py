@@ -68,6 +68,9 @@ class UnitRun:
     # The id block (policy.idranges.IdMapping) its last process got, for
     # [rootfs].userns = "auto": written in its record, claimed again on adoption.
     userns: Any = None
+    # The definition its process runs (or last ran): the unit file with its
+    # image's config applied (units/imageconfig.py); None before a start.
+    effective: Unit | None = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
 

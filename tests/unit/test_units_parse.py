@@ -198,15 +198,15 @@ def test_userns_is_host_unless_auto() -> None:
         ),
         (
             '[exec]\ncomand = ["/bin/true"]\n',
-            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp",
+            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp, entrypoint",
         ),
         (
             MINIMAL + "[servce]\nx = 1\n",
             "units/web.toml: [servce]: unknown section, expected one of: unit, exec, rootfs, resources, restart, stop, health, freeze",
         ),
         ("[unit]\n", "units/web.toml: [exec]: expected a table with at least command, got nothing"),
-        ("[exec]\ncommand = []\n", "units/web.toml: [exec].command: expected a non-empty list of non-empty strings, got []"),
-        ("[exec]\n", "units/web.toml: [exec].command: expected a non-empty list of non-empty strings, got nothing"),
+        ("[exec]\ncommand = []\n", "units/web.toml: [exec].command: expected a non-empty list of strings, the program first, got []"),
+        ("[exec]\n", "units/web.toml: [exec].command: expected a non-empty list of strings, the program first, got nothing"),
         ('exec = "x"\n', 'units/web.toml: [exec]: expected a table, got "x"'),
         (
             '[exec]\ncommand = ["/bin/true"]\nenvironment = { TZ = 5 }\n',
@@ -241,8 +241,21 @@ KEY_ERRORS = [
     ('[unit]\nwanted_by = "x"', "[unit].wanted_by", "description, slice", "x"),
     # [exec]
     ('[exec]\ncommand = "/bin/true"', "[exec].command", "non-empty list", "/bin/true"),
-    ('[exec]\ncommand = ["/bin/true", ""]', "[exec].command", "non-empty list", ["/bin/true", ""]),
-    ('[exec]\ncommand = ["/bin/true", 1]', "[exec].command", "non-empty list", ["/bin/true", 1]),
+    ('[exec]\ncommand = ["/bin/true", 1]', "[exec].command[1]", "a string without NUL bytes", 1),
+    ('[exec]\ncommand = ["/bin/true", "a\\u0000b"]', "[exec].command[1]", "a string without NUL bytes", "a\0b"),
+    ('[exec]\ncommand = ["", "x"]', "[exec].command[0]", "a program name", ""),
+    ('[exec]\ncommand = ["/bin/true"]\nentrypoint = "/bin/sh"', "[exec].entrypoint", "list of strings", "/bin/sh"),
+    ('[exec]\ncommand = ["/bin/true"]\nentrypoint = ["/bin/sh", 2]', "[exec].entrypoint[1]", "a string without NUL bytes", 2),
+    ('[exec]\nentrypoint = []', "[exec].command", "non-empty list", None),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = "/tmp"', "[rootfs].tmpfs", "a list like", "/tmp"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/run", "tmp"]', "[rootfs].tmpfs[1]", "the path: an absolute path", "tmp"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/"]', "[rootfs].tmpfs[0]", "not on / itself", "/"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t:size=lots"]', "[rootfs].tmpfs[0]", "size:", "/t:size=lots"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t:size=0"]', "[rootfs].tmpfs[0]", "size above 0", "/t:size=0"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t:mode=999"]', "[rootfs].tmpfs[0]", "mode: octal", "/t:mode=999"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t:uid=0"]', "[rootfs].tmpfs[0]", "unknown option 'uid=0'", "/t:uid=0"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t", "/t/"]', "[rootfs].tmpfs[1]", "not mounted by an earlier", "/t/"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/srv"]\nbinds = [{source = "/s", target = "/srv"}]', "[rootfs].tmpfs[0]", "or a bind", "/srv"),
     ('[exec]\ncommand = ["/bin/true"]\nenvironment = ["TZ=UTC"]', "[exec].environment", "a table", ["TZ=UTC"]),
     ('[exec]\ncommand = ["/bin/true"]\nenvironment = { "A B" = "x" }', '[exec].environment."A B"', "environment variable name", "A B"),
     ('[exec]\ncommand = ["/bin/true"]\nworking_directory = "www"', "[exec].working_directory", "absolute path", "www"),
@@ -460,6 +473,29 @@ def test_load_unit_validation_errors_name_the_file_as_given(tmp_path: Path, monk
     with pytest.raises(UnitFileError) as info:
         load_unit(Path("units/web.toml"))
     assert str(info.value) == 'units/web.toml: [restart].delay: expected a duration like "500ms" or "10s", got 12'
+
+
+def test_empty_strings_are_arguments() -> None:
+    unit = parse('[exec]\ncommand = ["redis-server", "--save", ""]\n')
+    assert unit.exec.command == ("redis-server", "--save", "")
+
+
+def test_entrypoint_is_kept_apart_from_the_command() -> None:
+    unit = parse('[exec]\nentrypoint = ["/bin/sh", "-c"]\ncommand = ["echo hi"]\n')
+    assert (unit.exec.entrypoint, unit.exec.command, unit.exec.argv) == (("/bin/sh", "-c"), ("echo hi",), ("/bin/sh", "-c", "echo hi"))
+    assert parse(MINIMAL).exec.entrypoint is None
+
+
+def test_an_image_unit_may_leave_exec_to_its_image() -> None:
+    unit = parse('[rootfs]\nimage = "/srv/images/redis:7"\n')
+    assert (unit.exec.command, unit.exec.entrypoint, unit.exec.working_directory, unit.stop.signal) == ((), None, None, None)
+    assert parse('[exec]\nentrypoint = []\n[rootfs]\nimage = "/srv/images/redis:7"\n').exec.entrypoint == ()
+
+
+def test_tmpfs_list() -> None:
+    unit = parse(MINIMAL + '[rootfs]\nlayers = ["/l"]\ntmpfs = ["/run", "/tmp:size=64M"]\n')
+    assert unit.rootfs is not None
+    assert [(t.target, t.size) for t in unit.rootfs.tmpfs] == [("/run", None), ("/tmp", 64 * 1024 * 1024)]
 
 
 # --- [rootfs].hosts and [rootfs].dns ---------------------------------------------

@@ -111,6 +111,9 @@ EXCLUDED: dict[str, str] = {
     "tests/e2e/test_socket_access.py": "who may do what on the control socket: " + _SAME_EVERYWHERE,
     "tests/integration/test_etcfiles.py": "/etc/hosts, resolv.conf and hostname bound into a root: " + _SAME_EVERYWHERE,
     "tests/e2e/test_etcfiles.py": "/etc/hosts, resolv.conf and hostname of a container unit: " + _SAME_EVERYWHERE,
+    "tests/e2e/test_image_config.py": (
+        "an image's Entrypoint/Cmd/Env/User/WorkingDir/StopSignal/Healthcheck and tmpfs scratch: " + _SAME_EVERYWHERE
+    ),
     "tests/e2e/test_soak_smoke.py": (
         "the soak smoke: ~60 s on the host, many minutes under TCG; its operations are the ones the e2e "
         "modules that run here test one by one (make soak is the soak itself)"
