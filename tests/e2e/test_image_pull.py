@@ -93,6 +93,8 @@ def test_pull_by_tag_and_by_digest(supd: Supd, registry: Registry) -> None:
     assert f"pulling docker://{ref} …\r\x1b[K" in shown and f"docker://{ref} {digest}" in shown, shown
     [img] = image_list(supd)
     assert img["digest"] == digest and img["name"] == f"docker://{ref}"
+    r = supd.ctl("image", "inspect", ref, "--json")  # found by the reference as typed
+    assert r.returncode == 0 and json.loads(r.stdout)["digest"] == digest, r.stderr
     assert len(img["layers"]) == 3  # type: ignore[arg-type]
     # by digest, and by tag@digest: the same image, nothing new stored
     for pinned in (f"{registry.host}/test/bb@{digest}", f"{ref}@{digest}"):
