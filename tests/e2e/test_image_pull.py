@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, Supd
 from tests.e2e.test_containers import container_unit, sh, start_unit
-from tests.helpers.oci import BuiltImage, add_raw_layer, build_busybox_image
+from tests.helpers.oci import BuiltImage, add_raw_layer, build_busybox_image, umoci
 from tests.helpers.registry import Registry, auth_json, make_ca_and_cert
 
 
@@ -312,3 +312,17 @@ def test_pull_always_follows_a_moved_tag_and_layouts_are_imported_not_pulled(
     assert len(named) == 1 and named[0]["digest"] == manifest_digest(registry, "test/moving:1")
     r = pulled(supd, str(image.layout) + ":v1")
     assert r.returncode == 2 and "supctl image import" in r.stderr, r.stderr
+
+
+def test_a_pulled_images_config_runs_when_the_unit_gives_no_command(
+    supd: Supd, registry: Registry, image: BuiltImage
+) -> None:
+    umoci(
+        "config", "--image", f"{image.layout}:v1", "--tag", "withcmd",
+        "--config.cmd", "/bin/sh", "--config.cmd", "-c", "--config.cmd", "echo $GREETING > /tmp/said; exec sleep 1000",
+        "--config.env", "GREETING=from the registry",
+    )
+    registry.push(f"oci:{image.layout}:withcmd", "test/withcmd:1")
+    unit = f'[rootfs]\nimage = "{registry.host}/test/withcmd:1"\nwritable = "ephemeral"\n[stop]\ntimeout = "5s"\n'
+    start_unit(supd, "fromcmd", unit)
+    assert sh(supd, "fromcmd", "cat /tmp/said") == "from the registry\n"
