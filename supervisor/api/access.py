@@ -52,6 +52,8 @@ ROUTE_NEEDS: Mapping[str, Need] = {
     "reload": Need(Level.OPERATOR, "operating units"),
     "exec": Need(Level.ADMIN, "exec"),
     "import_image": Need(Level.ADMIN, "image import"),
+    # root-equivalent too: supd reads the auth file the client names, as root
+    "pull_image": Need(Level.ADMIN, "image pull"),
 }
 UNKNOWN_ROUTE = Need(Level.ADMIN, "this request")
 

@@ -155,6 +155,8 @@ class Controller(Protocol):
 
     async def import_image(self, path: str, tag: str) -> dict: ...
 
+    async def pull_image(self, source: str, authfile: str | None) -> dict: ...
+
 
 @dataclass(frozen=True)
 class Route:
@@ -200,6 +202,7 @@ ROUTES: tuple[Route, ...] = (
     Route("tree", "GET", "/v1/tree"),
     Route("images", "GET", "/v1/images"),
     Route("import_image", "POST", "/v1/images", has_body=True),
+    Route("pull_image", "POST", "/v1/images/pull", has_body=True),
 )
 ROUTES_BY_COMMAND: dict[str, Route] = {r.command: r for r in ROUTES}
 
@@ -340,6 +343,29 @@ def parse_import_image_body(body: Any) -> ImportImageRequest:
     if not isinstance(tag, str) or not tag:
         raise BadRequestError(f"{what}.tag: expected a non-empty string, got {tag!r}")
     return ImportImageRequest(path, tag)
+
+
+@dataclass(frozen=True)
+class PullImageRequest:
+    source: str  # what the user typed; relative archive paths already absolute
+    authfile: str | None = None  # absolute; None: the daemon's auth_file
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"source": self.source}
+        if self.authfile is not None:
+            body["authfile"] = self.authfile
+        return body
+
+
+def parse_pull_image_body(body: Any) -> PullImageRequest:
+    what = "image pull request"
+    obj = _expect_object(body, what)
+    source, authfile = obj.get("source"), obj.get("authfile")
+    if not isinstance(source, str) or not source:
+        raise BadRequestError(f"{what}.source: expected an image reference like busybox:1.36, got {source!r}")
+    if authfile is not None and (not isinstance(authfile, str) or not authfile.startswith("/")):
+        raise BadRequestError(f"{what}.authfile: expected an absolute path, got {authfile!r}")
+    return PullImageRequest(source, authfile)
 
 
 def parse_signal_message(line: bytes) -> int:

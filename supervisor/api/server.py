@@ -376,6 +376,10 @@ class _Connection:
         elif command == "import_image":
             image = commands.parse_import_image_body(commands.parse_json_body(body))
             result = await c.import_image(image.path, image.tag)
+        elif command == "pull_image":
+            pull = commands.parse_pull_image_body(commands.parse_json_body(body))
+            log.info("api_command", verb="image pull", source=pull.source, uid=self.peer.uid if self.peer else None)
+            result = await c.pull_image(pull.source, pull.authfile)
         else:  # a route without a handler is a bug in this module
             raise ApiError(500, f"no handler for API command {command}")
         await self._respond(200, commands.encode_json(result))

@@ -13,11 +13,14 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
 from supervisor.api import commands
 from supervisor.api.client import Client, ClientError, RequestError
 from supervisor.cli import render
+from supervisor.rootfs.reference import ReferenceError
+from supervisor.rootfs.source import SourceError, image_source, is_layout
 from supervisor.version import VERSION
 
 EXIT_OK = 0
@@ -209,6 +212,36 @@ def split_image_ref(ref: str) -> tuple[str, str]:
     return os.path.abspath(path), tag
 
 
+def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """Phases, not byte counts: "pulling SOURCE" on stderr (on a terminal a
+    line the result replaces, elsewhere a plain line), then "SOURCE DIGEST"."""
+    try:
+        source = image_source(args.ref, Path.cwd())
+    except (SourceError, ReferenceError) as e:
+        raise UsageError(f"image pull: {e}") from None
+    if is_layout(source):
+        raise UsageError(f'image pull {args.ref}: that is an OCI layout; use "supctl image import {args.ref}"')
+    authfile = os.path.abspath(args.authfile) if args.authfile else None
+    progress = sys.stderr.isatty() and not args.json
+    if progress:
+        sys.stderr.write(f"pulling {source} …")
+    elif not args.json:
+        sys.stderr.write(f"pulling {source}\n")
+    sys.stderr.flush()
+    try:
+        body = commands.PullImageRequest(source, authfile).to_json()
+        result = client.call("POST", commands.ROUTES_BY_COMMAND["pull_image"].path(), body)
+    finally:
+        if progress:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+    if args.json:
+        out.json(result)
+    else:
+        out.write(f"{source} {result.get('digest', '')}\n")
+    return EXIT_OK
+
+
 def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     route_images = commands.ROUTES_BY_COMMAND["images"]
     if args.image_command == "import":
@@ -220,9 +253,33 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
         else:
             out.write(f"{result.get('name') or f'{path}:{tag}'} {result.get('digest', '')}\n")
         return EXIT_OK
+    if args.image_command == "pull":
+        return pull_image(client, args, out)
     images = client.call("GET", route_images.path())
+    if args.image_command == "inspect":
+        out.show(find_image(images, args.ref), args.json, render.render_image_config)
+        return EXIT_OK
     out.show(images, args.json, render.render_images)
     return EXIT_OK
+
+
+def find_image(images: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """The stored image a reference names: "PATH[:TAG]" as imported, or its digest
+    (a prefix of the hex part is enough when only one image has it)."""
+    path, tag = split_image_ref(ref)
+    wanted = {f"{path}:{tag}", ref}
+    try:  # a pulled image by its reference: "busybox" is docker://docker.io/library/busybox:latest
+        wanted.add(image_source(ref, Path.cwd()))
+    except (SourceError, ReferenceError):
+        pass
+    for image in images:
+        if wanted & set(image.get("refs") or [image.get("name")]) or ref == image.get("digest"):
+            return image
+    hex_part = ref.split(":", 1)[-1] if ref.startswith("sha256:") else ref
+    matches = [i for i in images if len(hex_part) >= 6 and str(i.get("digest", "")).split(":", 1)[-1].startswith(hex_part)]
+    if len(matches) == 1:
+        return matches[0]
+    raise UsageError(f'image inspect: no image "{ref}" in the store (supctl image list shows what is there)')
 
 
 def cmd_info(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -277,11 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-w", "--workdir", metavar="DIR")
     p.add_argument("cmd", nargs="*", metavar="-- CMD")
-    p = add("image", cmd_image, "import or list OCI images")
+    p = add("image", cmd_image, "import, list or inspect OCI images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout (root or admin_group only)")
     imp.add_argument("ref", metavar="PATH[:TAG]")
+    pull = image_sub.add_parser("pull", parents=[common], help="pull an image from a registry or an archive (root or admin_group only)")
+    pull.add_argument("ref", metavar="REF", help="busybox:1.36, registry:5000/app@sha256:…, docker-archive:FILE, oci-archive:FILE[:TAG], dir:DIR")
+    pull.add_argument("--authfile", metavar="FILE", help="containers-auth.json to log in with (default: supd's auth_file)")
     image_sub.add_parser("list", parents=[common], help="list imported images")
+    ins = image_sub.add_parser("inspect", parents=[common], help="show an imported image's config (Entrypoint, Cmd, Env...)")
+    ins.add_argument("ref", metavar="PATH[:TAG]|DIGEST")
     add("info", cmd_info, "show supd's configuration and host")
     return parser
 

@@ -6,6 +6,7 @@ matters) and returns text. No I/O, no clock reads.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -118,6 +119,11 @@ def _label(name: str, value: str) -> str:
     return f"{name:>{LABEL_WIDTH}}: {value}"
 
 
+def _more(value: str) -> str:
+    """A further line of the value above, under it."""
+    return " " * (LABEL_WIDTH + 2) + value
+
+
 def _bullet(state: str, color: bool) -> str:
     if not color:
         return BULLET
@@ -167,6 +173,8 @@ def render_status(
         lines.append(_label("Network", f"{network.get('network')} ({where})"))
         if network.get("ports"):
             lines.append(_label("Ports", ", ".join(network["ports"])))
+    if status.get("command"):
+        lines.append(_label("Command", shlex.join(status["command"])))
     restarts = status.get("restarts", 0)
     last_exit = status.get("last_exit")
     lines.append(_label("Restarts", f"{restarts}" + (f" (last exit: {last_exit.get('reason')})" if last_exit else "")))
@@ -308,6 +316,32 @@ def render_images(images: list[Mapping[str, Any]]) -> str:
             ]
         )
     lines = table(["IMAGE", "DIGEST", "LAYERS", "SIZE", "CREATED"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def render_image_config(image: Mapping[str, Any]) -> str:
+    """`supctl image inspect`: the image and the config its units default to."""
+    config = image.get("config") or {}
+    lines = [
+        _label("Image", str(image.get("name") or "")),
+        _label("Digest", str(image.get("digest") or "")),
+        _label("Entrypoint", shlex.join(config.get("Entrypoint") or []) or "-"),
+        _label("Cmd", shlex.join(config.get("Cmd") or []) or "-"),
+        _label("WorkingDir", config.get("WorkingDir") or "-"),
+        _label("User", config.get("User") or "-"),
+        _label("StopSignal", config.get("StopSignal") or "-"),
+    ]
+    env = config.get("Env") or []
+    lines.append(_label("Env", env[0] if env else "-"))
+    lines.extend(_more(e) for e in env[1:])
+    check = config.get("Healthcheck")
+    if check:
+        lines.append(_label("Healthcheck", shlex.join(check.get("Test") or [])))
+        for key in ("Interval", "Timeout", "StartPeriod"):
+            if check.get(key):
+                lines.append(_more(f"{key}: {human_duration(check[key] / 1e9)}"))
+        if check.get("Retries"):
+            lines.append(_more(f"Retries: {check['Retries']}"))
     return "\n".join(lines) + "\n"
 
 

@@ -49,13 +49,19 @@ class DaemonConfig:
     subgid_file: Path = Path("/etc/subgid")
     # CNI network configuration lists (NAME.conflist); supd writes supd.conflist on first use
     networks_dir: Path = Path("/etc/supd/networks")
+    # image pulls (rootfs/pull.py): registries besides loopback reached without
+    # TLS, the containers-auth.json used when it exists, and CA folders
+    # (<certs_dir>/<host:port>/ca.crt; None: skopeo's /etc/containers/certs.d)
+    insecure_registries: tuple[str, ...] = ()
+    auth_file: Path = Path("/etc/supd/auth.json")
+    certs_dir: Path | None = None
 
     @property
     def socket_path(self) -> Path:
         return self.runtime_dir / "supd.sock"
 
 
-_PATH_KEYS = {"units_dir", "state_dir", "runtime_dir", "subuid_file", "subgid_file", "networks_dir"}
+_PATH_KEYS = {"units_dir", "state_dir", "runtime_dir", "subuid_file", "subgid_file", "networks_dir", "auth_file", "certs_dir"}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "cgroup_driver": ("auto", "systemd", "cgroupfs"),
     "log_format": ("auto", "console", "json"),
@@ -85,6 +91,10 @@ def _coerce_key(source: str, key: str, value: Any, base: Path) -> Any:
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(source, key, "a non-empty string", value)
         return value
+    if key == "insecure_registries":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v and "/" not in v for v in value):
+            raise ConfigError(source, key, 'a list of registries like ["registry.lan:5000"]', value)
+        return tuple(value)
     if key == "live_restore":
         if not isinstance(value, bool):
             raise ConfigError(source, key, "true or false", value)

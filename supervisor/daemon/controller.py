@@ -21,6 +21,10 @@ from supervisor.seccomp.unitfilter import SeccompError
 from supervisor.seccomp.unitfilter import filter_for as seccomp_filter_for
 from supervisor.daemon.supervisor import Refused, StartFailure, Supervisor
 from supervisor.daemon.unitrun import UnitRun
+from supervisor.rootfs.errors import ImageError
+from supervisor.rootfs.pull import Puller
+from supervisor.rootfs.reference import ReferenceError
+from supervisor.rootfs.source import SourceError, image_source, is_layout
 from supervisor.rootfs.store import LayerStore
 from supervisor.policy import state as states
 from supervisor.runtime.spawn import SpawnError
@@ -56,8 +60,9 @@ class ExecSession:
 
 
 class DaemonController:
-    def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: LayerStore | None = None) -> None:
+    def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: LayerStore | None = None, puller: Puller | None = None) -> None:
         self.sup = sup
+        self._puller = puller
         self._reload = reload
         self._info = info
         self._images = images
@@ -161,7 +166,9 @@ class DaemonController:
             seccomp = seccomp_filter_for(u.unit)
         except SeccompError as e:
             raise ConflictError(f"exec in {name}: {e}") from None
-        spec = build_exec_spec(u.unit, u.pid, procs, argv, user=user, env=env, cwd=cwd, seccomp=seccomp)
+        # the image's Env, User and WorkingDir apply to exec as to the process
+        ran = u.effective or u.unit
+        spec = build_exec_spec(ran, u.pid, procs, argv, user=user, env=env, cwd=cwd, seccomp=seccomp)
         try:
             pending = await self.sup.spawner.spawn(spec, stdio=fds)
             await pending.go()
@@ -185,4 +192,21 @@ class DaemonController:
             )
         except (ImageError, OSError) as e:
             raise BadRequestError(f"image import {path}:{tag}: {e}") from None
+        return image.to_json()
+
+    async def pull_image(self, source: str, authfile: str | None) -> dict[str, Any]:
+        if self._puller is None:
+            raise ConflictError("no image store")
+        try:
+            canonical = image_source(source, Path("/"))
+        except (SourceError, ReferenceError) as e:
+            raise BadRequestError(f"image pull {source}: {e}") from None
+        if is_layout(canonical):
+            raise BadRequestError(f'image pull {source}: an OCI layout; use "supctl image import" (or oci-archive:/dir:)')
+        try:
+            image = await self._puller.pull(canonical, Path(authfile) if authfile else None)
+        except ImageError as e:
+            raise BadRequestError(f"image pull: {e}") from None
+        except OSError as e:
+            raise BadRequestError(f"image pull {canonical}: {e}") from None
         return image.to_json()

@@ -44,7 +44,8 @@ from supervisor.policy import lifecycle as lc
 from supervisor.policy import resume
 from supervisor.policy.state import UnitState
 from supervisor.rootfs import overlay
-from supervisor.rootfs.errors import RootfsError
+from supervisor.rootfs.errors import ImageError, RootfsError
+from supervisor.rootfs.pull import Puller, PullSettings
 from supervisor.rootfs.store import LayerStore
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner
@@ -119,6 +120,13 @@ class Daemon:
     async def _open_driver(self) -> Any:
         return await open_driver(self.config.cgroup_driver, self.config.cgroup_root)
 
+    async def _ensure_image(self, unit: Any) -> None:
+        """A unit's image pulled (per [rootfs].pull) before its rootfs is made."""
+        try:
+            await self.puller.ensure(unit.rootfs.image, unit.rootfs.pull)
+        except (ImageError, OSError) as e:
+            raise StartFailure(str(RootfsError(unit.file, "[rootfs].image", str(e)))) from None
+
     def _prepare_rootfs(self, unit: Any) -> Any:
         try:
             plan = overlay.prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
@@ -127,6 +135,13 @@ class Daemon:
             return plan
         except (RootfsError, UsernsError) as e:
             raise StartFailure(str(e)) from None
+
+    def _image_config(self, unit: Any) -> Any:
+        """The config of the unit's image (already imported by _prepare_rootfs)."""
+        try:
+            return self.store.image(unit.rootfs.image).config
+        except ImageError as e:
+            raise StartFailure(f"{unit.file}: [rootfs].image: {e}") from None
 
     def _cleanup_rootfs(self, unit: Any) -> None:
         assert unit.rootfs is not None
@@ -434,12 +449,21 @@ class Daemon:
             prepare_rootfs=self._prepare_rootfs,
             cleanup_rootfs=self._cleanup_rootfs,
             networks=self.networks,
+            image_config=self._image_config,
             etc_files=self.etc_files,
         )
         # Policies beside every running process: [health] checks, [freeze] near_memory_max and max_frozen.
         self.sup.run_watchers += [health.health_watcher, freezer.near_memory_max_watcher, freezer.max_frozen_watcher]
         self.sup.userns_of = self.userns.held
-        controller = DaemonController(self.sup, self.reload, self.info, self.store)
+        self.puller = Puller(
+            config.state_dir,
+            self.store,
+            self.reaper,
+            PullSettings(config.insecure_registries, config.auth_file, config.certs_dir),
+            self.sup.image_threads,
+        )
+        self.sup.ensure_image = self._ensure_image
+        controller = DaemonController(self.sup, self.reload, self.info, self.store, self.puller)
         log.info(
             "supd_starting",
             version=VERSION,

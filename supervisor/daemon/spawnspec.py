@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from supervisor.runtime.spec import Bind, ContainerSpec, DeviceNode, JoinSpec, RootfsMount, SpawnSpec, UserNamespace
+from supervisor.runtime.spec import Bind, ContainerSpec, DeviceNode, JoinSpec, RootfsMount, SpawnSpec, Tmpfs, UserNamespace
 from supervisor.units.capabilities import CONTAINER_DEFAULT
-from supervisor.units.model import Unit
+from supervisor.units.model import TmpfsSpec, Unit
+from supervisor.units.tmpfs import effective_tmpfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Debian's tini ships a static build: it runs in any rootfs, whatever its libc.
@@ -49,6 +50,16 @@ def spawn_network(unit: Unit) -> str:
     return "private"
 
 
+def tmpfs_mount(spec: TmpfsSpec, owner: tuple[int, int] | None = None) -> Tmpfs:
+    """`owner`: the host uid and gid of container root in a user namespace of
+    its own; the shim mounts as host root, whose files container root cannot
+    write (they show as nobody)."""
+    data = f"mode={spec.mode:o}" + (f",size={spec.size}" if spec.size is not None else "")
+    if owner is not None:
+        data += f",uid={owner[0]},gid={owner[1]}"
+    return Tmpfs(spec.target, data, spec.options)
+
+
 def container_hostname(unit: Unit) -> str:
     """`[rootfs].hostname`, else the unit's name made a valid hostname."""
     assert unit.rootfs is not None
@@ -83,21 +94,24 @@ def build_spawn_spec(
             init = init_path or find_init()
             if init is None:
                 raise ValueError(f"{unit.file}: [rootfs].init: no tini binary on this host (apt-get install tini)")
+        user_namespace = _user_namespace(unit, userns)
+        owner = None if user_namespace is None else (user_namespace.uid, user_namespace.gid)
         container = ContainerSpec(
             rootfs=RootfsMount.of(plan),
             hostname=container_hostname(unit),
             network=spawn_network(unit),
             binds=tuple(Bind(str(b.source), b.target, b.readonly) for b in unit.rootfs.binds),
+            tmpfs=tuple(tmpfs_mount(t, owner) for t in effective_tmpfs(unit.rootfs)),
             init=init,
             devices=devices,
             sysctls=unit_sysctls(unit),
-            userns=_user_namespace(unit, userns),
+            userns=user_namespace,
             etc_files=tuple(sorted((etc_files or {}).items())),
         )
     return SpawnSpec(
-        argv=unit.exec.command,
+        argv=unit.exec.argv,
         env=unit_environment(unit),
-        cwd=unit.exec.working_directory,
+        cwd=unit.exec.working_directory or "/",
         user=unit.exec.user,
         container=container,
         no_new_privs=container is not None or seccomp is not None,
@@ -133,7 +147,7 @@ def build_exec_spec(
     return SpawnSpec(
         argv=tuple(argv),
         env=unit_environment(unit, env),
-        cwd=cwd or unit.exec.working_directory,
+        cwd=cwd or unit.exec.working_directory or "/",
         user=user if user is not None else unit.exec.user,
         join=JoinSpec(pid=main_pid, cgroup_procs=cgroup_procs),
         no_new_privs=True,
@@ -150,6 +164,7 @@ _ERROR_KEYS = (
     ("exec ", "[exec].command"),
     ("cwd ", "[exec].working_directory"),
     ("bind ", "[rootfs].binds"),
+    ("tmpfs ", "[rootfs].tmpfs"),
     ("mount ", "[rootfs]"),
     ("device ", "[rootfs].devices"),
     ("seccomp", "[exec].seccomp"),

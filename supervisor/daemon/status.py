@@ -93,6 +93,9 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
     }
     if not detail:
         return status
+    # what ran (or last ran): the unit's command with its image's Entrypoint/Cmd applied
+    ran = u.effective or unit
+    status["command"] = list(ran.exec.argv) if ran is not None else None
     limits = None
     if unit is not None:
         r = unit.resources

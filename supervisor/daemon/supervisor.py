@@ -46,6 +46,8 @@ from supervisor.rootfs import hostdev
 from supervisor.rootfs.errors import RootfsError
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner, SpawnError
+from supervisor.rootfs.oci import ImageConfig
+from supervisor.units.imageconfig import effective_unit
 from supervisor.units.model import Unit
 from supervisor.units.values import signal_name
 
@@ -93,6 +95,7 @@ class Supervisor:
         prepare_rootfs: Callable[[Unit], Any] | None = None,
         cleanup_rootfs: Callable[[Unit], None] | None = None,
         networks: Networks | None = None,
+        image_config: Callable[[Unit], ImageConfig | None] | None = None,
         etc_files: EtcFiles | None = None,
     ) -> None:
         self.config = config
@@ -107,6 +110,9 @@ class Supervisor:
         self.cleanup_rootfs = cleanup_rootfs
         # CNI networks of container units (None: every container keeps the host's)
         self.networks = networks
+        # The config of a unit's image (blocking: reads the image store), whose
+        # Entrypoint, Cmd, Env... fill what the unit file leaves out.
+        self.image_config = image_config
         # a container's /etc/hosts, resolv.conf and hostname (daemon/etcfiles.py)
         self.etc_files = etc_files
         self.units: dict[str, UnitRun] = {}
@@ -124,6 +130,9 @@ class Supervisor:
         self.run_watchers: list[Callable[[Supervisor, UnitRun, Unit], Awaitable[None]]] = []
         # The id block a [rootfs].userns = "auto" unit holds (daemon/userns.py), by unit name.
         self.userns_of: Callable[[str], Any] = lambda _name: None
+        # Pulls a unit's registry/archive image per [rootfs].pull before its
+        # rootfs is prepared (daemon/main.py; rootfs/pull.py). Raises StartFailure.
+        self.ensure_image: Callable[[Unit], Awaitable[None]] | None = None
 
     # ----------------------------------------------------------- transitions
     def _apply(self, u: UnitRun, event: lc.Event) -> lc.Step:
@@ -427,7 +436,8 @@ class Supervisor:
         pid, ref = started
         u.pid, u.started_at = pid, time.monotonic()
         self._apply(u, lc.Started(pid))
-        await self._see_to_end(u, unit, pid, ref)
+        # what ran: stop signal and health checks come from the image's config too
+        await self._see_to_end(u, u.effective or unit, pid, ref)
 
     async def _see_to_end(self, u: UnitRun, unit: Unit, pid: int, ref: CgroupRef | None) -> None:
         status = await self._supervise(u, unit, pid, ref)
@@ -448,6 +458,7 @@ class Supervisor:
         ref: CgroupRef | None = None
         pending = None
         warnings: list[str] = []
+        u.effective = None
         try:
             plan = None
             host_devices = self._host_devices(unit)
@@ -457,16 +468,21 @@ class Supervisor:
                     network = self.networks.prepare(unit)
                 except NetworkError as e:
                     raise StartFailure(str(e)) from None
+            if unit.rootfs is not None and unit.rootfs.image is not None and self.ensure_image is not None:
+                await self.ensure_image(unit)
             if unit.rootfs is not None and self.prepare_rootfs is not None:
                 # Importing an image on first use unpacks tarballs: keep it off the
                 # loop, and an image unit in the image threads, so a slow or
                 # hostile image never holds the threads everything else uses.
                 limiter = self.image_threads if unit.rootfs.image is not None else None
-                plan = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
+                plan, image = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
+            else:
+                image = None
+            u.effective = effective_unit(unit, image)
             u.userns = self.userns_of(unit.name)
             etc_files = await self._prepare_etc_files(unit, u.userns)
             spec = build_spawn_spec(
-                unit,
+                u.effective,
                 plan,
                 devices=tuple(d.node for d in host_devices),
                 seccomp=seccomp_filter_for(unit),
@@ -571,10 +587,27 @@ class Supervisor:
         except OSError as e:
             log.warning("etc_files_cleanup_failed", unit=unit.name, error=str(e))
 
-    def _prepare_rootfs(self, unit: Unit) -> Any:
+    def _prepare_rootfs(self, unit: Unit) -> tuple[Any, ImageConfig | None]:
+        """The rootfs plan and the image's config (blocking; one thread hop for both)."""
         failpoints.hit("rootfs.mount", unit.name)
         assert self.prepare_rootfs is not None
-        return self.prepare_rootfs(unit)
+        plan = self.prepare_rootfs(unit)
+        return plan, self._image_config(unit)
+
+    def _image_config(self, unit: Unit) -> ImageConfig | None:
+        if unit.rootfs is None or unit.rootfs.image is None or self.image_config is None:
+            return None
+        return self.image_config(unit)
+
+    async def _effective_of_adopted(self, unit: Unit) -> Unit:
+        """An adopted process ran with what its image said when it started; the
+        store still holds that image (by digest) unless it was re-imported."""
+        try:
+            image = await anyio.to_thread.run_sync(self._image_config, unit, limiter=self.image_threads)
+            return effective_unit(unit, image)
+        except (StartFailure, *START_ERRORS) as e:
+            log.warning("adopted_unit_image_config_unavailable", unit=unit.name, error=str(e))
+            return unit
 
     async def _abort_start(self, u: UnitRun, unit: Unit, pending: Any, ref: CgroupRef | None) -> None:
         """Undo a half-done start; every step on its own, none may stop the others."""
@@ -629,7 +662,8 @@ class Supervisor:
         self._commit(u, lc.step(u.life, lc.Adopted(pid, frozen_by), time.monotonic()))
         if u.adopt_since is not None:  # uptime counts from the real start, not the adoption
             u.since, u.adopt_since = u.adopt_since, None
-        await self._see_to_end(u, unit, pid, u.cgroup)
+        u.effective = await self._effective_of_adopted(unit)
+        await self._see_to_end(u, u.effective, pid, u.cgroup)
 
     async def _supervise(self, u: UnitRun, unit: Unit, pid: int, ref: CgroupRef | None) -> ExitStatus:
         """Wait for the process to exit, handling commands meanwhile (a stop
@@ -690,7 +724,7 @@ class Supervisor:
             except (CgroupError, OSError) as e:
                 log.warning("stop_thaw_failed", unit=u.name, error=str(e))
             u.frozen = False
-        self._signal_main(unit, pid, unit.stop.signal)
+        self._signal_main(unit, pid, unit.stop.signal or signal.SIGTERM)
         with anyio.move_on_after(unit.stop.timeout):
             await exited.wait()
         if exited.is_set():

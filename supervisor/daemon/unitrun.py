@@ -70,6 +70,9 @@ class UnitRun:
     userns: Any = None
     # Its CNI network, address and published ports (daemon/networking.Attached) while it runs.
     network: Any = None
+    # The definition its process runs (or last ran): the unit file with its
+    # image's config applied (units/imageconfig.py); None before a start.
+    effective: Unit | None = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import structlog
+import zstandard
 
 from supervisor.rootfs.errors import ImageError
 
@@ -100,32 +101,98 @@ class Descriptor:
 
 
 @dataclass(frozen=True)
+class Healthcheck:
+    """Docker's Healthcheck as the image config has it (durations in ns, 0: default)."""
+
+    test: tuple[str, ...] = ()  # ("CMD", argv...), ("CMD-SHELL", line), ("NONE",) or () (inherit)
+    interval_ns: int = 0
+    timeout_ns: int = 0
+    start_period_ns: int = 0
+    retries: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "Test": list(self.test),
+            "Interval": self.interval_ns,
+            "Timeout": self.timeout_ns,
+            "StartPeriod": self.start_period_ns,
+            "Retries": self.retries,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Healthcheck:
+        return cls(
+            test=_strings(data.get("Test"), "Healthcheck.Test"),
+            interval_ns=_count(data.get("Interval"), "Healthcheck.Interval"),
+            timeout_ns=_count(data.get("Timeout"), "Healthcheck.Timeout"),
+            start_period_ns=_count(data.get("StartPeriod"), "Healthcheck.StartPeriod"),
+            retries=_count(data.get("Retries"), "Healthcheck.Retries"),
+        )
+
+
+def _strings(value: Any, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key}: expected a list of strings, got {value!r:.80}")
+    return tuple(value)
+
+
+def _text(value: Any, key: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected a string, got {value!r:.80}")
+    return value
+
+
+def _count(value: Any, key: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key}: expected a count of 0 or more, got {value!r:.80}")
+    return value
+
+
+@dataclass(frozen=True)
 class ImageConfig:
-    """The parts of an image's config a unit can use later (as defaults)."""
+    """The parts of an image's config a unit uses as defaults (units/imageconfig.py)."""
 
     env: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] = ()
     working_dir: str = ""
     user: str = ""
+    stop_signal: str = ""
+    healthcheck: Healthcheck | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "Env": list(self.env),
             "Cmd": list(self.cmd),
             "Entrypoint": list(self.entrypoint),
             "WorkingDir": self.working_dir,
             "User": self.user,
+            "StopSignal": self.stop_signal,
         }
+        if self.healthcheck is not None:
+            data["Healthcheck"] = self.healthcheck.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImageConfig:
+        """ValueError naming the key when a value has the wrong type."""
+        health = data.get("Healthcheck")
+        if health is not None and not isinstance(health, Mapping):
+            raise ValueError(f"Healthcheck: expected an object, got {health!r:.80}")
         return cls(
-            env=tuple(data.get("Env") or ()),
-            cmd=tuple(data.get("Cmd") or ()),
-            entrypoint=tuple(data.get("Entrypoint") or ()),
-            working_dir=data.get("WorkingDir") or "",
-            user=data.get("User") or "",
+            env=_strings(data.get("Env"), "Env"),
+            cmd=_strings(data.get("Cmd"), "Cmd"),
+            entrypoint=_strings(data.get("Entrypoint"), "Entrypoint"),
+            working_dir=_text(data.get("WorkingDir"), "WorkingDir"),
+            user=_text(data.get("User"), "User"),
+            stop_signal=_text(data.get("StopSignal"), "StopSignal"),
+            healthcheck=Healthcheck.from_json(health) if health is not None else None,
         )
 
 
@@ -244,7 +311,11 @@ def parse_config(data: Any, file: str, digest: str) -> tuple[ImageConfig, tuple[
         digest,
     )
     created = data.get("created")
-    return ImageConfig.from_json(runtime), tuple(diff_ids), created if isinstance(created, str) else None
+    try:
+        config = ImageConfig.from_json(runtime)
+    except ValueError as err:
+        raise ImageError(file, f"config.{err}", digest) from None
+    return config, tuple(diff_ids), created if isinstance(created, str) else None
 
 
 def layer_ids_for(manifest: Manifest, diff_ids: Sequence[str]) -> tuple[str, ...]:
@@ -464,11 +535,10 @@ def _decompressor(reader: VerifiedReader, media_type: str) -> IO[bytes]:
     if compression == "gzip":
         return gzip.GzipFile(fileobj=reader, mode="rb")  # type: ignore[return-value]
     if compression == "zstd":
-        try:
-            import zstandard  # type: ignore[import-not-found]
-        except ImportError:
-            raise ImageError(reader.path, "zstd layers need the zstandard Python package", reader.digest) from None
-        return zstandard.ZstdDecompressor().stream_reader(reader)  # type: ignore[no-any-return]
+        # a layer may be several zstd frames (zstd:chunked writes one per file);
+        # buffered: tarfile reads 10 KiB at a time, each a call into the C reader
+        zstd = zstandard.ZstdDecompressor().stream_reader(reader, read_across_frames=True, closefd=False)
+        return io.BufferedReader(zstd, COPY_CHUNK)  # type: ignore[arg-type]
     return io.BufferedReader(reader, COPY_CHUNK)
 
 
@@ -486,7 +556,7 @@ def unpack_layer(layout: OciLayout, desc: Descriptor, diff_id: str | None, dest:
             uncompressed = stream.drain()
         except ImageError:
             raise
-        except (OSError, EOFError, zlib.error, tarfile.TarError, ValueError) as err:
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError, tarfile.TarError, ValueError) as err:
             # a damaged blob usually breaks decompression first: name the real cause
             raw.finish()
             raise ImageError(raw.path, f"not a valid layer ({desc.media_type}): {err}", desc.digest) from None

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +165,14 @@ class LayerStore:
             os.unlink(tmp)
             raise
 
-    def import_image(self, layout: Path, tag: str) -> Image:
+    def import_image(self, layout: Path, tag: str, name: str | None = None) -> Image:
         """Import `tag` from an OCI layout: unpack the layers the store lacks,
-        record the image. Re-importing the same manifest is (nearly) a no-op."""
+        record the image. Re-importing the same manifest is (nearly) a no-op.
+        `name` is what the image is known by when the layout is only a pull's
+        scratch copy (a source string, source.py), else "DIR:TAG"."""
         oci = OciLayout(layout)
         resolved = oci.resolve(tag)
-        ref = f"{layout}:{tag}"
+        ref = name or f"{layout}:{tag}"
         unpacked = sum(self._import_layer(oci, resolved, i) for i in range(len(resolved.layer_ids)))
         previous = self._load_record(resolved.manifest.digest)
         refs = tuple(dict.fromkeys((*(previous.refs if previous else ()), ref)))
@@ -186,8 +188,21 @@ class LayerStore:
         )
         if image != previous:
             self._write_record(image)
+        if name is not None:
+            self._move_name(name, image.digest)
         log.info("image_imported", image=ref, digest=image.digest, layers=len(image.layers), unpacked=unpacked)
         return image
+
+    def _move_name(self, name: str, digest: str) -> None:
+        """A pulled name (a tag) names one image: drop it from the image it
+        named before, so `find` never answers with a stale one."""
+        for other in self.images():
+            if other.digest != digest and name in other.refs:
+                refs = tuple(r for r in other.refs if r != name)
+                if refs:
+                    self._write_record(replace(other, refs=refs, name=refs[-1]))
+                else:
+                    self._record_path(other.digest).unlink(missing_ok=True)
 
     def images(self) -> list[Image]:
         if not self.images_dir.is_dir():
@@ -200,8 +215,22 @@ class LayerStore:
                 log.warning("image_record_unreadable", file=str(path), error=str(err))
         return found
 
+    def find(self, name: str) -> Image | None:
+        """The stored image last recorded under `name` (a pulled source), if
+        all its layers are there."""
+        for image in self.images():
+            if name in image.refs and all(self.has_layer(layer) for layer in image.layers):
+                return image
+        return None
+
     def image(self, image_ref: str) -> Image:
-        """The image a "DIR:TAG" names, importing it on first use."""
+        """The image a "DIR:TAG" names, importing it on first use; a pulled
+        source (source.py) must have been pulled (pull.py) before."""
+        if not image_ref.startswith("/"):
+            found = self.find(image_ref)
+            if found is None:
+                raise ImageError(image_ref, "not in the store (not pulled yet)")
+            return found
         layout, tag = parse_image_ref(image_ref)
         oci = OciLayout(layout)
         digest = oci.manifest_descriptor(tag).digest

@@ -872,6 +872,52 @@ def bind(root, source, target, readonly):
         remount_readonly(root, target, MS_REC)
 
 
+TMPFS_FLAG_BITS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "ro": MS_RDONLY}
+
+
+def mount_tmpfs(root, target, data, flags):
+    """A tmpfs on a path inside the root (made if missing, links resolved in the root)."""
+    what = f"tmpfs {target}"  # the daemon maps this prefix to [rootfs].tmpfs
+    fd = root.make(target, True, what)
+    try:
+        bits = 0
+        for flag in flags:
+            bits |= TMPFS_FLAG_BITS[flag]
+        mount_at("tmpfs", fd, target, "tmpfs", bits, data)
+    except ShimError as e:
+        raise ShimError(f"{what}: {e}") from None
+    finally:
+        os.close(fd)
+
+
+def mount_volumes(root, container, readonly):
+    """tmpfs mounts, supd's /etc files, the unit's binds. The tmpfs mounts
+    come first, so /etc/resolv.conf linking into /run (a readonly root's
+    scratch tmpfs) gets its file in the tmpfs, not under it; a tmpfs below a
+    bind target waits for that bind. The rest go the shallower first: a
+    mount below another lands on top of it."""
+    binds = [tuple(b) for b in container["binds"]]
+    tmpfs = [tuple(t) for t in container.get("tmpfs") or ()]
+
+    def below_a_bind(path):
+        return any(path == b[1] or path.startswith(b[1].rstrip("/") + "/") for b in binds)
+
+    def depth(mount):
+        return len(components(mount[0]))
+
+    for target, data, flags in sorted((t for t in tmpfs if not below_a_bind(t[0])), key=lambda t: depth(t)):
+        mount_tmpfs(root, target, data, flags)
+    # before the unit's binds: a bind the unit asks for over one of them wins
+    bind_etc_files(root, container, readonly)
+    later = [(target, "bind", (source, ro)) for source, target, ro in binds]
+    later += [(t[0], "tmpfs", t[1:]) for t in tmpfs if below_a_bind(t[0])]
+    for target, kind, args in sorted(later, key=depth):
+        if kind == "bind":
+            bind(root, args[0], target, args[1])
+        else:
+            mount_tmpfs(root, target, args[0], args[1])
+
+
 def etc_file(root, path, what, hops=0):
     """An O_PATH fd of the regular file `path` names in the root, created if
     missing. A symlink there is followed inside the root (resolv.conf ->
@@ -987,10 +1033,7 @@ def build_container(spec, container):
     root = RootDir(plan["target"])
     mount_proc_sys(root)
     mount_dev(root)
-    # before the unit's binds: a bind the unit asks for over one of them wins
-    bind_etc_files(root, container, plan.get("readonly"))
-    for source, target, readonly in container["binds"]:
-        bind(root, source, target, readonly)
+    mount_volumes(root, container, plan.get("readonly"))
     argv = list(spec["argv"])
     if container["init"]:
         bind(root, container["init"], "/dev/init", readonly=True)

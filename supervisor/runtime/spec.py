@@ -103,6 +103,23 @@ class Bind:
 
 
 @dataclass(frozen=True)
+class Tmpfs:
+    target: str  # absolute path inside the container
+    data: str  # tmpfs mount options: "mode=1777,size=67108864"
+    flags: tuple[str, ...] = ("nosuid", "nodev", "noexec")  # of TMPFS_FLAGS
+
+    def __post_init__(self) -> None:
+        if not self.target.startswith("/"):
+            raise SpecError("container.tmpfs.target", "an absolute path", self.target)
+        for flag in self.flags:
+            if flag not in TMPFS_FLAGS:
+                raise SpecError("container.tmpfs.flags", " or ".join(TMPFS_FLAGS), flag)
+
+
+TMPFS_FLAGS = ("nosuid", "nodev", "noexec", "ro")
+
+
+@dataclass(frozen=True)
 class DeviceNode:
     """A device node the container's /dev gets beyond the standard ones
     (`[rootfs].devices`), as found on the host."""
@@ -163,6 +180,7 @@ class ContainerSpec:
     hostname: str | None = None
     network: Network = "host"
     binds: tuple[Bind, ...] = ()
+    tmpfs: tuple[Tmpfs, ...] = ()
     init: str | None = None  # host path of an init binary, run as pid 1 from /dev/init
     devices: tuple[DeviceNode, ...] = ()
     # written under /proc/sys by pid 1 before its root changes; only for
@@ -191,6 +209,7 @@ class ContainerSpec:
             "hostname": self.hostname,
             "network": self.network,
             "binds": [[b.source, b.target, b.readonly] for b in self.binds],
+            "tmpfs": [[t.target, t.data, list(t.flags)] for t in self.tmpfs],
             "init": self.init,
             "devices": [d.to_json() for d in self.devices],
             "sysctls": [[k, v] for k, v in self.sysctls],
@@ -205,6 +224,7 @@ class ContainerSpec:
             hostname=_opt_str(data.get("hostname")),
             network=data.get("network", "host"),
             binds=tuple(Bind(str(s), str(t), bool(ro)) for s, t, ro in data.get("binds", ())),
+            tmpfs=tuple(Tmpfs(str(t), str(d), tuple(f)) for t, d, f in data.get("tmpfs", ())),
             init=_opt_str(data.get("init")),
             devices=tuple(DeviceNode.from_json(d) for d in data.get("devices", ())),
             sysctls=tuple((str(k), str(v)) for k, v in data.get("sysctls", ())),

@@ -8,7 +8,6 @@ changed" (and whether only `[resources]` changed, which is applied live).
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ Writable = Literal["persistent", "ephemeral", "readonly"]
 Network = str
 NETWORK_WORDS: tuple[str, ...] = ("bridge", "host", "none")
 Userns = Literal["host", "auto"]
+PullPolicy = Literal["missing", "always", "never"]
 HealthAction = Literal["restart", "freeze", "stop", "none"]
 
 
@@ -36,9 +36,11 @@ class UnitSection:
 
 @dataclass(frozen=True)
 class ExecSpec:
+    # () only for an image unit: the image's Cmd (units/imageconfig.py)
     command: tuple[str, ...]
     environment: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
-    working_directory: str = "/"
+    # None: the image's WorkingDir, else "/"
+    working_directory: str | None = None
     user: str | None = None  # a name (looked up in the rootfs) or "uid[:gid]"
     # canonical capability names ("NET_RAW", or "ALL"), see units/capabilities.py
     cap_add: tuple[str, ...] = ()
@@ -46,6 +48,23 @@ class ExecSpec:
     # "default", "unconfined", an absolute profile path, or None: "default"
     # for a container, "unconfined" for a plain unit (see Unit.seccomp)
     seccomp: str | None = None
+    # None: the image's Entrypoint (none for a unit without an image); () clears it
+    entrypoint: tuple[str, ...] | None = None
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """What runs, before an image's config fills in what the unit left out."""
+        return (*(self.entrypoint or ()), *self.command)
+
+
+@dataclass(frozen=True)
+class TmpfsSpec:
+    """A tmpfs mounted in the container (`[rootfs].tmpfs`, docker's --tmpfs)."""
+
+    target: str  # absolute path inside the container
+    size: int | None = None  # bytes; None: the kernel's default (half of RAM)
+    mode: int = 0o1777
+    options: tuple[str, ...] = ("nosuid", "nodev", "noexec")  # mount flags, as words
 
 
 @dataclass(frozen=True)
@@ -69,12 +88,15 @@ class DeviceSpec:
 @dataclass(frozen=True)
 class RootfsSpec:
     layers: tuple[Path, ...] = ()  # lowest first, absolute
-    image: str | None = None  # "DIR:TAG" (an OCI image layout and a tag)
+    # canonical image source (rootfs/source.py): "/abs/layout:TAG", "docker://REF", "docker-archive:/x.tar"...
+    image: str | None = None
+    pull: PullPolicy = "missing"  # when a non-layout image is (re)pulled
     writable: Writable = "persistent"
     hostname: str | None = None
     network: Network = "bridge"
     ports: tuple[PortMapping, ...] = ()  # published through CNI portmap
     binds: tuple[BindSpec, ...] = ()
+    tmpfs: tuple[TmpfsSpec, ...] = ()
     init: bool = False
     devices: tuple[DeviceSpec, ...] = ()
     # "auto": a user namespace of its own, ids from /etc/subuid and /etc/subgid (policy/idranges.py)
@@ -110,7 +132,7 @@ class RestartSpec:
 
 @dataclass(frozen=True)
 class StopSpec:
-    signal: int = int(signal.SIGTERM)
+    signal: int | None = None  # None: the image's StopSignal, else SIGTERM
     timeout: float = 10.0
 
 

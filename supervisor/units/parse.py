@@ -33,12 +33,17 @@ from supervisor.units.model import (
     RestartSpec,
     RootfsSpec,
     StopSpec,
+    TmpfsSpec,
     Unit,
     UnitSection,
+    PullPolicy,
     Userns,
     Writable,
 )
+from supervisor.rootfs.reference import ReferenceError
+from supervisor.rootfs.source import SourceError, image_source
 from supervisor.units.paths import container_path, resolve_host_path
+from supervisor.units.tmpfs import parse_tmpfs
 
 T = TypeVar("T")
 
@@ -50,10 +55,11 @@ _MAX_INT: Final = 2**31 - 1
 
 SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "health", "freeze")
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
-EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp")
+EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp", "entrypoint")
 SECCOMP_WORDS: Final = ("default", "unconfined")
 ROOTFS_KEYS: Final = (
-    "layers", "image", "writable", "hostname", "network", "ports", "binds", "init", "devices", "userns", "hosts", "dns",
+    "layers", "image", "pull", "writable", "hostname", "network", "ports", "binds", "tmpfs", "init", "devices", "userns",
+    "hosts", "dns",
 )  # fmt: skip
 BIND_KEYS: Final = ("source", "target", "readonly")
 RESOURCES_KEYS: Final = (
@@ -79,7 +85,6 @@ ADDRESS_EXPECTED: Final = 'an IPv4 or IPv6 address like "10.1.2.3" or "fd00::3"'
 # glibc's resolver reads the first three nameserver lines (MAXNS) and ignores the rest
 MAX_NAMESERVERS: Final = 3
 DNS_EXPECTED: Final = f'a list of at most {MAX_NAMESERVERS} IP addresses, like ["1.1.1.1"]'
-_IMAGE_TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class _Missing:
@@ -273,13 +278,25 @@ def _pids_max(value: object) -> int | None:
     return value
 
 
-def _command(value: object) -> tuple[str, ...]:
-    expected = "a non-empty list of non-empty strings"
-    if not isinstance(value, list) or not value:
-        raise ValueError(expected)
-    if not all(isinstance(arg, str) and arg and "\0" not in arg for arg in value):
-        raise ValueError(expected)
-    return tuple(value)
+ARGV_EXPECTED: Final = "a non-empty list of strings, the program first"
+ARG_EXPECTED: Final = "a string without NUL bytes"
+
+
+def _argv(table: _Table, key: str, *, may_be_empty: bool = False) -> tuple[str, ...] | None:
+    """An argument list: strings (empty ones too: `["redis-server", "--save", ""]`),
+    the first a non-empty program name. A bad element is named by its index.
+    None when the key is absent."""
+    if not table.has(key):
+        return None
+    raw = table.data[key]
+    if not isinstance(raw, list) or (not raw and not may_be_empty):
+        raise table.error(key, ARGV_EXPECTED + (" (or [] for none)" if may_be_empty else ""), raw)
+    for index, arg in enumerate(raw):
+        if not isinstance(arg, str) or "\0" in arg:
+            raise UnitFileError(table.file, f"{table.key(key)}[{index}]", ARG_EXPECTED, arg)
+    if raw and not raw[0]:
+        raise UnitFileError(table.file, f"{table.key(key)}[0]", "a program name (a non-empty string)", raw[0])
+    return tuple(raw)
 
 
 def _via(parse: Callable[[object], T], valid: Callable[[object], bool], expected: str) -> Callable[[object], T]:
@@ -322,12 +339,16 @@ def parse_unit(name: str, data: Mapping[str, object], file: Path) -> Unit:
         raise UnitFileError(file, "", f"expected a TOML document of tables, got {render_value(data)}")
     top = _Table(file, "", data, SECTIONS, sections=True)
     if not top.has("exec"):
-        raise UnitFileError(file, "[exec]", "a table with at least command", MISSING)
+        if not (top.has("rootfs") and isinstance(top.data["rootfs"], Mapping) and "image" in top.data["rootfs"]):
+            raise UnitFileError(file, "[exec]", "a table with at least command", MISSING)
     unit_dir = Path(file).parent
 
     section = _unit_section(name, _Table(file, "[unit]", top.data["unit"], UNIT_KEYS)) if top.has("unit") else UnitSection()
-    exec_spec = _exec_section(_Table(file, "[exec]", top.data["exec"], EXEC_KEYS), unit_dir)
+    exec_spec = _exec_section(_Table(file, "[exec]", top.data.get("exec", {}), EXEC_KEYS), unit_dir)
     rootfs = _rootfs_section(_Table(file, "[rootfs]", top.data["rootfs"], ROOTFS_KEYS), unit_dir) if top.has("rootfs") else None
+    if not exec_spec.argv and (rootfs is None or rootfs.image is None):
+        # only an image can supply the program (its Entrypoint and Cmd)
+        raise UnitFileError(file, "[exec].command", ARGV_EXPECTED, MISSING)
     resources = _resources_section(_Table(file, "[resources]", top.data["resources"], RESOURCES_KEYS)) if top.has("resources") else Resources()
     restart = _restart_section(_Table(file, "[restart]", top.data["restart"], RESTART_KEYS)) if top.has("restart") else RestartSpec()
     stop = _stop_section(_Table(file, "[stop]", top.data["stop"], STOP_KEYS)) if top.has("stop") else StopSpec()
@@ -409,9 +430,10 @@ def _seccomp(unit_dir: Path) -> Callable[[object], str]:
 
 def _exec_section(table: _Table, unit_dir: Path) -> ExecSpec:
     spec = ExecSpec(
-        command=table.require("command", _command),
+        command=_argv(table, "command") or (),
+        entrypoint=_argv(table, "entrypoint", may_be_empty=True),
         environment=_environment(table),
-        working_directory=table.get("working_directory", container_path, "/"),
+        working_directory=table.get("working_directory", container_path, None),
         user=table.get("user", _via(_string, values.valid_user, values.USER_EXPECTED), None),
         cap_add=_cap_names(table, "cap_add"),
         cap_drop=_cap_names(table, "cap_drop"),
@@ -424,21 +446,17 @@ def _exec_section(table: _Table, unit_dir: Path) -> ExecSpec:
 
 
 def _image_ref(unit_dir: Path) -> Callable[[object], str]:
-    expected = 'an OCI image layout and tag like "images/alpine:3.20"'
+    """A registry reference, an OCI layout "DIR:TAG" or a transport-prefixed
+    source (rootfs/source.py), as one canonical string."""
+    expected = 'an image: a registry reference like "busybox:1.36" or an OCI layout and tag like "images/alpine:3.20"'
 
     def parse(value: object) -> str:
-        if not isinstance(value, str):
-            raise ValueError(expected)
-        layout, colon, tag = value.rpartition(":")
-        if not colon or not layout or not tag or len(tag) > 128 or not set(tag) <= _IMAGE_TAG_CHARS:
-            raise ValueError(expected)
-        if tag[0] in ".-" or "/" in tag:
+        if not isinstance(value, str) or not value:
             raise ValueError(expected)
         try:
-            resolved = resolve_host_path(layout, unit_dir)
-        except ValueError:
-            raise ValueError(expected) from None
-        return f"{resolved}:{tag}"
+            return image_source(value, unit_dir)
+        except (SourceError, ReferenceError) as exc:
+            raise ValueError(f"{expected} ({exc})") from None
 
     return parse
 
@@ -472,6 +490,36 @@ def _binds(table: _Table, unit_dir: Path) -> tuple[BindSpec, ...]:
             raise bind.error("target", "a target not bound by an earlier entry", bind.data["target"])
         binds.append(spec)
     return tuple(binds)
+
+
+def _tmpfs(table: _Table) -> tuple[TmpfsSpec, ...]:
+    raw = table.data.get("tmpfs", [])
+    if not isinstance(raw, list):
+        raise table.error("tmpfs", 'a list like ["/run", "/tmp:size=64M"]', raw)
+    found: list[TmpfsSpec] = []
+    binds = _bind_targets(table)
+    for index, item in enumerate(raw):
+        key = f"{table.key('tmpfs')}[{index}]"
+        try:
+            spec = parse_tmpfs(item)
+        except ValueError as exc:
+            raise UnitFileError(table.file, key, str(exc), item) from None
+        if any(t.target == spec.target for t in found) or spec.target in binds:
+            raise UnitFileError(table.file, key, "a path not mounted by an earlier tmpfs or a bind", item)
+        found.append(spec)
+    return tuple(found)
+
+
+def _bind_targets(table: _Table) -> set[str]:
+    raw = table.data.get("binds", [])
+    targets = (b.get("target") for b in raw if isinstance(b, Mapping)) if isinstance(raw, list) else ()
+    found = set()
+    for target in targets:
+        try:
+            found.add(container_path(target))
+        except ValueError:
+            pass  # _binds reports it
+    return found
 
 
 def _device(value: object) -> DeviceSpec:
@@ -555,11 +603,13 @@ def _rootfs_section(table: _Table, unit_dir: Path) -> RootfsSpec:
     return RootfsSpec(
         layers=layers,
         image=image,
+        pull=cast(PullPolicy, table.get("pull", _choice(get_args(PullPolicy)), "missing")),
         writable=cast(Writable, table.get("writable", _choice(get_args(Writable)), "persistent")),
         hostname=table.get("hostname", _via(_string, values.valid_hostname, values.HOSTNAME_EXPECTED), None),
         network=network,
         ports=_ports(table, network),
         binds=_binds(table, unit_dir),
+        tmpfs=_tmpfs(table),
         init=table.get("init", _bool, False),
         devices=_devices(table),
         userns=cast(Userns, table.get("userns", _choice(get_args(Userns)), "host")),
@@ -650,15 +700,18 @@ def _restart_section(table: _Table) -> RestartSpec:
 def _stop_section(table: _Table) -> StopSpec:
     defaults = StopSpec()
     return StopSpec(
-        signal=table.get("signal", values.parse_signal, defaults.signal),
+        signal=table.get("signal", values.parse_signal, None),
         timeout=table.get("timeout", _duration(), defaults.timeout),
     )
 
 
 def _health_section(table: _Table) -> HealthSpec:
     defaults = HealthSpec(command=("true",))
+    command = _argv(table, "command")
+    if command is None:
+        raise table.error("command", ARGV_EXPECTED)
     return HealthSpec(
-        command=table.require("command", _command),
+        command=command,
         interval=table.get("interval", _duration(minimum_exclusive=True), defaults.interval),
         timeout=table.get("timeout", _duration(minimum_exclusive=True), defaults.timeout),
         retries=table.get("retries", _int_in(1, 1000, "an integer in 1..1000"), defaults.retries),

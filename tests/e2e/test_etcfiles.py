@@ -168,3 +168,18 @@ def test_bad_hosts_and_dns_are_unit_file_errors(supd: Supd, busybox_layer: Path,
     assert st["error"].startswith(f"{path}: {needle}"), st["error"]
     assert not (supd.runtime / "units" / "bad").exists()
     assert supd.status("good")["pid"] == good["pid"]
+
+
+def test_a_readonly_roots_resolv_conf_link_into_run_leads_to_supds_file(
+    supd: Supd, busybox_layer: Path, image_etc_layer: Path
+) -> None:
+    # /run is the readonly root's scratch tmpfs: the file the link leads to is
+    # made in that tmpfs, not under it where the tmpfs would hide it
+    extra = 'dns = ["1.1.1.1"]\n'
+    start_unit(supd, "rolink", container_unit([busybox_layer, image_etc_layer], writable="readonly", extra_rootfs=extra))
+    assert sh(supd, "rolink", "grep -c ' /run tmpfs ' /proc/mounts") == "1\n"
+    assert sh(supd, "rolink", "readlink /etc/resolv.conf").strip() == "../run/systemd/resolve/stub-resolv.conf"
+    assert nameservers(sh(supd, "rolink", "cat /etc/resolv.conf")) == ["1.1.1.1"]
+    assert supd.ctl("stop", "rolink").returncode == 0
+    supd.wait_state("rolink", "inactive", "exited")
+    assert mounts_anywhere(supd.root) == []

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Supd
 from tests.e2e.test_containers import container_unit, sh, start_unit
-from tests.helpers.oci import BuiltImage, add_raw_layer, build_busybox_image
+from tests.helpers.oci import BuiltImage, add_raw_layer, add_zstd_layer, build_busybox_image
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,14 @@ def test_a_layout_whose_index_is_a_fifo_is_refused_and_blocks_nothing(
         assert "index.json: is a FIFO, not a regular file" in r.stderr, r.stderr
     assert supd.ctl("image", "import", f"{two_tags.layout}:v1", timeout=60).returncode == 0
     assert supd.ctl("list").returncode == 0
+
+
+def test_an_image_with_a_zstd_layer_imports_and_runs(supd: Supd, tmp_path: Path) -> None:
+    image = build_busybox_image(tmp_path / "layout", "z")
+    add_zstd_layer(image.layout, "z", {"zstd/": None, "zstd/hello": b"from a zstd layer\n"})
+    supd.start()
+    r = supd.ctl("image", "import", image.ref, "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["layers"]) == 4
+    start_unit(supd, "zstd", container_unit(image=image.ref))
+    assert sh(supd, "zstd", "cat /zstd/hello") == "from a zstd layer\n"

@@ -72,3 +72,26 @@ def test_nginx_serves_the_host_under_the_default_confinement(supd: Supd, debian:
     workers = exec_in(supd, "web", "sh", "-c", "ps -o user= -C nginx 2>/dev/null || cat /proc/[0-9]*/status")[1]
     assert "www-data" in workers or "Uid:\t33" in workers
     assert supd.ctl("stop", "web").returncode == 0
+
+
+def test_nginx_on_a_readonly_root_with_tmpfs_scratch(supd: Supd, debian: Path) -> None:
+    # Debian's nginx writes its pid to /run and makes /var/lib/nginx/body: on a
+    # read-only root /run is supd's scratch tmpfs and /var/lib/nginx the unit's own
+    port = free_port()
+    command = ["/bin/sh", "-c", f"printf '%s' \"$0\" > /tmp/nginx.conf && exec /usr/sbin/nginx -c /tmp/nginx.conf -g 'daemon off;'",
+               f"user www-data; pid /run/nginx.pid; error_log stderr; events {{}} http {{ access_log off; server {{ "
+               f'listen 127.0.0.1:{port}; location / {{ return 200 "read-only nginx\\n"; }} }} }}']  # fmt: skip
+    unit = container_unit([debian], command, writable="readonly", extra_rootfs='tmpfs = ["/var/lib/nginx"]\n')
+    start_unit(supd, "roweb", unit)
+
+    def get() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    assert wait_for(get, what="nginx to answer") == "read-only nginx\n"
+    rc, out, _err = exec_in(supd, "roweb", "sh", "-c", "ls -d /var/lib/nginx/body; cat /run/nginx.pid; touch /etc/x")
+    assert rc != 0 and "/var/lib/nginx/body" in out, out  # nginx made it; /etc stays read-only
+    assert supd.ctl("stop", "roweb").returncode == 0

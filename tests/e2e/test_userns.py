@@ -138,3 +138,12 @@ def test_a_readopted_unit_keeps_its_range(supd: Supd, busybox_layer: Path) -> No
     supd.extra_args = [a if a != "--live-restore" else "--no-live-restore" for a in supd.extra_args]
     supd.start()
     supd.stop(signal.SIGTERM)
+
+
+def test_a_readonly_root_in_a_userns_gets_scratch_tmpfs_container_root_owns(supd: Supd, busybox_layer: Path) -> None:
+    use_subids(supd, f"supd:{START}:{2 * BLOCK}\n")
+    command = ("/bin/sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait")
+    unit = container_unit([busybox_layer], command, writable="readonly", extra_rootfs=USERNS + 'tmpfs = ["/scratch:mode=755"]\n')
+    start_unit(supd, "ro", unit)
+    assert sh(supd, "ro", "touch /run/a /tmp/a /var/tmp/a /scratch/a && stat -c %u:%g /run /scratch") == "0:0\n0:0\n"
+    assert supd.ctl("stop", "ro").returncode == 0

@@ -16,14 +16,21 @@ there, /opt/old holds only `c`.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import zstandard
+
+from supervisor.rootfs.oci import MEDIA_LAYER_ZSTD
 from tests.helpers.busybox import make_busybox_rootfs
 
 UMOCI = "umoci"
@@ -122,3 +129,48 @@ def build_busybox_image(layout: Path, tag: str = "latest", work: Path | None = N
     )
     shutil.rmtree(work, ignore_errors=True)
     return BuiltImage(layout=layout, tag=tag)
+
+
+# --- hand edits of a layout (what umoci cannot write) -------------------------------
+
+
+def _write_blob(layout: Path, data: bytes) -> tuple[str, int]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return f"sha256:{digest}", len(data)
+
+
+def _read_blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
+
+
+def rewrite_image(layout: Path, tag: str, edit: Callable[[dict[str, Any], dict[str, Any]], None]) -> None:
+    """Let `edit(manifest, config)` change the JSON of `tag`'s manifest and
+    config in place; the new blobs are written and the tag points at them."""
+    index = json.loads((layout / "index.json").read_text())
+    entry = next(m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+    manifest = json.loads(_read_blob(layout, entry["digest"]))
+    config = json.loads(_read_blob(layout, manifest["config"]["digest"]))
+    edit(manifest, config)
+    manifest["config"]["digest"], manifest["config"]["size"] = _write_blob(layout, json.dumps(config).encode())
+    entry["digest"], entry["size"] = _write_blob(layout, json.dumps(manifest).encode())
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def set_healthcheck(layout: Path, tag: str, healthcheck: dict[str, Any]) -> None:
+    """Docker's Healthcheck in the image config (umoci has no flag for it)."""
+    rewrite_image(layout, tag, lambda _manifest, config: config.setdefault("config", {}).update(Healthcheck=healthcheck))
+
+
+def add_zstd_layer(layout: Path, tag: str, entries: dict[str, bytes | None]) -> str:
+    """A layer compressed with zstd (media type ...tar+zstd) on top of `tag`;
+    returns the blob's digest."""
+    tar = layer_tar(entries)
+    blob, size = _write_blob(layout, zstandard.ZstdCompressor(level=3).compress(tar))
+
+    def edit(manifest: dict[str, Any], config: dict[str, Any]) -> None:
+        manifest["layers"].append({"mediaType": MEDIA_LAYER_ZSTD, "digest": blob, "size": size})
+        config["rootfs"]["diff_ids"].append(f"sha256:{hashlib.sha256(tar).hexdigest()}")
+
+    rewrite_image(layout, tag, edit)
+    return blob

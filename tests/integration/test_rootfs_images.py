@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from supervisor.rootfs.oci import OciLayout
 from supervisor.rootfs.store import LayerStore
 from supervisor.units.model import ExecSpec, RootfsSpec, Unit
 from tests.conftest import requires_root
-from tests.helpers.oci import ABSENT, PRESENT, BuiltImage, add_raw_layer, build_busybox_image
+from tests.helpers.oci import ABSENT, PRESENT, BuiltImage, add_raw_layer, add_zstd_layer, build_busybox_image
 
 pytestmark = [requires_root, pytest.mark.root, pytest.mark.skipif(shutil.which("umoci") is None, reason="needs umoci")]
 
@@ -178,3 +179,33 @@ def test_a_device_as_a_blob_is_refused(tmp_path: Path) -> None:
         open_regular(Path("/dev/zero"))
     with pytest.raises(ImageError, match="is a directory"):
         open_regular(tmp_path)
+
+
+def test_a_zstd_layer_is_unpacked(image_copy: BuiltImage, tmp_path: Path) -> None:
+    blob = add_zstd_layer(
+        image_copy.layout,
+        image_copy.tag,
+        {"zstd/": None, "zstd/hello": b"from a zstd layer\n", "etc/": None, "etc/.wh.motd": b""},
+    )
+    store = LayerStore(tmp_path / "state")
+    stored = store.import_image(image_copy.layout, image_copy.tag)
+    assert len(stored.layers) == 4
+    top = store.layer_path(stored.layers[-1])
+    assert (top / "zstd" / "hello").read_text() == "from a zstd layer\n"
+    whiteout = os.lstat(top / "etc" / "motd")  # the OCI whiteout became overlay's 0/0 device
+    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+    # the layer store keys it by the uncompressed digest (the config's diff id)
+    assert stored.layers[-1] != blob
+
+
+def test_a_corrupt_zstd_layer_names_the_blob(image_copy: BuiltImage, tmp_path: Path) -> None:
+    blob = add_zstd_layer(image_copy.layout, image_copy.tag, {"zstd/": None, "zstd/hello": b"x" * 4096})
+    path = image_copy.layout / "blobs" / "sha256" / blob.split(":", 1)[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    store = LayerStore(tmp_path / "state")
+    with pytest.raises(ImageError) as info:
+        store.import_image(image_copy.layout, image_copy.tag)
+    assert blob in str(info.value) and "corrupt" in str(info.value), str(info.value)
+    assert not any((tmp_path / "state" / "layers" / "tmp").iterdir())  # no half-unpacked layer left

@@ -185,3 +185,39 @@ def test_status_shows_the_network_address_and_ports() -> None:
         "      Ports: 8080:80/tcp, 127.0.0.1:5353:53/udp",
     ]
     assert not [line for line in render.render_status(web(network=None), NOW).splitlines() if "Network" in line]
+
+
+def test_status_shows_the_command_that_ran_quoted_like_a_shell() -> None:
+    lines = render.render_status(web(command=["redis-server", "--save", "", "--dir", "/data dir"]), NOW).splitlines()
+    assert lines[4] == "    Command: redis-server --save '' --dir '/data dir'"
+    assert "Command" not in render.render_status(web(command=None), NOW)
+
+
+def test_image_config_lines() -> None:
+    image = {
+        "name": "/srv/images/redis:7",
+        "digest": "sha256:" + "a" * 64,
+        "config": {
+            "Entrypoint": ["docker-entrypoint.sh"],
+            "Cmd": ["redis-server", "--save", ""],
+            "Env": ["PATH=/usr/bin", "REDIS_VERSION=7"],
+            "WorkingDir": "/data",
+            "User": "",
+            "StopSignal": "",
+            "Healthcheck": {"Test": ["CMD", "redis-cli", "ping"], "Interval": 5_000_000_000, "Retries": 3},
+        },
+    }
+    assert render.render_image_config(image).splitlines() == [
+        "      Image: /srv/images/redis:7",
+        "     Digest: sha256:" + "a" * 64,
+        " Entrypoint: docker-entrypoint.sh",
+        "        Cmd: redis-server --save ''",
+        " WorkingDir: /data",
+        "       User: -",
+        " StopSignal: -",
+        "        Env: PATH=/usr/bin",
+        "             REDIS_VERSION=7",
+        "Healthcheck: CMD redis-cli ping",
+        "             Interval: 5s",
+        "             Retries: 3",
+    ]

@@ -68,6 +68,9 @@ def test_spawn_errors_name_the_file_and_key() -> None:
     assert "[exec].user" in describe_spawn_error(u, 'user "bob" not in /etc/passwd')
     assert "[rootfs].binds" in describe_spawn_error(u, "bind /srv: No such file or directory")
     assert describe_spawn_error(u, "something odd") == "/etc/supd/units/web.toml: something odd"
+    assert "[rootfs].tmpfs: tmpfs /run:" in describe_spawn_error(u, "tmpfs /run: /run: Not a directory")
+    # supd's own /dev tmpfs is the image's problem, not the unit's tmpfs list
+    assert "[rootfs]: mount tmpfs on /dev" in describe_spawn_error(u, "mount tmpfs on /dev: Permission denied")
 
 
 def test_container_spec_carries_the_etc_files_and_their_errors_point_at_rootfs() -> None:

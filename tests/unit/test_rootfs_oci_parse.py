@@ -13,6 +13,7 @@ from supervisor.rootfs.oci import (
     MEDIA_LAYER_GZIP,
     MEDIA_OCI_MANIFEST,
     REF_NAME_ANNOTATION,
+    Healthcheck,
     ImageConfig,
     clean_member_name,
     layer_ids_for,
@@ -97,6 +98,30 @@ def test_config_exposes_env_cmd_entrypoint_workdir_user() -> None:
     assert config == ImageConfig(env=("PATH=/bin",), cmd=("sh",), entrypoint=("/init",), working_dir="/srv", user="app")
     assert ImageConfig.from_json(config.to_json()) == config
     assert diff_ids == (D2,) and created == "2024-01-01T00:00:00Z"
+
+
+def test_config_stop_signal_and_healthcheck() -> None:
+    check = {"Test": ["CMD", "/bin/check"], "Interval": 5_000_000_000, "Timeout": 0, "StartPeriod": 0, "Retries": 2}
+    config, _diff_ids, _created = parse_config({"config": {"StopSignal": "SIGQUIT", "Healthcheck": check}}, "blob", D1)
+    assert config.stop_signal == "SIGQUIT"
+    assert config.healthcheck == Healthcheck(test=("CMD", "/bin/check"), interval_ns=5_000_000_000, retries=2)
+    assert config.to_json()["Healthcheck"] == check
+
+
+@pytest.mark.parametrize(
+    ("runtime", "message"),
+    [
+        ({"Env": "PATH=/bin"}, "config.Env: expected a list of strings"),
+        ({"Cmd": ["sh", 1]}, "config.Cmd: expected a list of strings"),
+        ({"User": 0}, "config.User: expected a string"),
+        ({"Healthcheck": ["CMD", "x"]}, "config.Healthcheck: expected an object"),
+        ({"Healthcheck": {"Retries": -1}}, "config.Healthcheck.Retries: expected a count"),
+    ],
+)
+def test_config_values_of_the_wrong_type_name_the_key(runtime: dict[str, object], message: str) -> None:
+    with pytest.raises(ImageError) as info:
+        parse_config({"config": runtime}, "blob", D1)
+    assert message in str(info.value) and info.value.digest == D1
 
 
 def test_layer_ids_prefer_diff_ids_when_complete() -> None:

@@ -169,10 +169,20 @@ def test_relative_unit_file_path_gives_absolute_layers(tmp_path: Path, monkeypat
 
 
 def test_image_dir_is_resolved_and_tag_kept() -> None:
-    unit = parse(MINIMAL + '[rootfs]\nimage = "images/alpine:3.20"\nwritable = "ephemeral"\n')
+    unit = parse(MINIMAL + '[rootfs]\nimage = "./images/alpine:3.20"\nwritable = "ephemeral"\n')
     assert unit.rootfs is not None
     assert unit.rootfs.image == "/srv/units/images/alpine:3.20" and unit.rootfs.layers == ()
     assert unit.rootfs.writable == "ephemeral"
+    assert unit.rootfs.pull == "missing"
+
+
+def test_image_that_names_no_layout_is_a_registry_reference() -> None:
+    unit = parse(MINIMAL + '[rootfs]\nimage = "images/alpine:3.20"\npull = "never"\n')
+    assert unit.rootfs is not None
+    assert unit.rootfs.image == "docker://docker.io/images/alpine:3.20"
+    assert unit.rootfs.pull == "never"
+    unit = parse(MINIMAL + '[rootfs]\nimage = "docker-archive:saved.tar"\n')
+    assert unit.rootfs is not None and unit.rootfs.image == "docker-archive:/srv/units/saved.tar"
 
 
 def test_userns_is_host_unless_auto() -> None:
@@ -191,15 +201,15 @@ def test_userns_is_host_unless_auto() -> None:
         ),
         (
             '[exec]\ncomand = ["/bin/true"]\n',
-            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp",
+            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp, entrypoint",
         ),
         (
             MINIMAL + "[servce]\nx = 1\n",
             "units/web.toml: [servce]: unknown section, expected one of: unit, exec, rootfs, resources, restart, stop, health, freeze",
         ),
         ("[unit]\n", "units/web.toml: [exec]: expected a table with at least command, got nothing"),
-        ("[exec]\ncommand = []\n", "units/web.toml: [exec].command: expected a non-empty list of non-empty strings, got []"),
-        ("[exec]\n", "units/web.toml: [exec].command: expected a non-empty list of non-empty strings, got nothing"),
+        ("[exec]\ncommand = []\n", "units/web.toml: [exec].command: expected a non-empty list of strings, the program first, got []"),
+        ("[exec]\n", "units/web.toml: [exec].command: expected a non-empty list of strings, the program first, got nothing"),
         ('exec = "x"\n', 'units/web.toml: [exec]: expected a table, got "x"'),
         (
             '[exec]\ncommand = ["/bin/true"]\nenvironment = { TZ = 5 }\n',
@@ -234,8 +244,21 @@ KEY_ERRORS = [
     ('[unit]\nwanted_by = "x"', "[unit].wanted_by", "description, slice", "x"),
     # [exec]
     ('[exec]\ncommand = "/bin/true"', "[exec].command", "non-empty list", "/bin/true"),
-    ('[exec]\ncommand = ["/bin/true", ""]', "[exec].command", "non-empty list", ["/bin/true", ""]),
-    ('[exec]\ncommand = ["/bin/true", 1]', "[exec].command", "non-empty list", ["/bin/true", 1]),
+    ('[exec]\ncommand = ["/bin/true", 1]', "[exec].command[1]", "a string without NUL bytes", 1),
+    ('[exec]\ncommand = ["/bin/true", "a\\u0000b"]', "[exec].command[1]", "a string without NUL bytes", "a\0b"),
+    ('[exec]\ncommand = ["", "x"]', "[exec].command[0]", "a program name", ""),
+    ('[exec]\ncommand = ["/bin/true"]\nentrypoint = "/bin/sh"', "[exec].entrypoint", "list of strings", "/bin/sh"),
+    ('[exec]\ncommand = ["/bin/true"]\nentrypoint = ["/bin/sh", 2]', "[exec].entrypoint[1]", "a string without NUL bytes", 2),
+    ('[exec]\nentrypoint = []', "[exec].command", "non-empty list", None),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = "/tmp"', "[rootfs].tmpfs", "a list like", "/tmp"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/run", "tmp"]', "[rootfs].tmpfs[1]", "the path: an absolute path", "tmp"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/"]', "[rootfs].tmpfs[0]", "not on / itself", "/"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t:size=lots"]', "[rootfs].tmpfs[0]", "size:", "/t:size=lots"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t:size=0"]', "[rootfs].tmpfs[0]", "size above 0", "/t:size=0"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t:mode=999"]', "[rootfs].tmpfs[0]", "mode: octal", "/t:mode=999"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t:uid=0"]', "[rootfs].tmpfs[0]", "unknown option 'uid=0'", "/t:uid=0"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/t", "/t/"]', "[rootfs].tmpfs[1]", "not mounted by an earlier", "/t/"),
+    ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/srv"]\nbinds = [{source = "/s", target = "/srv"}]', "[rootfs].tmpfs[0]", "or a bind", "/srv"),
     ('[exec]\ncommand = ["/bin/true"]\nenvironment = ["TZ=UTC"]', "[exec].environment", "a table", ["TZ=UTC"]),
     ('[exec]\ncommand = ["/bin/true"]\nenvironment = { "A B" = "x" }', '[exec].environment."A B"', "environment variable name", "A B"),
     ('[exec]\ncommand = ["/bin/true"]\nworking_directory = "www"', "[exec].working_directory", "absolute path", "www"),
@@ -248,8 +271,10 @@ KEY_ERRORS = [
     ('[rootfs]\nlayers = "a"', "[rootfs].layers", "a list of layer directories", "a"),
     ('[rootfs]\nlayers = ["a", ""]', "[rootfs].layers[1]", "non-empty path", ""),
     ('[rootfs]\nlayers = ["a"]\nimage = "i:1"', "[rootfs].image", "not both", "i:1"),
-    ('[rootfs]\nimage = "alpine"', "[rootfs].image", "OCI image layout and tag", "alpine"),
-    ('[rootfs]\nimage = "dir:"', "[rootfs].image", "OCI image layout and tag", "dir:"),
+    ('[rootfs]\nimage = "Alpine"', "[rootfs].image", 'image reference "Alpine": repository "Alpine" must be lowercase', "Alpine"),
+    ('[rootfs]\nimage = "dir:"', "[rootfs].image", "OCI layout and tag", "dir:"),
+    ('[rootfs]\nimage = "a@sha256:12"', "[rootfs].image", "a sha256 digest has 64 hex digits", "a@sha256:12"),
+    ('[rootfs]\nimage = "a"\npull = "sometimes"', "[rootfs].pull", "one of", "sometimes"),
     ('[rootfs]\nlayers = ["a"]\nwritable = "rw"', "[rootfs].writable", '"persistent", "ephemeral", "readonly"', "rw"),
     ('[rootfs]\nlayers = ["a"]\nnetwork = "my net"', "[rootfs].network", '"bridge", "host", "none" or the name', "my net"),
     ('[rootfs]\nlayers = ["a"]\nnetwork = 1', "[rootfs].network", '"bridge", "host", "none" or the name', 1),
@@ -461,6 +486,29 @@ def test_load_unit_validation_errors_name_the_file_as_given(tmp_path: Path, monk
     with pytest.raises(UnitFileError) as info:
         load_unit(Path("units/web.toml"))
     assert str(info.value) == 'units/web.toml: [restart].delay: expected a duration like "500ms" or "10s", got 12'
+
+
+def test_empty_strings_are_arguments() -> None:
+    unit = parse('[exec]\ncommand = ["redis-server", "--save", ""]\n')
+    assert unit.exec.command == ("redis-server", "--save", "")
+
+
+def test_entrypoint_is_kept_apart_from_the_command() -> None:
+    unit = parse('[exec]\nentrypoint = ["/bin/sh", "-c"]\ncommand = ["echo hi"]\n')
+    assert (unit.exec.entrypoint, unit.exec.command, unit.exec.argv) == (("/bin/sh", "-c"), ("echo hi",), ("/bin/sh", "-c", "echo hi"))
+    assert parse(MINIMAL).exec.entrypoint is None
+
+
+def test_an_image_unit_may_leave_exec_to_its_image() -> None:
+    unit = parse('[rootfs]\nimage = "/srv/images/redis:7"\n')
+    assert (unit.exec.command, unit.exec.entrypoint, unit.exec.working_directory, unit.stop.signal) == ((), None, None, None)
+    assert parse('[exec]\nentrypoint = []\n[rootfs]\nimage = "/srv/images/redis:7"\n').exec.entrypoint == ()
+
+
+def test_tmpfs_list() -> None:
+    unit = parse(MINIMAL + '[rootfs]\nlayers = ["/l"]\ntmpfs = ["/run", "/tmp:size=64M"]\n')
+    assert unit.rootfs is not None
+    assert [(t.target, t.size) for t in unit.rootfs.tmpfs] == [("/run", None), ("/tmp", 64 * 1024 * 1024)]
 
 
 # --- [rootfs].hosts and [rootfs].dns ---------------------------------------------

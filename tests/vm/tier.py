@@ -70,6 +70,7 @@ EXCLUDED: dict[str, str] = {
     "tests/e2e/test_containers_bad_input.py": "container unit-file validation: " + _SAME_EVERYWHERE,
     "tests/e2e/test_containers_teardown.py": "mount teardown: " + _SAME_EVERYWHERE,
     "tests/e2e/test_images.py": "image import and listing: " + _SAME_EVERYWHERE,
+    "tests/e2e/test_image_pull.py": "pulls from a registry the tests start (skopeo, TLS, auth): " + _SAME_EVERYWHERE,
     "tests/e2e/test_sessions.py": "exec sessions and follow streams (process groups, inotify): " + _SAME_EVERYWHERE,
     "tests/systemd/test_sandbox.py": "the nspawn sandbox's own checks: in the VM the driver scenarios use the real PID 1",
     "tests/systemd/test_service.py": (
@@ -126,6 +127,9 @@ EXCLUDED: dict[str, str] = {
     "tests/e2e/test_socket_access.py": "who may do what on the control socket: " + _SAME_EVERYWHERE,
     "tests/integration/test_etcfiles.py": "/etc/hosts, resolv.conf and hostname bound into a root: " + _SAME_EVERYWHERE,
     "tests/e2e/test_etcfiles.py": "/etc/hosts, resolv.conf and hostname of a container unit: " + _SAME_EVERYWHERE,
+    "tests/e2e/test_image_config.py": (
+        "an image's Entrypoint/Cmd/Env/User/WorkingDir/StopSignal/Healthcheck and tmpfs scratch: " + _SAME_EVERYWHERE
+    ),
     "tests/e2e/test_soak_smoke.py": (
         "the soak smoke: ~60 s on the host, many minutes under TCG; its operations are the ones the e2e "
         "modules that run here test one by one (make soak is the soak itself)"
