@@ -229,9 +229,13 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
         out.show(find_image(images, args.ref), args.json, render.render_image_config)
         return EXIT_OK
     if args.image_command == "rm":
-        # by digest: the name the CLI resolved is the image the user saw in `image list`
-        digest = str(find_image(images, args.ref, "image rm")["digest"])
-        body = commands.RemoveImageRequest(digest).to_json()
+        # by digest: the name the CLI resolved is the image the user saw in `image list`;
+        # a name it cannot resolve goes as written, for supd to answer (404, 403)
+        try:
+            target = str(find_image(images, args.ref, "image rm")["digest"])
+        except UsageError:
+            target = args.ref if args.ref.startswith("sha256:") else "{}:{}".format(*split_image_ref(args.ref))
+        body = commands.RemoveImageRequest(target).to_json()
         result = client.call("POST", commands.ROUTES_BY_COMMAND["remove_image"].path(), body)
         out.show(result, args.json, render.render_removal)
         return EXIT_OK
