@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ TMP_DIR = "tmp"
 TRASH_DIR = "trash"
 # a temp dir this old is from an import that died, not one in progress
 STALE_TMP_SECONDS = 3600.0
+# layers unpacked at once by one import: decompression (zlib, zstd) and file
+# writes release the GIL; tar parsing does not, so more than the cores buys little
+UNPACK_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,19 @@ class LayerStore:
         log.info("layer_imported", layer=layer_id, blob=desc.digest, seconds=round(time.monotonic() - started, 3))
         return True
 
+    def _import_layers(self, layout: OciLayout, resolved: ResolvedImage) -> list[bool]:
+        """Unpack the missing layers side by side: each is its own temp dir and
+        rename, so order does not matter. The first error wins once all ended
+        (no half-written temp dir outlives its worker)."""
+        count = len(resolved.layer_ids)
+        workers = min(count, UNPACK_WORKERS)
+        if workers <= 1:
+            return [self._import_layer(layout, resolved, i) for i in range(count)]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
+            futures = [pool.submit(self._import_layer, layout, resolved, i) for i in range(count)]
+            wait(futures)
+        return [f.result() for f in futures]
+
     # --- images ----------------------------------------------------------------------
 
     def _record_path(self, digest: str) -> Path:
@@ -229,7 +246,7 @@ class LayerStore:
         oci = OciLayout(layout)
         resolved = oci.resolve(tag)
         ref = f"{layout}:{tag}"
-        unpacked = sum(self._import_layer(oci, resolved, i) for i in range(len(resolved.layer_ids)))
+        unpacked = sum(self._import_layers(oci, resolved))
         previous = self._load_record(resolved.manifest.digest)
         refs = tuple(dict.fromkeys((*(previous.refs if previous else ()), ref)))
         image = Image(
