@@ -34,6 +34,7 @@ from supd_instance import SupdInstance  # noqa: E402
 
 from tests.helpers.debian import debian_rootfs  # noqa: E402
 
+NAME = "image_import"
 PACKAGES = ("redis-server", "redis-tools", "nginx-light")
 CACHE = Path("/var/tmp/supd-bench-image")
 TAG = "img"
@@ -96,16 +97,28 @@ def list_latency(supd: SupdInstance, n: int) -> list[float]:
     return samples
 
 
-def supd_import(supd: SupdInstance, layout: Path) -> tuple[float, list[float]]:
-    """Seconds for `supctl image import`, and GET /v1/units latencies sampled
-    every 50 ms while it ran; then `image rm` so the next round starts empty."""
-    during: list[float] = []
+def supctl_list_latency(supd: SupdInstance, n: int) -> list[float]:
+    """Whole `supctl list` processes (what a user waits for)."""
+    samples = []
+    for _ in range(n):
+        started = time.monotonic()
+        supd.supctl("list")
+        samples.append(time.monotonic() - started)
+    return samples
+
+
+def supd_import(supd: SupdInstance, layout: Path) -> tuple[float, list[float], list[float]]:
+    """Seconds for `supctl image import`, and GET /v1/units and `supctl list`
+    latencies sampled back to back while it ran; then `image rm` so the next
+    round starts empty."""
+    raw: list[float] = []
+    ctl: list[float] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            during.extend(list_latency(supd, 1))
-            time.sleep(0.05)
+            raw.extend(list_latency(supd, 1))
+            ctl.extend(supctl_list_latency(supd, 1))
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -117,7 +130,7 @@ def supd_import(supd: SupdInstance, layout: Path) -> tuple[float, list[float]]:
         done.set()
         sampler.join()
     supd.supctl("image", "rm", f"{layout}:{TAG}")
-    return seconds, during
+    return seconds, raw, ctl
 
 
 def podman_load(work: Path, archive: Path) -> float:
@@ -150,14 +163,17 @@ def run(rounds: int = 3) -> Table:
     podman_s: list[float] = []
     skopeo_s: list[float] = []
     during: list[float] = []
+    ctl_during: list[float] = []
     with scratch_dir("image-import") as work:
         with SupdInstance(work / "supd") as supd:
             supd.wait_ready()
             idle = list_latency(supd, 20)
+            ctl_idle = supctl_list_latency(supd, 10)
             for _ in range(rounds):  # round-robin: the VM's noise hits everyone alike
-                seconds, latencies = supd_import(supd, layout)
+                seconds, latencies, ctl_latencies = supd_import(supd, layout)
                 supd_s.append(seconds)
                 during += latencies
+                ctl_during += ctl_latencies
                 podman_s.append(podman_load(work, archive))
                 skopeo_s.append(skopeo_copy(work, layout))
     med = statistics.median
@@ -174,11 +190,15 @@ def run(rounds: int = 3) -> Table:
         f"GET /v1/units while idle: median {med(idle) * 1000:.1f} ms; during imports: median "
         f"{med(during) * 1000:.1f} ms, max {max(during) * 1000:.1f} ms over {len(during)} samples "
         f"({med(during) / med(idle):.2f}× idle)",
+        f"supctl list while idle: median {med(ctl_idle) * 1000:.0f} ms; during imports: median "
+        f"{med(ctl_during) * 1000:.0f} ms, max {max(ctl_during) * 1000:.0f} ms over {len(ctl_during)} runs "
+        f"({med(ctl_during) / med(ctl_idle):.2f}× idle)",
     )
     return Table(
-        "image_import", "Image import: supd vs podman load vs skopeo copy",
+        NAME, "Image import: supd vs podman load vs skopeo copy",
         ("importer", "median s", "min s", "× supd", "× podman load"), rows, notes,
-        {"supd": supd_s, "podman": podman_s, "skopeo": skopeo_s, "idle": idle, "during": during, "layers": sizes},
+        {"supd": supd_s, "podman": podman_s, "skopeo": skopeo_s, "idle": idle, "during": during,
+         "supctl_idle": ctl_idle, "supctl_during": ctl_during, "layers": sizes},
     )  # fmt: skip
 
 
