@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import figures  # noqa: E402
 import freeze_thaw  # noqa: E402
+import image_import  # noqa: E402
 import start_latency  # noqa: E402
 import thousand_units  # noqa: E402
 from figures import Table  # noqa: E402
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], Table], Callable[[], Table]]] = {
     thousand_units.NAME: (lambda: thousand_units.run(), lambda: thousand_units.run(count=200, idle=10, list_runs=10)),
     start_latency.NAME: (lambda: start_latency.run(), lambda: start_latency.run(runs=10, passes=1)),
     freeze_thaw.NAME: (lambda: freeze_thaw.run(), lambda: freeze_thaw.run(runs=10, passes=1)),
+    image_import.NAME: (lambda: image_import.run(), lambda: image_import.run(rounds=1)),
 }
 
 

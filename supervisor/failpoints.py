@@ -20,7 +20,8 @@ cgroup driver, whichever it is), rootfs.mount (preparing a unit's root
 filesystem), spawn (handing a spec to the spawner), state.save (writing a
 unit record), state.launch (the record written just before a process may
 exec), log.rotate (log rotation), inotify.setup (the units folder
-watch).
+watch), store.trash (an image store dir moved into the trash, not yet
+deleted: `supctl image rm` and `prune`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import anyio
 ENV: Final = "SUPD_FAILPOINTS"
 POINTS: Final = (
     "driver.create", "driver.update", "driver.kill", "driver.remove", "rootfs.mount", "spawn", "state.save",
-    "state.launch", "log.rotate", "inotify.setup",
+    "state.launch", "log.rotate", "inotify.setup", "store.trash",
 )  # fmt: skip
 
 _ENTRY = re.compile(r"^(?:(\d+)\*)?(raise|panic|off|delay\((\d+(?:\.\d+)?)(ms|s)?\))$")

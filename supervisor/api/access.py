@@ -11,7 +11,7 @@ Three levels, each including the ones below it:
 - admin: uid 0 or a member of `admin_group`. Also what is root-equivalent:
   exec (a shell in a plain unit runs as root on the host; `-u 0` in a
   container is its root), and image import (supd, as root, reads any host
-  path it is given and turns it into a root filesystem).
+  path it is given and turns it into a root filesystem), image rm and prune.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ ROUTE_NEEDS: Mapping[str, Need] = {
     "import_image": Need(Level.ADMIN, "image import"),
     # root-equivalent too: supd reads the auth file the client names, as root
     "pull_image": Need(Level.ADMIN, "image pull"),
+    # removal deletes what other units may be about to start from
+    "remove_image": Need(Level.ADMIN, "image rm"),
+    "prune_images": Need(Level.ADMIN, "image prune"),
 }
 UNKNOWN_ROUTE = Need(Level.ADMIN, "this request")
 

@@ -151,11 +151,14 @@ class Controller(Protocol):
         The fds stay owned by the caller (the server closes them once this returns)."""
         ...
 
-    def images(self) -> list[dict]: ...
+    async def images(self) -> list[dict]: ...
 
     async def import_image(self, path: str, tag: str) -> dict: ...
 
     async def pull_image(self, source: str, authfile: str | None) -> dict: ...
+    async def remove_image(self, ref: str) -> dict: ...
+
+    async def prune_images(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,8 @@ ROUTES: tuple[Route, ...] = (
     Route("images", "GET", "/v1/images"),
     Route("import_image", "POST", "/v1/images", has_body=True),
     Route("pull_image", "POST", "/v1/images/pull", has_body=True),
+    Route("remove_image", "POST", "/v1/images/remove", has_body=True),
+    Route("prune_images", "POST", "/v1/images/prune"),
 )
 ROUTES_BY_COMMAND: dict[str, Route] = {r.command: r for r in ROUTES}
 
@@ -366,6 +371,22 @@ def parse_pull_image_body(body: Any) -> PullImageRequest:
     if authfile is not None and (not isinstance(authfile, str) or not authfile.startswith("/")):
         raise BadRequestError(f"{what}.authfile: expected an absolute path, got {authfile!r}")
     return PullImageRequest(source, authfile)
+
+
+@dataclass(frozen=True)
+class RemoveImageRequest:
+    ref: str  # "DIR:TAG" as imported, or a manifest digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref}
+
+
+def parse_remove_image_body(body: Any) -> RemoveImageRequest:
+    what = "image rm request"
+    ref = _expect_object(body, what).get("ref")
+    if not isinstance(ref, str) or not ref:
+        raise BadRequestError(f'{what}.ref: expected "DIR:TAG" or a digest "sha256:<hex>", got {ref!r}')
+    return RemoveImageRequest(ref)
 
 
 def parse_signal_message(line: bytes) -> int:

@@ -372,7 +372,7 @@ class _Connection:
         elif command == "tree":
             result = c.tree()
         elif command == "images":
-            result = c.images()
+            result = await c.images()
         elif command == "import_image":
             image = commands.parse_import_image_body(commands.parse_json_body(body))
             result = await c.import_image(image.path, image.tag)
@@ -380,6 +380,13 @@ class _Connection:
             pull = commands.parse_pull_image_body(commands.parse_json_body(body))
             log.info("api_command", verb="image pull", source=pull.source, uid=self.peer.uid if self.peer else None)
             result = await c.pull_image(pull.source, pull.authfile)
+        elif command == "remove_image":
+            removing = commands.parse_remove_image_body(commands.parse_json_body(body))
+            log.info("api_image_rm", ref=removing.ref, uid=self.peer.uid if self.peer else None)
+            result = await c.remove_image(removing.ref)
+        elif command == "prune_images":
+            log.info("api_image_prune", uid=self.peer.uid if self.peer else None)
+            result = await c.prune_images()
         else:  # a route without a handler is a bug in this module
             raise ApiError(500, f"no handler for API command {command}")
         await self._respond(200, commands.encode_json(result))

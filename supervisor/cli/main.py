@@ -255,15 +255,30 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
         return EXIT_OK
     if args.image_command == "pull":
         return pull_image(client, args, out)
+    if args.image_command == "prune":
+        result = client.call("POST", commands.ROUTES_BY_COMMAND["prune_images"].path())
+        out.show(result, args.json, render.render_removal)
+        return EXIT_OK
     images = client.call("GET", route_images.path())
     if args.image_command == "inspect":
         out.show(find_image(images, args.ref), args.json, render.render_image_config)
+        return EXIT_OK
+    if args.image_command == "rm":
+        # by digest: the name the CLI resolved is the image the user saw in `image list`;
+        # a name it cannot resolve goes as written, for supd to answer (404, 403)
+        try:
+            target = str(find_image(images, args.ref, "image rm")["digest"])
+        except UsageError:
+            target = args.ref if args.ref.startswith("sha256:") else "{}:{}".format(*split_image_ref(args.ref))
+        body = commands.RemoveImageRequest(target).to_json()
+        result = client.call("POST", commands.ROUTES_BY_COMMAND["remove_image"].path(), body)
+        out.show(result, args.json, render.render_removal)
         return EXIT_OK
     out.show(images, args.json, render.render_images)
     return EXIT_OK
 
 
-def find_image(images: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+def find_image(images: list[dict[str, Any]], ref: str, action: str = "image inspect") -> dict[str, Any]:
     """The stored image a reference names: "PATH[:TAG]" as imported, or its digest
     (a prefix of the hex part is enough when only one image has it)."""
     path, tag = split_image_ref(ref)
@@ -279,7 +294,7 @@ def find_image(images: list[dict[str, Any]], ref: str) -> dict[str, Any]:
     matches = [i for i in images if len(hex_part) >= 6 and str(i.get("digest", "")).split(":", 1)[-1].startswith(hex_part)]
     if len(matches) == 1:
         return matches[0]
-    raise UsageError(f'image inspect: no image "{ref}" in the store (supctl image list shows what is there)')
+    raise UsageError(f'{action}: no image "{ref}" in the store (supctl image list shows what is there)')
 
 
 def cmd_info(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -334,16 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-w", "--workdir", metavar="DIR")
     p.add_argument("cmd", nargs="*", metavar="-- CMD")
-    p = add("image", cmd_image, "import, list or inspect OCI images")
+    p = add("image", cmd_image, "pull, import, list, inspect, remove or prune OCI images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout (root or admin_group only)")
     imp.add_argument("ref", metavar="PATH[:TAG]")
     pull = image_sub.add_parser("pull", parents=[common], help="pull an image from a registry or an archive (root or admin_group only)")
     pull.add_argument("ref", metavar="REF", help="busybox:1.36, registry:5000/app@sha256:…, docker-archive:FILE, oci-archive:FILE[:TAG], dir:DIR")
     pull.add_argument("--authfile", metavar="FILE", help="containers-auth.json to log in with (default: supd's auth_file)")
-    image_sub.add_parser("list", parents=[common], help="list imported images")
+    image_sub.add_parser("list", parents=[common], help="list imported images, their shared size and the units using them")
     ins = image_sub.add_parser("inspect", parents=[common], help="show an imported image's config (Entrypoint, Cmd, Env...)")
     ins.add_argument("ref", metavar="PATH[:TAG]|DIGEST")
+    rm = image_sub.add_parser(
+        "rm", parents=[common], help="remove an image and the layers nothing else uses; refused while a unit uses it (root or admin_group only)"
+    )
+    rm.add_argument("ref", metavar="PATH[:TAG]|DIGEST")
+    image_sub.add_parser(
+        "prune", parents=[common], help="remove layers no image or unit uses and stale temp dirs (root or admin_group only)"
+    )
     add("info", cmd_info, "show supd's configuration and host")
     return parser
 

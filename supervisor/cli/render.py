@@ -312,10 +312,22 @@ def render_images(images: list[Mapping[str, Any]]) -> str:
                 digest.split(":", 1)[-1][:12],
                 str(len(image.get("layers") or [])),
                 human_size(image.get("size")),
+                human_size(image.get("shared_size")),
                 str(image.get("created") or "-"),
+                ",".join(image.get("units") or []) or "-",
             ]
         )
-    lines = table(["IMAGE", "DIGEST", "LAYERS", "SIZE", "CREATED"], rows)
+    lines = table(["IMAGE", "DIGEST", "LAYERS", "SIZE", "SHARED", "CREATED", "UNITS"], rows)
+    return "\n".join(lines) + "\n"
+
+
+def render_removal(removal: Mapping[str, Any]) -> str:
+    """`supctl image rm` and `prune`: what went, and the bytes freed."""
+    lines = [f"removed image {i.get('name')} {i.get('digest')}" for i in removal.get("images") or []]
+    lines += [f"removed layer {layer}" for layer in removal.get("layers") or []]
+    if removal.get("tmp_dirs"):
+        lines.append(f"removed {removal['tmp_dirs']} stale temp dir(s)")
+    lines.append(f"freed {human_size(removal.get('freed') or 0)}")
     return "\n".join(lines) + "\n"
 
 

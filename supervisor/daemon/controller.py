@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from supervisor.api.commands import BadRequestError, ConflictError, NoSuchUnitError
+from supervisor.api.commands import BadRequestError, ConflictError, NoSuchUnitError, NotFoundError
 from supervisor.cgroups.driver import CgroupError
 from supervisor.daemon import logs as unit_logs
 from supervisor.daemon import status as unit_status
@@ -21,11 +21,12 @@ from supervisor.seccomp.unitfilter import SeccompError
 from supervisor.seccomp.unitfilter import filter_for as seccomp_filter_for
 from supervisor.daemon.supervisor import Refused, StartFailure, Supervisor
 from supervisor.daemon.unitrun import UnitRun
+from supervisor.rootfs import usage as image_usage
 from supervisor.rootfs.errors import ImageError
 from supervisor.rootfs.pull import Puller
 from supervisor.rootfs.reference import ReferenceError
 from supervisor.rootfs.source import SourceError, image_source, is_layout
-from supervisor.rootfs.store import LayerStore
+from supervisor.rootfs.store import Image, LayerStore, Removal
 from supervisor.policy import state as states
 from supervisor.runtime.spawn import SpawnError
 
@@ -176,16 +177,78 @@ class DaemonController:
             raise ConflictError(f"exec in {name}: {e}") from None
         return ExecSession(pending.pid, lambda: self.sup.reaper.wait(pending.pid))
 
-    def images(self) -> list[dict[str, Any]]:
+    async def images(self) -> list[dict[str, Any]]:
         if self._images is None:
             return []
-        return [img.to_json() for img in self._images.images()]
+        images, users, _kept = await anyio.to_thread.run_sync(self._image_usage, limiter=self._import_threads)
+        return image_usage.image_rows(images, users)
+
+    def _image_usage(self) -> tuple[list[Image], dict[str, tuple[str, ...]], frozenset[str]]:
+        """The records, who uses each, and the layers removal must keep
+        (blocking: reads the records and the units' layouts)."""
+        assert self._images is not None
+        store = self._images
+        images = store.images()
+        unit_images: list[image_usage.UnitImage] = []
+        unit_layers: list[str] = []
+        for name, u in sorted(self.sup.units.items()):
+            rootfs = u.unit.rootfs if u.unit is not None else None
+            if rootfs is None:
+                continue
+            if rootfs.image is not None:
+                unit_images.append(image_usage.UnitImage(name, rootfs.image, store.digest_of(rootfs.image)))
+            unit_layers += [layer for path in rootfs.layers if (layer := store.layer_of_path(path)) is not None]
+            plan = u.rootfs_plan
+            if u.pid is not None and plan is not None:
+                # what its overlay is mounted on now, even if its tag has moved since
+                base = Path(plan.chdir or "/")
+                for lower in plan.lowerdirs:
+                    layer = store.layer_of_path(Path(os.path.realpath(base / lower)))
+                    if layer is not None:
+                        unit_layers.append(layer)
+        users = image_usage.users_by_digest(images, unit_images)
+        return images, users, image_usage.kept_layers(images, users, unit_layers)
+
+    def _remove_image(self, ref: str) -> Removal:
+        assert self._images is not None
+        image = self._images.find(ref)
+        _images, users, kept = self._image_usage()
+        if image.digest in users:
+            units = ", ".join(users[image.digest])
+            raise ConflictError(f"image rm {ref}: in use by unit(s) {units}; stop and remove those units first")
+        return self._images.remove_image(image.digest, kept)
+
+    def _prune_images(self) -> Removal:
+        assert self._images is not None
+        _images, _users, kept = self._image_usage()
+        return self._images.prune(kept)
+
+    async def remove_image(self, ref: str) -> dict[str, Any]:
+        """Remove an image record and the layers nothing else uses; refused
+        while a loaded unit uses it. In the image threads: no import or image
+        start runs beside it on the store."""
+        if self._images is None:
+            raise ConflictError("no image store")
+        try:
+            removal = await anyio.to_thread.run_sync(self._remove_image, ref, limiter=self._import_threads)
+        except ImageError as e:
+            raise NotFoundError(f"image rm {ref}: {e}") from None
+        except OSError as e:
+            raise ConflictError(f"image rm {ref}: {e}") from None
+        return removal.to_json()
+
+    async def prune_images(self) -> dict[str, Any]:
+        if self._images is None:
+            raise ConflictError("no image store")
+        try:
+            removal = await anyio.to_thread.run_sync(self._prune_images, limiter=self._import_threads)
+        except (ImageError, OSError) as e:
+            raise ConflictError(f"image prune: {e}") from None
+        return removal.to_json()
 
     async def import_image(self, path: str, tag: str) -> dict[str, Any]:
         if self._images is None:
             raise ConflictError("no image store")
-        from supervisor.rootfs.errors import ImageError
-
         try:
             image = await anyio.to_thread.run_sync(
                 self._images.import_image, Path(path), tag, limiter=self._import_threads

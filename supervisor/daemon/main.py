@@ -440,6 +440,11 @@ class Daemon:
         self.driver = await self._open_driver()
         self._lock_root()
         self.store = LayerStore(config.state_dir)
+        # finish removals a killed supd left half done (before any unit mounts a layer)
+        try:
+            await anyio.to_thread.run_sync(self.store.recover)
+        except OSError as e:
+            log.warning("store_recover_failed", state_dir=str(config.state_dir), error=str(e))
         self.sup = Supervisor(
             config,
             self.spawner,

@@ -476,6 +476,7 @@ class Supervisor:
                 # hostile image never holds the threads everything else uses.
                 limiter = self.image_threads if unit.rootfs.image is not None else None
                 plan, image = await anyio.to_thread.run_sync(self._prepare_rootfs, unit, limiter=limiter)
+                u.rootfs_plan = plan
             else:
                 image = None
             u.effective = effective_unit(unit, image)

@@ -73,6 +73,9 @@ class UnitRun:
     # The definition its process runs (or last ran): the unit file with its
     # image's config applied (units/imageconfig.py); None before a start.
     effective: Unit | None = None
+    # The overlay its process was started on (rootfs.overlay.RootfsPlan): the
+    # layers `image rm`/`prune` must keep while it runs, whatever its tag names now.
+    rootfs_plan: Any = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
 

@@ -142,7 +142,7 @@ class Puller:
         if policy == "always":
             await self.pull(source)
             return
-        if await anyio.to_thread.run_sync(self.store.find, source, limiter=self.limiter) is not None:
+        if await anyio.to_thread.run_sync(self.store.find_complete, source, limiter=self.limiter) is not None:
             return
         if policy == "never":
             raise ImageError(source, 'not in the store, and [rootfs].pull = "never" (pull it with supctl image pull)')

@@ -4,7 +4,15 @@
                              its diff id (uncompressed digest), else its blob digest
     layers/tmp/<random>      layers being unpacked; renamed into place when complete
     layers/l/<short id>      short symlinks to layer dirs (see overlay.py)
+    layers/trash/<random>    layers and temp dirs being removed
     images/<hex>.json        one record per imported image, keyed by manifest digest
+
+Removal is crash-safe: a layer leaves its place by one rename into the trash,
+then the trash is emptied; an image record is removed (one unlink) before its
+layers. A supd killed at any point leaves either a whole layer in place or a
+dir in the trash, which `recover()` (at start) empties. A record whose layer is
+missing (removed by hand) is reported by `recover()` and re-imported from its
+layout on next use (`image()`).
 
 Importing is idempotent and safe to run concurrently (threads, processes):
 a layer is unpacked into a private temp dir inside the store and renamed into
@@ -20,12 +28,14 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from supervisor import failpoints
 from supervisor.rootfs.errors import ImageError
 from supervisor.rootfs.oci import DIGEST_RE, ImageConfig, OciLayout, ResolvedImage, unpack_layer
 
@@ -34,8 +44,12 @@ log = structlog.get_logger()
 LAYERS_DIR = "layers"
 IMAGES_DIR = "images"
 TMP_DIR = "tmp"
+TRASH_DIR = "trash"
 # a temp dir this old is from an import that died, not one in progress
 STALE_TMP_SECONDS = 3600.0
+# layers unpacked at once by one import: decompression (zlib, zstd) and file
+# writes release the GIL; tar parsing does not, so more than the cores buys little
+UNPACK_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,9 @@ class Image:
     created: str | None  # from the image config (RFC 3339)
     config: ImageConfig
     refs: tuple[str, ...] = ()  # every "DIR:TAG" that resolved to this digest
+    # the blob size of each layer, as the manifest lists it (empty in records
+    # written before it was kept: their shared size is unknown)
+    layer_sizes: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +76,7 @@ class Image:
             "created": self.created,
             "config": self.config.to_json(),
             "refs": list(self.refs),
+            "layer_sizes": list(self.layer_sizes),
         }
 
     @classmethod
@@ -72,7 +90,51 @@ class Image:
             created=data.get("created"),
             config=ImageConfig.from_json(data.get("config") or {}),
             refs=tuple(data.get("refs") or (data["name"],)),
+            layer_sizes=tuple(int(n) for n in data.get("layer_sizes") or ()),
         )
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What a removal took away: image records, layers, and the bytes freed."""
+
+    images: tuple[Image, ...] = ()
+    layers: tuple[str, ...] = ()
+    tmp_dirs: int = 0
+    freed: int = 0  # bytes on disk (allocated blocks, hardlinks counted once)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "images": [{"name": i.name, "digest": i.digest} for i in self.images],
+            "layers": list(self.layers),
+            "tmp_dirs": self.tmp_dirs,
+            "freed": self.freed,
+        }
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What `recover()` found at start."""
+
+    trash_emptied: int = 0  # dirs a killed removal had left in the trash
+    broken: tuple[tuple[str, str], ...] = ()  # (image name, missing layer id)
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes a tree takes on disk, each inode once (layers keep hardlinks)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in (*dirnames, *filenames, ""):
+            try:
+                st = os.lstat(os.path.join(dirpath, name) if name else dirpath)
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key not in seen:
+                seen.add(key)
+                total += st.st_blocks * 512
+    return total
 
 
 def parse_image_ref(ref: str) -> tuple[Path, str]:
@@ -140,6 +202,19 @@ class LayerStore:
         log.info("layer_imported", layer=layer_id, blob=desc.digest, seconds=round(time.monotonic() - started, 3))
         return True
 
+    def _import_layers(self, layout: OciLayout, resolved: ResolvedImage) -> list[bool]:
+        """Unpack the missing layers side by side: each is its own temp dir and
+        rename, so order does not matter. The first error wins once all ended
+        (no half-written temp dir outlives its worker)."""
+        count = len(resolved.layer_ids)
+        workers = min(count, UNPACK_WORKERS)
+        if workers <= 1:
+            return [self._import_layer(layout, resolved, i) for i in range(count)]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
+            futures = [pool.submit(self._import_layer, layout, resolved, i) for i in range(count)]
+            wait(futures)
+        return [f.result() for f in futures]
+
     # --- images ----------------------------------------------------------------------
 
     def _record_path(self, digest: str) -> Path:
@@ -173,7 +248,7 @@ class LayerStore:
         oci = OciLayout(layout)
         resolved = oci.resolve(tag)
         ref = name or f"{layout}:{tag}"
-        unpacked = sum(self._import_layer(oci, resolved, i) for i in range(len(resolved.layer_ids)))
+        unpacked = sum(self._import_layers(oci, resolved))
         previous = self._load_record(resolved.manifest.digest)
         refs = tuple(dict.fromkeys((*(previous.refs if previous else ()), ref)))
         image = Image(
@@ -185,6 +260,7 @@ class LayerStore:
             created=resolved.created,
             config=resolved.config,
             refs=refs,
+            layer_sizes=tuple(d.size for d in resolved.manifest.layers),
         )
         if image != previous:
             self._write_record(image)
@@ -215,7 +291,7 @@ class LayerStore:
                 log.warning("image_record_unreadable", file=str(path), error=str(err))
         return found
 
-    def find(self, name: str) -> Image | None:
+    def find_complete(self, name: str) -> Image | None:
         """The stored image last recorded under `name` (a pulled source), if
         all its layers are there."""
         for image in self.images():
@@ -227,7 +303,7 @@ class LayerStore:
         """The image a "DIR:TAG" names, importing it on first use; a pulled
         source (source.py) must have been pulled (pull.py) before."""
         if not image_ref.startswith("/"):
-            found = self.find(image_ref)
+            found = self.find_complete(image_ref)
             if found is None:
                 raise ImageError(image_ref, "not in the store (not pulled yet)")
             return found
@@ -247,34 +323,127 @@ class LayerStore:
 
     layers_for = resolve  # the name docs/architecture.md uses
 
-    def remove_image(self, name_or_digest: str) -> Image:
-        """Forget an image (by "DIR:TAG" or manifest digest); its layers stay
-        until `gc()`."""
+    def find(self, name_or_digest: str) -> Image:
+        """The record a "DIR:TAG" or a manifest digest names."""
         for image in self.images():
             if name_or_digest == image.digest or name_or_digest in image.refs:
-                self._record_path(image.digest).unlink()
-                log.info("image_removed", image=image.name, digest=image.digest)
                 return image
         raise ImageError(self.images_dir, f'no image "{name_or_digest}" in the store')
+
+    def digest_of(self, image_ref: str) -> str | None:
+        """The manifest digest "DIR:TAG" names now; None when the layout cannot
+        say (gone, unreadable): then the caller goes by the names records keep."""
+        try:
+            layout, tag = parse_image_ref(image_ref)
+            return OciLayout(layout).manifest_descriptor(tag).digest
+        except (ImageError, OSError, ValueError):
+            return None
+
+    def layer_of_path(self, path: Path) -> str | None:
+        """The layer id of a store layer dir (a unit's `layers = [...]` may name one)."""
+        try:
+            relative = Path(os.path.abspath(path)).relative_to(self.layers_dir)
+        except ValueError:
+            return None
+        parts = relative.parts
+        if len(parts) < 2:
+            return None
+        layer_id = f"{parts[0]}:{parts[1]}"
+        return layer_id if DIGEST_RE.match(layer_id) else None
+
+    def remove_image(self, name_or_digest: str, keep_layers: frozenset[str] = frozenset()) -> Removal:
+        """Forget an image (by "DIR:TAG" or manifest digest) and remove at once
+        the layers no other image record and nothing in `keep_layers` uses
+        (as docker's rmi does). The record goes first: a kill in between
+        leaves unused layers, which prune removes, never a record without its
+        layers."""
+        image = self.find(name_or_digest)
+        self._record_path(image.digest).unlink()
+        log.info("image_removed", image=image.name, digest=image.digest)
+        still_used = {layer for other in self.images() for layer in other.layers} | keep_layers
+        removed, freed = self._remove_layers([layer for layer in image.layers if layer not in still_used])
+        return Removal(images=(image,), layers=tuple(removed), freed=freed)
+
+    def prune(self, keep_layers: frozenset[str] = frozenset(), now: float | None = None) -> Removal:
+        """Remove every layer no image record and nothing in `keep_layers` uses,
+        and temp dirs of dead imports. The caller puts in `keep_layers` the
+        layers of loaded units (overlay must not lose a lower layer)."""
+        used = {layer for image in self.images() for layer in image.layers} | keep_layers
+        unused = [layer for layer in self._stored_layers() if layer not in used]
+        removed, freed = self._remove_layers(unused)
+        tmp_dirs = 0
+        tmp_root = self.layers_dir / TMP_DIR
+        wall = time.time() if now is None else now
+        if tmp_root.is_dir():
+            for tmp in sorted(tmp_root.iterdir()):
+                try:
+                    if wall - tmp.lstat().st_mtime <= STALE_TMP_SECONDS:
+                        continue  # maybe an import in progress
+                except FileNotFoundError:
+                    continue
+                freed += self._discard(tmp)
+                tmp_dirs += 1
+        if removed or tmp_dirs:
+            log.info("store_pruned", layers=len(removed), tmp_dirs=tmp_dirs, freed=freed)
+        return Removal(layers=tuple(removed), tmp_dirs=tmp_dirs, freed=freed)
 
     def gc(self, now: float | None = None) -> list[str]:
         """Remove layers no image record uses, and temp dirs of dead imports.
         Returns the removed layer ids. Call it only when no unit that uses a
         removed image is running (overlay must not lose a lower layer)."""
-        used = {layer for image in self.images() for layer in image.layers}
-        removed: list[str] = []
+        return list(self.prune(now=now).layers)
+
+    def recover(self) -> Recovery:
+        """At start: finish removals a killed supd left in the trash, and
+        report records whose layers are missing (they are re-imported from
+        their layout on next use)."""
+        emptied = 0
+        trash = self.layers_dir / TRASH_DIR
+        if trash.is_dir():
+            for leftover in sorted(trash.iterdir()):
+                shutil.rmtree(leftover, ignore_errors=True)
+                if not leftover.exists():
+                    emptied += 1
+                else:
+                    log.warning("store_trash_not_emptied", dir=str(leftover))
+        if emptied:
+            log.info("store_trash_emptied", dirs=emptied)
+        broken = tuple(
+            (image.name, layer) for image in self.images() for layer in image.layers if not self.has_layer(layer)
+        )
+        for name, layer in broken:
+            log.warning("image_layer_missing", image=name, layer=layer, fix="re-imported from its layout on next use")
+        return Recovery(trash_emptied=emptied, broken=broken)
+
+    def _stored_layers(self) -> list[str]:
+        found = []
         for algorithm_dir in sorted(self.layers_dir.glob("sha*")):
             for layer_dir in sorted(algorithm_dir.iterdir()):
                 layer_id = f"{algorithm_dir.name}:{layer_dir.name}"
-                if DIGEST_RE.match(layer_id) and layer_id not in used:
-                    shutil.rmtree(layer_dir)
-                    removed.append(layer_id)
-        tmp_root = self.layers_dir / TMP_DIR
-        wall = time.time() if now is None else now
-        if tmp_root.is_dir():
-            for tmp in tmp_root.iterdir():
-                if wall - tmp.lstat().st_mtime > STALE_TMP_SECONDS:
-                    shutil.rmtree(tmp)
-        if removed:
-            log.info("layers_removed", count=len(removed))
-        return removed
+                if DIGEST_RE.match(layer_id):
+                    found.append(layer_id)
+        return found
+
+    def _remove_layers(self, layer_ids: list[str]) -> tuple[list[str], int]:
+        removed: list[str] = []
+        freed = 0
+        for layer_id in layer_ids:
+            path = self.layer_path(layer_id)
+            if not path.is_dir():
+                continue
+            freed += self._discard(path)
+            removed.append(layer_id)
+            log.info("layer_removed", layer=layer_id)
+        return removed, freed
+
+    def _discard(self, path: Path) -> int:
+        """Move `path` into the trash in one rename (it is gone from its place
+        or still whole), then delete it; returns the bytes it took."""
+        size = disk_usage(path)
+        trash = self.layers_dir / TRASH_DIR
+        trash.mkdir(parents=True, exist_ok=True)
+        target = Path(tempfile.mkdtemp(prefix="gone-", dir=trash))
+        os.rename(path, target / "d")
+        failpoints.hit("store.trash")  # a test stalls here and kills supd -9
+        shutil.rmtree(target)
+        return size

@@ -125,6 +125,10 @@ def test_socket_group_operates_admin_group_execs(
         assert r.stderr == f"supctl: exec {needs_admin}\n", r.stderr
     r = ctl_as(supd, [op.gid], "image", "import", str(open_runtime))
     assert r.returncode == 1 and r.stderr == f"supctl: image import {needs_admin}\n", r.stderr
+    r = ctl_as(supd, [op.gid], "image", "rm", "/srv/images/app:1")
+    assert r.returncode == 1 and r.stderr == f"supctl: image rm {needs_admin}\n", r.stderr
+    r = ctl_as(supd, [op.gid], "image", "prune")
+    assert r.returncode == 1 and r.stderr == f"supctl: image prune {needs_admin}\n", r.stderr
     log = supd.daemon_log()
     assert '"command": "exec"' in log or '"command":"exec"' in log, "a refused exec is logged as api_forbidden"
 

@@ -158,12 +158,22 @@ class FakeController:
         self.execs.append(spawned)
         return spawned
 
-    def images(self) -> list[dict[str, Any]]:
+    def _images(self) -> list[dict[str, Any]]:
         return [{"name": f"{p}:{t}", "digest": "sha256:" + "ab" * 32, "layers": ["x"], "size": 2048} for p, t in self.imported]
+
+    async def images(self) -> list[dict[str, Any]]:
+        return self._images()
 
     async def import_image(self, path: str, tag: str) -> dict[str, Any]:
         self.imported.append((path, tag))
-        return self.images()[-1]
+        return self._images()[-1]
+
+    async def remove_image(self, ref: str) -> dict[str, Any]:
+        self.imported = [(p, t) for p, t in self.imported if f"{p}:{t}" != ref]
+        return {"images": [{"name": ref}], "layers": [], "tmp_dirs": 0, "freed": 0}
+
+    async def prune_images(self) -> dict[str, Any]:
+        return {"images": [], "layers": [], "tmp_dirs": 0, "freed": 0}
 
 
 @pytest.fixture

@@ -99,9 +99,11 @@ def test_two_images_sharing_a_base_store_it_once(image_copy: BuiltImage, tmp_pat
     assert b[:3] == a and len(b) == 4
     assert len(list((tmp_path / "state" / "layers" / "sha256").iterdir())) == 4
     assert len(store.images()) == 2
-    store.remove_image(f"{image_copy.layout}:2.0")
-    assert store.gc() == [f"sha256:{b[3].name}"]
-    assert all(p.is_dir() for p in a)
+    # rm takes the layer only 2.0 used at once (as docker's rmi); the shared ones stay
+    removal = store.remove_image(f"{image_copy.layout}:2.0")
+    assert removal.layers == (f"sha256:{b[3].name}",) and removal.freed > 0
+    assert store.gc() == []
+    assert all(p.is_dir() for p in a) and not b[3].exists()
 
 
 def biggest_layer_blob(layout: Path) -> Path:

@@ -33,6 +33,8 @@ unit_names = st.from_regex(commands.UNIT_NAME_RE, fullmatch=True)
         ("POST", "/v1/units/web/exec", "exec", {"name": "web"}),
         ("GET", "/v1/images", "images", {}),
         ("POST", "/v1/images", "import_image", {}),
+        ("POST", "/v1/images/remove", "remove_image", {}),
+        ("POST", "/v1/images/prune", "prune_images", {}),
     ],
 )
 def test_every_route_resolves(method: str, target: str, command: str, params: dict[str, str]) -> None:
@@ -143,3 +145,10 @@ def test_signal_message() -> None:
 def test_command_path_rejects_unknown_verbs() -> None:
     with pytest.raises(ValueError, match="unknown verb 'explode'"):
         commands.command_path("web", "explode")
+
+
+def test_remove_image_body() -> None:
+    assert commands.parse_remove_image_body({"ref": "sha256:" + "a" * 64}).ref == "sha256:" + "a" * 64
+    for bad in ({}, {"ref": ""}, {"ref": 3}, []):
+        with pytest.raises(commands.BadRequestError, match=r"image rm request"):
+            commands.parse_remove_image_body(bad)

@@ -221,3 +221,28 @@ def test_image_config_lines() -> None:
         "             Interval: 5s",
         "             Retries: 3",
     ]
+
+
+def test_image_list_shows_shared_size_and_units() -> None:
+    images = [
+        {"name": "/srv/img:v1", "digest": "sha256:" + "a" * 64, "layers": ["x", "y"], "size": 3 * 1024 * 1024,
+         "shared_size": 1024 * 1024, "created": None, "units": ["db", "web"]},
+        {"name": "/srv/img:old", "digest": "sha256:" + "b" * 64, "layers": ["x"], "size": 2048,
+         "shared_size": None, "created": "2026-01-01T00:00:00Z", "units": []},
+    ]
+    lines = render.render_images(images).splitlines()
+    assert lines[0].split() == ["IMAGE", "DIGEST", "LAYERS", "SIZE", "SHARED", "CREATED", "UNITS"]
+    assert lines[1].split() == ["/srv/img:v1", "a" * 12, "2", "3.0M", "1.0M", "-", "db,web"]
+    assert lines[2].split() == ["/srv/img:old", "b" * 12, "1", "2.0K", "-", "2026-01-01T00:00:00Z", "-"]
+
+
+def test_removal_lines() -> None:
+    removal = {"images": [{"name": "/srv/img:v1", "digest": "sha256:" + "a" * 64}], "layers": ["sha256:" + "c" * 64],
+               "tmp_dirs": 2, "freed": 5 * 1024 * 1024}
+    assert render.render_removal(removal).splitlines() == [
+        "removed image /srv/img:v1 sha256:" + "a" * 64,
+        "removed layer sha256:" + "c" * 64,
+        "removed 2 stale temp dir(s)",
+        "freed 5.0M",
+    ]
+    assert render.render_removal({"images": [], "layers": [], "tmp_dirs": 0, "freed": 0}) == "freed 0B\n"
