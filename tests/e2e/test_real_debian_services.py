@@ -80,8 +80,10 @@ def test_nginx_on_a_readonly_root_with_tmpfs_scratch(supd: Supd, debian: Path) -
     port = free_port()
     command = ["/bin/sh", "-c", f"printf '%s' \"$0\" > /tmp/nginx.conf && exec /usr/sbin/nginx -c /tmp/nginx.conf -g 'daemon off;'",
                f"user www-data; pid /run/nginx.pid; error_log stderr; events {{}} http {{ access_log off; server {{ "
-               f'listen 127.0.0.1:{port}; location / {{ return 200 "read-only nginx\\n"; }} }} }}']  # fmt: skip
-    unit = container_unit([debian], command, writable="readonly", extra_rootfs='tmpfs = ["/var/lib/nginx"]\n')
+               f'listen 80; location / {{ return 200 "read-only nginx\\n"; }} }} }}']  # fmt: skip
+    # on the default bridge network, its port 80 published on the host's loopback
+    extra = f'tmpfs = ["/var/lib/nginx"]\nports = ["127.0.0.1:{port}:80"]\n'
+    unit = container_unit([debian], command, writable="readonly", extra_rootfs=extra)
     start_unit(supd, "roweb", unit)
 
     def get() -> str | None:
