@@ -492,20 +492,28 @@ def _binds(table: _Table, unit_dir: Path) -> tuple[BindSpec, ...]:
     return tuple(binds)
 
 
-def _tmpfs(table: _Table) -> tuple[TmpfsSpec, ...]:
-    raw = table.data.get("tmpfs", [])
+def _each_entry(table: _Table, key: str, expected: str, parse: Callable[[object], T]) -> list[tuple[str, object, T]]:
+    """(`[table].key[i]`, raw item, parsed item) for a list key; a parse
+    error names the entry's index."""
+    raw = table.data.get(key, [])
     if not isinstance(raw, list):
-        raise table.error("tmpfs", 'a list like ["/run", "/tmp:size=64M"]', raw)
+        raise table.error(key, expected, raw)
+    entries = []
+    for index, item in enumerate(raw):
+        where = f"{table.key(key)}[{index}]"
+        try:
+            entries.append((where, item, parse(item)))
+        except ValueError as exc:
+            raise UnitFileError(table.file, where, str(exc), item) from None
+    return entries
+
+
+def _tmpfs(table: _Table) -> tuple[TmpfsSpec, ...]:
     found: list[TmpfsSpec] = []
     binds = _bind_targets(table)
-    for index, item in enumerate(raw):
-        key = f"{table.key('tmpfs')}[{index}]"
-        try:
-            spec = parse_tmpfs(item)
-        except ValueError as exc:
-            raise UnitFileError(table.file, key, str(exc), item) from None
+    for where, item, spec in _each_entry(table, "tmpfs", 'a list like ["/run", "/tmp:size=64M"]', parse_tmpfs):
         if any(t.target == spec.target for t in found) or spec.target in binds:
-            raise UnitFileError(table.file, key, "a path not mounted by an earlier tmpfs or a bind", item)
+            raise UnitFileError(table.file, where, "a path not mounted by an earlier tmpfs or a bind", item)
         found.append(spec)
     return tuple(found)
 
@@ -546,18 +554,10 @@ def _device(value: object) -> DeviceSpec:
 
 
 def _devices(table: _Table) -> tuple[DeviceSpec, ...]:
-    raw = table.data.get("devices", [])
-    if not isinstance(raw, list):
-        raise table.error("devices", 'a list of device paths like ["/dev/fuse"]', raw)
     found: list[DeviceSpec] = []
-    for index, item in enumerate(raw):
-        key = f"{table.key('devices')}[{index}]"
-        try:
-            device = _device(item)
-        except ValueError as exc:
-            raise UnitFileError(table.file, key, str(exc), item) from None
+    for where, item, device in _each_entry(table, "devices", 'a list of device paths like ["/dev/fuse"]', _device):
         if any(d.path == device.path for d in found):
-            raise UnitFileError(table.file, key, "a device not listed by an earlier entry", item)
+            raise UnitFileError(table.file, where, "a device not listed by an earlier entry", item)
         found.append(device)
     return tuple(found)
 
@@ -572,21 +572,15 @@ def _network(value: object) -> str:
 
 
 def _ports(table: _Table, network: str) -> tuple[PortMapping, ...]:
-    raw = table.data.get("ports", [])
-    if not isinstance(raw, list):
-        raise table.error("ports", 'a list of port mappings like ["8080:80"]', raw)
-    if raw and network in ("host", "none"):
-        raise table.error("ports", f'no ports with network = "{network}" (publishing needs a bridge network)', raw)
+    entries = _each_entry(table, "ports", 'a list of port mappings like ["8080:80"]', parse_port)
+    if entries and network in ("host", "none"):
+        raise table.error("ports", f'no ports with network = "{network}" (publishing needs a bridge network)', table.data["ports"])
     found: list[PortMapping] = []
-    for index, item in enumerate(raw):
-        key = f"{table.key('ports')}[{index}]"
-        try:
-            found.append(parse_port(item))
-        except ValueError as exc:
-            raise UnitFileError(table.file, key, str(exc), item) from None
+    for where, item, port in entries:
+        found.append(port)
         clash = clashes(tuple(found))
         if clash is not None:
-            raise UnitFileError(table.file, key, f"a host port not published already ({clash[0]})", item)
+            raise UnitFileError(table.file, where, f"a host port not published already ({clash[0]})", item)
     return tuple(found)
 
 

@@ -30,6 +30,15 @@ def debian() -> Path:
     return debian_rootfs(PACKAGES)
 
 
+def http_get(port: int) -> str | None:
+    """The body at http://127.0.0.1:PORT/, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
 def test_redis_serves_under_the_default_confinement(supd: Supd, debian: Path) -> None:
     port = free_port()
     command = ["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
@@ -61,14 +70,7 @@ def test_nginx_serves_the_host_under_the_default_confinement(supd: Supd, debian:
     st = start_unit(supd, "web", container_unit([debian, tmp_path / "conf"], command, extra_rootfs=published))
     assert proc_status(int(st["pid"]))["Seccomp"] == "2"  # type: ignore[arg-type]
 
-    def get() -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                return r.read().decode()
-        except OSError:
-            return None
-
-    assert wait_for(get, what="nginx to answer") == "hello from nginx\n"
+    assert wait_for(lambda: http_get(port), what="nginx to answer") == "hello from nginx\n"
     workers = exec_in(supd, "web", "sh", "-c", "ps -o user= -C nginx 2>/dev/null || cat /proc/[0-9]*/status")[1]
     assert "www-data" in workers or "Uid:\t33" in workers
     assert supd.ctl("stop", "web").returncode == 0
@@ -86,14 +88,7 @@ def test_nginx_on_a_readonly_root_with_tmpfs_scratch(supd: Supd, debian: Path) -
     unit = container_unit([debian], command, writable="readonly", extra_rootfs=extra)
     start_unit(supd, "roweb", unit)
 
-    def get() -> str | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                return r.read().decode()
-        except OSError:
-            return None
-
-    assert wait_for(get, what="nginx to answer") == "read-only nginx\n"
+    assert wait_for(lambda: http_get(port), what="nginx to answer") == "read-only nginx\n"
     rc, out, _err = exec_in(supd, "roweb", "sh", "-c", "ls -d /var/lib/nginx/body; cat /run/nginx.pid; touch /etc/x")
     assert rc != 0 and "/var/lib/nginx/body" in out, out  # nginx made it; /etc stays read-only
     assert supd.ctl("stop", "roweb").returncode == 0
