@@ -9,13 +9,14 @@ APT_PACKAGES := busybox-static tini crun runc podman conmon umoci skopeo stress-
                 systemd systemd-container dbus util-linux iproute2 curl dpkg-dev python3-venv \
                 libseccomp2 gcc libc6-dev containernetworking-plugins iptables \
                 qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
-                docker-registry apache2-utils
+                docker-registry apache2-utils pandoc man-db
 # (libseccomp2: the daemon compiles seccomp filters with it; gcc, libc6-dev:
 # tests build static C probes; containernetworking-plugins, iptables: the CNI
 # plugins supd runs for container networks. The fourth line: the host side of the pure
-# cgroup v2 VM tier, tests/vm/README.md)
+# cgroup v2 VM tier, tests/vm/README.md. pandoc, man-db: `make man` and the
+# man page tests; the .deb ships the checked-in pages, so its build needs neither)
 
-.PHONY: setup run test test-host test-v2 test-unit bench bench-v2 soak clean
+.PHONY: setup run test test-host test-v2 test-unit bench bench-v2 soak man completion clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +82,15 @@ bench-v2: setup
 	@mkdir -p bench/results
 	$(PY) tests/vm/purev2.py run -- python bench/purev2.py >bench/results/purev2.md; \
 	status=$$?; cat bench/results/purev2.md; exit $$status
+
+# Regenerate the checked-in man pages (packaging/man, from docs/*.md with
+# pandoc) and shell completions (packaging/completion, from supctl's parser
+# with shtab); tests/docs fails while either is out of date.
+man: .apt-installed
+	$(PYTHON) packaging/manpages.py
+
+completion: $(VENV)/.installed
+	$(PY) packaging/completion.py
 
 clean:
 	rm -rf $(VENV) .apt-installed .run
