@@ -96,6 +96,16 @@ mkdir -p "$ROOT/etc/supd/units"
 # the default network (network = "bridge"); supd writes the same file on first use if it is missing
 install -D -m 0644 "$REPO/packaging/supd.conflist" "$ROOT/etc/supd/networks/supd.conflist"
 install -D -m 0644 "$REPO/packaging/README.md" "$ROOT/usr/share/doc/supd/README.md"
+# man pages and supctl's shell completions, checked in (packaging/manpages.py,
+# packaging/completion.py regenerate them), so this build needs neither pandoc nor shtab
+for page in "$REPO"/packaging/man/*.[0-9]; do
+    section=${page##*.}
+    install -D -m 0644 "$page" "$ROOT/usr/share/man/man$section/$(basename "$page")"
+    gzip -9n "$ROOT/usr/share/man/man$section/$(basename "$page")"
+done
+install -D -m 0644 "$REPO/packaging/completion/supctl" "$ROOT/usr/share/bash-completion/completions/supctl"
+install -D -m 0644 "$REPO/packaging/completion/_supctl" "$ROOT/usr/share/zsh/vendor-completions/_supctl"
+install -D -m 0644 "$REPO/packaging/completion/supctl.fish" "$ROOT/usr/share/fish/vendor_completions.d/supctl.fish"
 
 ARCH=all
 if find "$ROOT$PREFIX" -name '*.so' | grep -q .; then
