@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.docs.test_completion import bash_complete
+from tests.helpers.completion import bash_complete
 from tests.e2e.conftest import Supd
 
 IDLE = """
