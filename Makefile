@@ -9,12 +9,13 @@ APT_PACKAGES := busybox-static tini crun runc podman conmon umoci skopeo stress-
                 systemd systemd-container dbus util-linux iproute2 curl dpkg-dev python3-venv \
                 libseccomp2 gcc libc6-dev containernetworking-plugins iptables \
                 qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
-                docker-registry apache2-utils pandoc man-db
+                docker-registry apache2-utils pandoc man-db zsh fish
 # (libseccomp2: the daemon compiles seccomp filters with it; gcc, libc6-dev:
 # tests build static C probes; containernetworking-plugins, iptables: the CNI
 # plugins supd runs for container networks. The fourth line: the host side of the pure
-# cgroup v2 VM tier, tests/vm/README.md. pandoc, man-db: `make man` and the
-# man page tests; the .deb ships the checked-in pages, so its build needs neither)
+# cgroup v2 VM tier, tests/vm/README.md. pandoc, man-db, zsh, fish: `make man`
+# and the man page and completion tests; the .deb ships the checked-in files,
+# so its build needs none of them)
 
 .PHONY: setup run test test-host test-v2 test-unit bench bench-v2 soak man completion clean
 

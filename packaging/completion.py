@@ -33,7 +33,9 @@ UNIT_NAMES = "supctl list --json 2>/dev/null | grep -o '\"name\": *\"[^\"]*\"' |
 UNIT_COMPLETER: dict[str, object] = {
     "bash": "_supctl_unit_names",
     "zsh": "_supctl_unit_names",
-    "fish": f"({UNIT_NAMES})",
+    # a function, not the pipeline inline: shtab puts fish's command in
+    # double quotes without escaping the ones the pipeline holds
+    "fish": "(__supctl_unit_names)",
     "preamble": {
         "bash": f"""
 # $1: the word being completed
@@ -47,6 +49,11 @@ _supctl_unit_names() {{
   units=(${{(f)"$({UNIT_NAMES})"}})
   compadd -a units
 }}
+""",
+        "fish": f"""
+function __supctl_unit_names
+    {UNIT_NAMES}
+end
 """,
     },
 }

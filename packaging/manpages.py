@@ -63,6 +63,7 @@ MAN_REFERENCES = {
     "configuration.md": "**supd.toml**(5)",
 }
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+BARE_DOC = re.compile(r"(?<![\w/`.])(?:docs/)?(units|supctl|configuration)\.md\b(?!`)")
 FENCE = re.compile(r"^(```|~~~)")
 TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 CELL_SEPARATOR = re.compile(r"(?<!\\)\|")
@@ -156,6 +157,7 @@ def page_markdown(page: Page, docs: Path, version: str) -> str:
     ]
     for heading in page.sections:
         body = LINK.sub(_link, tables_to_lists(_promote(sections[heading])))
+        body = BARE_DOC.sub(lambda m: MAN_REFERENCES[f"{m.group(1)}.md"], body)  # "see units.md"
         parts += ["", f"# {heading.upper()}", "", body]
     return "\n".join(parts) + "\n"
 

@@ -4,6 +4,13 @@
 # 2) Ensure a binary named supctl is in your PATH
 # See also: https://fishshell.com/docs/current/completions.html#where-to-put-completions
 
+# Custom Preamble
+
+function __supctl_unit_names
+    supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4
+end
+
+# End Custom Preamble
 
 # Parse current commandline:
 # - _shtab_supctl_cmdpath=(sub)command path seen so far
@@ -68,32 +75,32 @@ complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' 
 complete -c supctl -n '_shtab_supctl_using status' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using status' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'
 complete -c supctl -n '_shtab_supctl_using status' -l json -d 'print JSON for scripts'
-complete -c supctl -n '_shtab_supctl_using status; and test $_shtab_supctl_npos -ge 0' -ka "(supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4)" -d UNIT
+complete -c supctl -n '_shtab_supctl_using status; and test $_shtab_supctl_npos -ge 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a start -d 'start units'
 complete -c supctl -n '_shtab_supctl_using start' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using start' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'
 complete -c supctl -n '_shtab_supctl_using start' -l json -d 'print JSON for scripts'
-complete -c supctl -n '_shtab_supctl_using start; and test $_shtab_supctl_npos -ge 0' -ka "(supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4)" -d UNIT
+complete -c supctl -n '_shtab_supctl_using start; and test $_shtab_supctl_npos -ge 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a stop -d 'stop units'
 complete -c supctl -n '_shtab_supctl_using stop' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using stop' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'
 complete -c supctl -n '_shtab_supctl_using stop' -l json -d 'print JSON for scripts'
-complete -c supctl -n '_shtab_supctl_using stop; and test $_shtab_supctl_npos -ge 0' -ka "(supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4)" -d UNIT
+complete -c supctl -n '_shtab_supctl_using stop; and test $_shtab_supctl_npos -ge 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a restart -d 'restart units'
 complete -c supctl -n '_shtab_supctl_using restart' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using restart' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'
 complete -c supctl -n '_shtab_supctl_using restart' -l json -d 'print JSON for scripts'
-complete -c supctl -n '_shtab_supctl_using restart; and test $_shtab_supctl_npos -ge 0' -ka "(supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4)" -d UNIT
+complete -c supctl -n '_shtab_supctl_using restart; and test $_shtab_supctl_npos -ge 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a freeze -d 'freeze units'
 complete -c supctl -n '_shtab_supctl_using freeze' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using freeze' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'
 complete -c supctl -n '_shtab_supctl_using freeze' -l json -d 'print JSON for scripts'
-complete -c supctl -n '_shtab_supctl_using freeze; and test $_shtab_supctl_npos -ge 0' -ka "(supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4)" -d UNIT
+complete -c supctl -n '_shtab_supctl_using freeze; and test $_shtab_supctl_npos -ge 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a thaw -d 'thaw units'
 complete -c supctl -n '_shtab_supctl_using thaw' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using thaw' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'
 complete -c supctl -n '_shtab_supctl_using thaw' -l json -d 'print JSON for scripts'
-complete -c supctl -n '_shtab_supctl_using thaw; and test $_shtab_supctl_npos -ge 0' -ka "(supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4)" -d UNIT
+complete -c supctl -n '_shtab_supctl_using thaw; and test $_shtab_supctl_npos -ge 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a reload -d 're-read the units folder'
 complete -c supctl -n '_shtab_supctl_using reload' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using reload' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'
@@ -104,7 +111,7 @@ complete -c supctl -n '_shtab_supctl_using logs' -l socket -x -d 'supd'"'"'s con
 complete -c supctl -n '_shtab_supctl_using logs' -l json -d 'print JSON for scripts'
 complete -c supctl -n '_shtab_supctl_using logs' -s f -l follow -d 'keep printing new output'
 complete -c supctl -n '_shtab_supctl_using logs' -s n -l lines -x -d 'how many lines from the end'
-complete -c supctl -n '_shtab_supctl_using logs; and test $_shtab_supctl_npos -eq 0' -ka "(supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4)" -d UNIT
+complete -c supctl -n '_shtab_supctl_using logs; and test $_shtab_supctl_npos -eq 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a events -d 'show state changes'
 complete -c supctl -n '_shtab_supctl_using events' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using events' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'
@@ -122,7 +129,7 @@ complete -c supctl -n '_shtab_supctl_using exec' -l json -d 'print JSON for scri
 complete -c supctl -n '_shtab_supctl_using exec' -l user -s u -x -d 'user name or uid[:gid] inside the unit'
 complete -c supctl -n '_shtab_supctl_using exec' -s e -l env -x -d KEY=VALUE
 complete -c supctl -n '_shtab_supctl_using exec' -s w -l workdir -x -d DIR
-complete -c supctl -n '_shtab_supctl_using exec; and test $_shtab_supctl_npos -eq 0' -ka "(supctl list --json 2>/dev/null | grep -o '"name": *"[^"]*"' | cut -d'"' -f4)" -d UNIT
+complete -c supctl -n '_shtab_supctl_using exec; and test $_shtab_supctl_npos -eq 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a image -d 'pull, import, list, inspect, remove or prune OCI images'
 complete -c supctl -n '_shtab_supctl_using image' -s h -l help -d 'show this help message and exit'
 complete -c supctl -n '_shtab_supctl_using image' -l socket -x -d 'supd'"'"'s control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)'

@@ -3,11 +3,14 @@ generated from supctl's parser by packaging/completion.py with shtab."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.docs.generators import REPO, load
-from tests.helpers.completion import BASH, bash_complete
+from tests.helpers.completion import BASH, bash_complete, fish_complete
 
 completion = load("completion")
 CHECKED_IN = REPO / "packaging" / "completion"
@@ -43,8 +46,17 @@ def test_every_unit_argument_completes_unit_names() -> None:
         assert unit_arg.complete is completion.UNIT_COMPLETER
 
 
-def test_zsh_and_fish_scripts_generate_and_complete_unit_names() -> None:
+def test_zsh_and_fish_scripts_generate_and_parse() -> None:
     zsh = completion.script("zsh")
     assert "#compdef supctl" in zsh and "_supctl_unit_names()" in zsh
     fish = completion.script("fish")
-    assert "complete -c supctl" in fish and "supctl list --json" in fish
+    assert "complete -c supctl" in fish and "(__supctl_unit_names)" in fish
+    for argv in (["zsh", "-n", str(CHECKED_IN / "_supctl")], ["fish", "--no-execute", str(CHECKED_IN / "supctl.fish")]):
+        if shutil.which(argv[0]) is None:
+            pytest.fail(f"{argv[0]} is missing (make setup installs it)")
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and done.stderr == "", f"{argv}: {done.stderr}"
+
+
+def test_fish_completes_subcommands() -> None:
+    assert fish_complete("supctl sta") == ["start", "status"]

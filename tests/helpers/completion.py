@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-BASH = Path(__file__).resolve().parents[2] / "packaging" / "completion" / "supctl"
+SCRIPTS = Path(__file__).resolve().parents[2] / "packaging" / "completion"
+BASH = SCRIPTS / "supctl"
+FISH = SCRIPTS / "supctl.fish"
 
 
 def bash_complete(line: str, path: str = "/usr/bin:/bin", env: dict[str, str] | None = None) -> list[str]:
@@ -22,3 +24,11 @@ def bash_complete(line: str, path: str = "/usr/bin:/bin", env: dict[str, str] | 
                           env={"PATH": path, **(env or {})}, check=False)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return [w for w in done.stdout.splitlines() if w]
+
+
+def fish_complete(line: str, path: str = "/usr/bin:/bin", env: dict[str, str] | None = None) -> list[str]:
+    """What fish offers for `line`, from the checked-in script (candidates without their descriptions)."""
+    done = subprocess.run(["fish", "--no-config", "-c", f"source {FISH}; complete -C {line!r}"], capture_output=True,
+                          text=True, env={"PATH": path, "HOME": "/nonexistent", **(env or {})}, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return [w.split("\t", 1)[0] for w in done.stdout.splitlines() if w]
