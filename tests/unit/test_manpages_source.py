@@ -43,3 +43,9 @@ def test_a_missing_section_names_the_doc_and_the_page(tmp_path: Path) -> None:
     (tmp_path / "x.md").write_text("## Synopsis\n")
     with pytest.raises(SystemExit, match=r"docs/x.md has no section\(s\) Files \(wanted for x.1"):
         manpages.page_markdown(manpages.Page("x", 1, "does x", "x.md", ("Synopsis", "Files")), tmp_path, "1")
+
+
+def test_bare_doc_names_become_man_references_but_code_and_paths_do_not() -> None:
+    text = "see units.md, (docs/configuration.md); `units.md` and examples/units.md stay"
+    out = manpages.BARE_DOC.sub(lambda m: manpages.MAN_REFERENCES[f"{m.group(1)}.md"], text)
+    assert out == "see **supd.unit**(5), (**supd.toml**(5)); `units.md` and examples/units.md stay"
