@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from supervisor.network import netns, reserve
@@ -204,10 +205,21 @@ class Networks:
         netns.pin(pid, pin)
         box = Sandbox(record.container_id, str(pin), IFNAME)
         try:
-            result = await self.runner.add(network, box, record.runtime_config)
+            # Shielded: a plugin killed half way (a start cancelled by a stop)
+            # leaves rules and an address behind with no result to DEL them
+            # by. The chain finishes (each plugin has its timeout), its result
+            # is recorded, and a pending cancel takes effect after that.
+            with anyio.CancelScope(shield=True):
+                try:
+                    result = await self.runner.add(network, box, record.runtime_config)
+                except CniError as e:
+                    if e.result is not None:  # what the plugins before the failing one made
+                        await anyio.to_thread.run_sync(self.records.save, record.with_result(e.result))
+                    raise
+                await anyio.to_thread.run_sync(self.records.save, record.with_result(result))
         except CniError as e:
             raise NetworkError(str(e)) from None
-        await anyio.to_thread.run_sync(self.records.save, record.with_result(result))
+        await anyio.lowlevel.checkpoint()
         attached = Attached(network.name, result_addresses(result), unit.rootfs.ports)
         self.attached[unit.name] = attached
         self._announce(unit.name, attached)

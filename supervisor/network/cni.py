@@ -40,7 +40,13 @@ MAX_OUTPUT = 1024 * 1024
 
 
 class CniError(Exception):
-    """A plugin failed, or could not be run; the message names the network and plugin."""
+    """A plugin failed, or could not be run; the message names the network and plugin.
+    `result`: what the plugins before it in an ADD returned (DEL needs it to
+    find what they made), or None."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class PluginMissing(CniError):
@@ -96,9 +102,13 @@ class CniRunner:
         result: dict[str, Any] | None = None
         for index, kind in enumerate(network.plugin_types):
             stdin = plugin_input(network, index, result, runtime_config)
-            out = await self._exec(network, kind, "ADD", box, stdin)
+            try:
+                out = await self._exec(network, kind, "ADD", box, stdin)
+            except CniError as e:
+                e.result = result
+                raise
             if out is None:
-                raise CniError(f"network {network.name!r}: plugin {kind!r} ADD printed no result")
+                raise CniError(f"network {network.name!r}: plugin {kind!r} ADD printed no result", result)
             result = out
         assert result is not None
         return result
