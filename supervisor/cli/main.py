@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -34,12 +35,18 @@ NO_SUCH_UNIT_PREFIX = "no such unit: "
 Handler = Callable[[Client, argparse.Namespace, "Output"], int]
 
 
+def wants_color(stdout: TextIO, environ: Mapping[str, str], no_color_flag: bool) -> bool:
+    """systemctl's rule and no-color.org's: colour for a terminal, unless
+    NO_COLOR is set (to anything, even empty) or --no-color is given."""
+    return stdout.isatty() and "NO_COLOR" not in environ and not no_color_flag
+
+
 class Output:
     """Where supctl writes, and whether humans are reading it."""
 
-    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+    def __init__(self, stdout: TextIO, stderr: TextIO, *, no_color: bool = False) -> None:
         self.stdout, self.stderr = stdout, stderr
-        self.color = stdout.isatty() and "NO_COLOR" not in os.environ
+        self.color = wants_color(stdout, os.environ, no_color)
 
     def write(self, text: str) -> None:
         self.stdout.write(text)
@@ -91,7 +98,7 @@ def _now() -> datetime:
 
 def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int:
     units = client.call("GET", commands.ROUTES_BY_COMMAND["list_units"].path())
-    out.show(units, args.json, lambda us: render.render_list(us, _now()))
+    out.show(units, args.json, lambda us: render.render_list(us, _now(), color=out.color))
     return EXIT_OK
 
 
@@ -145,8 +152,10 @@ def cmd_verb(client: Client, args: argparse.Namespace, out: Output) -> int:
 def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = client.call("POST", commands.ROUTES_BY_COMMAND["reload"].path())
     out.show(result, args.json, render.render_reload)
-    # A live update the kernel refused is a failed reload (the unit keeps running on its old limits).
-    return EXIT_ERROR if result.get("refused") else EXIT_OK
+    # A unit file with an error (that unit is not loaded, or keeps its old
+    # definition) or a live update the kernel refused (the unit keeps running on
+    # its old limits) is a failed reload; the rest of the folder still took effect.
+    return EXIT_ERROR if result.get("errors") or result.get("refused") else EXIT_OK
 
 
 def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -174,14 +183,15 @@ def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
         if args.json:
             out.json_line(event)
         else:
-            out.write(render.render_event(event) + "\n")
+            out.write(render.render_event(event, color=out.color) + "\n")
             out.stdout.flush()
     return EXIT_OK
 
 
 def cmd_tree(client: Client, args: argparse.Namespace, out: Output) -> int:
     tree = client.call("GET", commands.ROUTES_BY_COMMAND["tree"].path())
-    out.show(tree, args.json, render.render_tree)
+    width = shutil.get_terminal_size().columns if out.stdout.isatty() else None
+    out.show(tree, args.json, lambda t: render.render_tree(t, width, color=out.color))
     return EXIT_OK
 
 
@@ -316,8 +326,12 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: the flag may come before or after the command without one hiding the other.
-    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET else /run/supd/supd.sock)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts (default: off)")
+    common.add_argument(
+        "--no-color", action="store_true", default=argparse.SUPPRESS,
+        help="no colours (default: colour when stdout is a terminal and NO_COLOR is unset)",
+    )
 
     parser = argparse.ArgumentParser(prog="supctl", description="Control a running supd.", parents=[common])
     parser.add_argument("--version", action="version", version=f"supctl {VERSION}")
@@ -337,18 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("reload", cmd_reload, "re-read the units folder")
     p = add("logs", cmd_logs, "show a unit's output")
     p.add_argument("unit", metavar="UNIT")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_LOG_LINES, help="how many lines from the end")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output (default: off)")
+    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_LOG_LINES, help=f"how many lines from the end (default: {commands.DEFAULT_LOG_LINES})")
     p = add("events", cmd_events, "show state changes")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_EVENTS_N, help="how many recent events")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events (default: off)")
+    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_EVENTS_N, help=f"how many recent events (default: {commands.DEFAULT_EVENTS_N})")
     add("tree", cmd_tree, "show the cgroup tree with figures")
     p = add("exec", cmd_exec, "run a command inside a running unit (root or admin_group only)")
     p.add_argument("unit", metavar="UNIT")
-    p.add_argument("--user", "-u", help="user name or uid[:gid] inside the unit")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("-w", "--workdir", metavar="DIR")
-    p.add_argument("cmd", nargs="*", metavar="-- CMD")
+    p.add_argument("--user", "-u", help="user name or uid[:gid] inside the unit (default: the unit's user)")
+    p.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="add or override a variable of the unit's environment, repeatable (default: none)",
+    )
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the unit (default: the unit's)")
+    p.add_argument("cmd", nargs="*", metavar="-- CMD", help="the command and its arguments")
     p = add("image", cmd_image, "pull, import, list, inspect, remove or prune OCI images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout (root or admin_group only)")
@@ -395,15 +412,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.cmd = list(args.cmd) + tail
     args.json = getattr(args, "json", False)
     args.socket = getattr(args, "socket", None)
+    args.no_color = getattr(args, "no_color", False)
     return args
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    out = Output(stdout or sys.stdout, stderr or sys.stderr)
     try:
         args = parse_args(argv)
     except SystemExit as e:  # argparse printed the usage error
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    out = Output(stdout or sys.stdout, stderr or sys.stderr, no_color=args.no_color)
     client = Client(args.socket)
     try:
         return args.handler(client, args, out)

@@ -18,6 +18,7 @@ from supervisor.cli.main import (
     parse_env,
     split_image_ref,
     UsageError,
+    wants_color,
 )
 
 
@@ -76,3 +77,29 @@ def test_unreachable_daemon_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPat
     assert err.getvalue() == (
         "supctl: cannot reach supd at /nonexistent/supdtest.sock: No such file or directory (is supd running?)\n"
     )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("tty", "environ", "flag", "expected"),
+    [
+        (True, {}, False, True),
+        (False, {}, False, False),
+        (True, {"NO_COLOR": ""}, False, False),  # set to anything, even empty
+        (True, {"NO_COLOR": "1"}, False, False),
+        (True, {}, True, False),
+    ],
+)
+def test_colour_only_on_a_terminal_without_no_color(tty: bool, environ: dict[str, str], flag: bool, expected: bool) -> None:
+    stdout = _Terminal() if tty else io.StringIO()
+    assert wants_color(stdout, environ, flag) is expected
+
+
+def test_no_color_goes_before_or_after_the_command() -> None:
+    assert parse_args(["--no-color", "list"]).no_color is True
+    assert parse_args(["tree", "--no-color"]).no_color is True
+    assert parse_args(["list"]).no_color is False
