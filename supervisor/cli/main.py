@@ -2,7 +2,9 @@
 
 Exit codes follow systemctl: 0 success; 1 an error from supd or the
 transport; 3 `status` of a unit that is not running; 4 no such unit.
-Imports are kept to the client's (stdlib + h11) so that supctl starts fast.
+Imports are kept to the client's (stdlib + h11) so that supctl starts fast;
+what only one command needs (image references, the package version) is
+imported inside it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,6 @@ from typing import Any, TextIO
 from supervisor.api import commands
 from supervisor.api.client import Client, ClientError, RequestError
 from supervisor.cli import render
-from supervisor.rootfs.reference import ReferenceError
-from supervisor.rootfs.source import SourceError, image_source, is_layout
-from supervisor.version import VERSION
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -225,6 +224,9 @@ def split_image_ref(ref: str) -> tuple[str, str]:
 def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     """Phases, not byte counts: "pulling SOURCE" on stderr (on a terminal a
     line the result replaces, elsewhere a plain line), then "SOURCE DIGEST"."""
+    from supervisor.rootfs.reference import ReferenceError
+    from supervisor.rootfs.source import SourceError, image_source, is_layout
+
     try:
         source = image_source(args.ref, Path.cwd())
     except (SourceError, ReferenceError) as e:
@@ -291,6 +293,9 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
 def find_image(images: list[dict[str, Any]], ref: str, action: str = "image inspect") -> dict[str, Any]:
     """The stored image a reference names: "PATH[:TAG]" as imported, or its digest
     (a prefix of the hex part is enough when only one image has it)."""
+    from supervisor.rootfs.reference import ReferenceError
+    from supervisor.rootfs.source import SourceError, image_source
+
     path, tag = split_image_ref(ref)
     wanted = {f"{path}:{tag}", ref}
     try:  # a pulled image by its reference: "busybox" is docker://docker.io/library/busybox:latest
@@ -334,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(prog="supctl", description="Control a running supd.", parents=[common])
-    parser.add_argument("--version", action="version", version=f"supctl {VERSION}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -385,6 +390,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("info", cmd_info, "show supd's configuration and host")
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, reading the version only when asked: it comes from the
+    package metadata, and importlib.metadata costs more than the rest of supctl."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print supctl's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from supervisor.version import VERSION
+
+        sys.stdout.write(f"supctl {VERSION}\n")  # where argparse's own version action prints
+        parser.exit()
 
 
 def _count(text: str) -> int:
