@@ -392,12 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _VersionAction(argparse.Action):
+class _VersionAction(argparse._VersionAction):
     """`--version`, reading the version only when asked: it comes from the
     package metadata, and importlib.metadata costs more than the rest of supctl."""
 
     def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print supctl's version and exit")
+        super().__init__(option_strings, dest=dest, help="print supctl's version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
         from supervisor.version import VERSION
