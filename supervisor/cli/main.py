@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from supervisor.api import commands
+from supervisor.api import routes
 from supervisor.api.client import Client, ClientError, RequestError
 from supervisor.cli import render
 
@@ -82,6 +81,14 @@ class Output:
         self.stderr.write(f"supctl: {message}\n")
 
 
+def _commands() -> Any:
+    """The API's request models, for the image commands only: their dataclasses
+    cost more start-up than `list` or `status` as a whole."""
+    from supervisor.api import commands
+
+    return commands
+
+
 def exit_code_for(err: ClientError) -> int:
     if isinstance(err, RequestError) and err.status == 404 and err.message.startswith(NO_SUCH_UNIT_PREFIX):
         return EXIT_NO_SUCH_UNIT
@@ -96,7 +103,7 @@ def _now() -> datetime:
 
 
 def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int:
-    units = client.call("GET", commands.ROUTES_BY_COMMAND["list_units"].path())
+    units = client.call("GET", routes.ROUTES_BY_COMMAND["list_units"].path())
     out.show(units, args.json, lambda us: render.render_list(us, _now(), color=out.color))
     return EXIT_OK
 
@@ -105,7 +112,7 @@ def _status_text(client: Client, status: dict[str, Any], out: Output, with_logs:
     logs: list[str] = []
     if with_logs:
         try:
-            raw = client.text("GET", commands.logs_path(status["name"], STATUS_LOG_LINES, follow=False))
+            raw = client.text("GET", routes.logs_path(status["name"], STATUS_LOG_LINES, follow=False))
             logs = raw.decode(errors="replace").splitlines()
         except RequestError:
             logs = []
@@ -113,10 +120,10 @@ def _status_text(client: Client, status: dict[str, Any], out: Output, with_logs:
 
 
 def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> int:
-    route = commands.ROUTES_BY_COMMAND["unit_status"]
+    route = routes.ROUTES_BY_COMMAND["unit_status"]
     names = list(args.units)
     if not names:
-        names = [u["name"] for u in client.call("GET", commands.ROUTES_BY_COMMAND["list_units"].path())]
+        names = [u["name"] for u in client.call("GET", routes.ROUTES_BY_COMMAND["list_units"].path())]
     code = EXIT_OK
     found: list[dict[str, Any]] = []
     for name in names:
@@ -139,7 +146,7 @@ def cmd_verb(client: Client, args: argparse.Namespace, out: Output) -> int:
     results = []
     for name in args.units:
         try:
-            results.append(client.call("POST", commands.command_path(name, args.command)))
+            results.append(client.call("POST", routes.command_path(name, args.command)))
         except RequestError as e:
             out.error(e.message)
             code = max(code, exit_code_for(e))
@@ -149,7 +156,7 @@ def cmd_verb(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
-    result = client.call("POST", commands.ROUTES_BY_COMMAND["reload"].path())
+    result = client.call("POST", routes.ROUTES_BY_COMMAND["reload"].path())
     out.show(result, args.json, render.render_reload)
     # A unit file with an error (that unit is not loaded, or keeps its old
     # definition) or a live update the kernel refused (the unit keeps running on
@@ -158,7 +165,7 @@ def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
-    path = commands.logs_path(args.unit, args.lines, args.follow)
+    path = routes.logs_path(args.unit, args.lines, args.follow)
     if args.follow:
         lines: Iterable[bytes] = client.stream("GET", path)
     else:
@@ -172,7 +179,7 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
-    path = commands.events_path(args.lines, args.follow)
+    path = routes.events_path(args.lines, args.follow)
     events: Iterable[dict[str, Any]]
     if args.follow:
         events = (json.loads(line) for line in client.stream("GET", path) if line.strip())
@@ -188,7 +195,9 @@ def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_tree(client: Client, args: argparse.Namespace, out: Output) -> int:
-    tree = client.call("GET", commands.ROUTES_BY_COMMAND["tree"].path())
+    tree = client.call("GET", routes.ROUTES_BY_COMMAND["tree"].path())
+    import shutil  # tree's alone: shutil's own imports (bz2, lzma...) would slow every supctl call
+
     width = shutil.get_terminal_size().columns if out.stdout.isatty() else None
     out.show(tree, args.json, lambda t: render.render_tree(t, width, color=out.color))
     return EXIT_OK
@@ -241,8 +250,8 @@ def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
         sys.stderr.write(f"pulling {source}\n")
     sys.stderr.flush()
     try:
-        body = commands.PullImageRequest(source, authfile).to_json()
-        result = client.call("POST", commands.ROUTES_BY_COMMAND["pull_image"].path(), body)
+        body = _commands().PullImageRequest(source, authfile).to_json()
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["pull_image"].path(), body)
     finally:
         if progress:
             sys.stderr.write("\r\033[K")
@@ -255,11 +264,11 @@ def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
-    route_images = commands.ROUTES_BY_COMMAND["images"]
+    route_images = routes.ROUTES_BY_COMMAND["images"]
     if args.image_command == "import":
         path, tag = split_image_ref(args.ref)
-        body = commands.ImportImageRequest(path, tag).to_json()
-        result = client.call("POST", commands.ROUTES_BY_COMMAND["import_image"].path(), body)
+        body = _commands().ImportImageRequest(path, tag).to_json()
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["import_image"].path(), body)
         if args.json:
             out.json(result)
         else:
@@ -268,7 +277,7 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     if args.image_command == "pull":
         return pull_image(client, args, out)
     if args.image_command == "prune":
-        result = client.call("POST", commands.ROUTES_BY_COMMAND["prune_images"].path())
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["prune_images"].path())
         out.show(result, args.json, render.render_removal)
         return EXIT_OK
     images = client.call("GET", route_images.path())
@@ -282,8 +291,8 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
             target = str(find_image(images, args.ref, "image rm")["digest"])
         except UsageError:
             target = args.ref if args.ref.startswith("sha256:") else "{}:{}".format(*split_image_ref(args.ref))
-        body = commands.RemoveImageRequest(target).to_json()
-        result = client.call("POST", commands.ROUTES_BY_COMMAND["remove_image"].path(), body)
+        body = _commands().RemoveImageRequest(target).to_json()
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["remove_image"].path(), body)
         out.show(result, args.json, render.render_removal)
         return EXIT_OK
     out.show(images, args.json, render.render_images)
@@ -313,7 +322,7 @@ def find_image(images: list[dict[str, Any]], ref: str, action: str = "image insp
 
 
 def cmd_info(client: Client, args: argparse.Namespace, out: Output) -> int:
-    info = client.call("GET", commands.ROUTES_BY_COMMAND["info"].path())
+    info = client.call("GET", routes.ROUTES_BY_COMMAND["info"].path())
     if args.json:
         out.json(info)
     else:
@@ -350,17 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("list", cmd_list, "list units")
     p = add("status", cmd_status, "show unit status (exit 0 running, 3 not running, 4 no such unit)")
     p.add_argument("units", nargs="*", metavar="UNIT")
-    for verb in commands.VERBS:
+    for verb in routes.VERBS:
         p = add(verb, cmd_verb, f"{verb} units")
         p.add_argument("units", nargs="+", metavar="UNIT")
     add("reload", cmd_reload, "re-read the units folder")
     p = add("logs", cmd_logs, "show a unit's output")
     p.add_argument("unit", metavar="UNIT")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output (default: off)")
-    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_LOG_LINES, help=f"how many lines from the end (default: {commands.DEFAULT_LOG_LINES})")
+    p.add_argument("-n", "--lines", type=_count, default=routes.DEFAULT_LOG_LINES, help=f"how many lines from the end (default: {routes.DEFAULT_LOG_LINES})")
     p = add("events", cmd_events, "show state changes")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events (default: off)")
-    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_EVENTS_N, help=f"how many recent events (default: {commands.DEFAULT_EVENTS_N})")
+    p.add_argument("-n", "--lines", type=_count, default=routes.DEFAULT_EVENTS_N, help=f"how many recent events (default: {routes.DEFAULT_EVENTS_N})")
     add("tree", cmd_tree, "show the cgroup tree with figures")
     p = add("exec", cmd_exec, "run a command inside a running unit (root or admin_group only)")
     p.add_argument("unit", metavar="UNIT")
