@@ -9,7 +9,7 @@ milliseconds; see bench/cli_latency.py).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 VERBS = ("start", "stop", "restart", "freeze", "thaw")
 API_PREFIX = "/v1"
@@ -26,15 +26,23 @@ def quote_segment(value: str) -> str:
     return "".join(c if c in _UNRESERVED else "".join(f"%{b:02X}" for b in c.encode()) for c in value)
 
 
-class Route(NamedTuple):
-    """One API command: its HTTP method, path pattern and response kind."""
+# collections.namedtuple, not typing.NamedTuple or a dataclass: immutable all
+# the same, and typing alone would cost supctl more than this whole module.
+_RouteFields = namedtuple("_RouteFields", "command method pattern has_body streams upgrade", defaults=(False, False, False))
 
+
+class Route(_RouteFields):
+    """One API command: its HTTP method, path pattern ("/v1/units/{name}/{verb}")
+    and response kind: `has_body`, `streams` (may answer with a chunked stream,
+    follow=1), `upgrade` (HTTP upgrade to the exec protocol)."""
+
+    __slots__ = ()
     command: str
     method: str
-    pattern: str  # "/v1/units/{name}/{verb}"
-    has_body: bool = False
-    streams: bool = False  # may answer with a chunked stream (follow=1)
-    upgrade: bool = False  # HTTP upgrade to the exec protocol
+    pattern: str
+    has_body: bool
+    streams: bool
+    upgrade: bool
 
     def path(self, **params: str) -> str:
         """The request path for these parameters (client side)."""

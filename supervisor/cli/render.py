@@ -9,7 +9,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of supctl's start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 BULLET = "●"
 GREEN, RED, YELLOW, CYAN, RESET = "\x1b[0;1;32m", "\x1b[0;1;31m", "\x1b[0;1;33m", "\x1b[0;1;36m", "\x1b[0m"
