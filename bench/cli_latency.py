@@ -25,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import figures  # noqa: E402
+import rawhttp  # noqa: E402
 from figures import Table  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 from supd_instance import REPO, SupdInstance, repo_env  # noqa: E402
@@ -69,6 +70,8 @@ def run(rounds: int = 30) -> Table:
             commands: dict[str, list[str]] = {
                 # this interpreter by its path: a `python3` on PATH may be a shim (pyenv's is a shell script)
                 "`python3 -I -S -c pass`": [sys.executable, "-I", "-S", "-c", "pass"],
+                # the floor of any console script in this venv: site and its .pth files (an editable install's finder)
+                "`python -c pass` (this venv, with site)": [sys.executable, "-c", "pass"],
                 f"`supctl list` ({UNITS} units)": [*ctl, "list"],
                 "`supctl status u0`": [*ctl, "status", "u0"],
             }
@@ -76,7 +79,12 @@ def run(rounds: int = 30) -> Table:
                 commands["`podman ps`"] = ["podman", "ps"]
             if shutil.which("crun"):
                 commands["`crun list`"] = ["crun", "list"]
-            samples: dict[str, list[float]] = {name: [] for name in commands}
+            # supd's own part: the same requests from this process, no start-up (status asks for 10 log lines too)
+            asks: dict[str, list[tuple[str, str]]] = {
+                "supd answers `list` (raw HTTP, in-process)": [("GET", "/v1/units")],
+                "supd answers `status u0` (raw HTTP, in-process)": [("GET", "/v1/units/u0"), ("GET", "/v1/units/u0/logs?n=10&follow=0")],
+            }
+            samples: dict[str, list[float]] = {name: [] for name in [*commands, *asks]}
             for name, argv in commands.items():  # warm the page cache once
                 wall(argv, env)
             for r in range(rounds):
@@ -84,6 +92,11 @@ def run(rounds: int = 30) -> Table:
                 names = names[r % len(names) :] + names[: r % len(names)]  # no command always first
                 for name in names:
                     samples[name].append(wall(commands[name], env))
+                for name, requests in asks.items():
+                    started = time.perf_counter()
+                    for method, path in requests:
+                        rawhttp.request(supd.socket, method, path)
+                    samples[name].append(time.perf_counter() - started)
     base = figures.summarize(samples["`python3 -I -S -c pass`"]).median
     rows: list[tuple[Any, ...]] = []
     for name, seconds in samples.items():

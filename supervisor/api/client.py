@@ -10,14 +10,13 @@ import json
 import os
 import signal
 import socket
-import threading
 from collections.abc import Iterator
-from types import FrameType
 
 from supervisor.api import http1, routes
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of supctl's start-up)
 if TYPE_CHECKING:
+    from types import FrameType
     from typing import Any
 
 DEFAULT_SOCKET = "/run/supd/supd.sock"  # a str: pathlib costs supctl several ms to import
@@ -238,6 +237,8 @@ class Client:
                 sock.sendall(json.dumps({"signal": signum}).encode() + b"\n")
             except OSError:
                 pass
+
+        import threading  # exec's alone: the rest of supctl runs in one thread
 
         # Python only lets the main thread handle signals; elsewhere (tests) there is nothing to forward.
         in_main = threading.current_thread() is threading.main_thread()

@@ -343,10 +343,21 @@ class UsageError(Exception):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Skipped:
+    """Stands in for the parser of a command this call does not run: takes
+    and ignores whatever build_parser adds to it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """supctl's parser; with `only`, that command's alone (the others are
+    skipped: each subparser costs argparse a dozen gettext look-ups, in all
+    about as long as supd takes to answer `list`)."""
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: the flag may come before or after the command without one hiding the other.
-    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET else /run/supd/supd.sock)")
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET, else /run/supd/supd.sock)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts (default: off)")
     common.add_argument(
         "--no-color", action="store_true", default=argparse.SUPPRESS,
@@ -357,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    def add(name: str, handler: Handler, help: str) -> Any:
+        if only is not None and name != only:
+            return _Skipped()
         p = sub.add_parser(name, parents=[common], help=help, description=help)
         p.set_defaults(handler=handler)
         return p
@@ -431,6 +444,17 @@ def _count(text: str) -> int:
     return value
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The first word that is not an option (nor --socket's value): the command."""
+    words = iter(argv)
+    for word in words:
+        if word == "--socket":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything after the first "--" is exec's command, verbatim (argparse would
@@ -439,7 +463,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if "--" in argv:
         cut = argv.index("--")
         argv, tail = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
+    wanted = None if {"-h", "--help"} & set(argv) else _command_in(argv)
+    parser = build_parser(only=wanted)
+    if wanted is not None and wanted not in parser._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
+        parser = build_parser()  # not a command: the full parser names the right ones
+    args = parser.parse_args(argv)
     if tail is not None:
         if args.command != "exec":
             build_parser().error(f"unexpected arguments after --: {' '.join(tail)}")

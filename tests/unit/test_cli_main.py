@@ -103,3 +103,26 @@ def test_no_color_goes_before_or_after_the_command() -> None:
     assert parse_args(["--no-color", "list"]).no_color is True
     assert parse_args(["tree", "--no-color"]).no_color is True
     assert parse_args(["list"]).no_color is False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["--socket", "/x", "status", "web", "--json"], ["exec", "-e", "A=1", "-w", "/srv", "web", "ls"],
+     ["image", "pull", "busybox:1.36", "--authfile", "a.json"], ["logs", "-n", "5", "web"], ["--no-color", "tree"]],
+)  # fmt: skip
+def test_parsing_one_command_alone_gives_what_the_full_parser_gives(argv: list[str]) -> None:
+    from supervisor.cli.main import build_parser
+
+    assert vars(parse_args(argv)) == vars(parse_args_full(build_parser(), argv))
+
+
+def parse_args_full(parser: object, argv: list[str]) -> object:
+    args = parser.parse_args(argv)  # type: ignore[attr-defined]
+    for key, default in (("json", False), ("socket", None), ("no_color", False)):
+        setattr(args, key, getattr(args, key, default))
+    return args
+
+
+def test_an_unknown_command_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lisst"]) == EXIT_USAGE
+    assert "choose from 'list', 'status'" in capsys.readouterr().err
