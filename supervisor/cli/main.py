@@ -198,9 +198,7 @@ def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_tree(client: Client, args: argparse.Namespace, out: Output) -> int:
     tree = client.call("GET", routes.ROUTES_BY_COMMAND["tree"].path())
-    import shutil  # tree's alone: shutil's own imports (bz2, lzma...) would slow every supctl call
-
-    width = shutil.get_terminal_size().columns if out.stdout.isatty() else None
+    width = terminal_width(out.stdout) if out.stdout.isatty() else None
     out.show(tree, args.json, lambda t: render.render_tree(t, width, color=out.color))
     return EXIT_OK
 
@@ -343,6 +341,37 @@ class UsageError(Exception):
     pass
 
 
+def terminal_width(stream: TextIO) -> int:
+    """shutil.get_terminal_size's answer ($COLUMNS, else the terminal's, else
+    80) without importing shutil, whose own imports (bz2, lzma...) cost supctl
+    ~4 ms."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+        if columns > 0:
+            return columns
+    except ValueError:
+        pass
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout at the terminal's width; given the width,
+    argparse does not import shutil to find it (it builds a formatter for
+    every add_argument, so even `supctl list` paid for that import)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_width(sys.stdout) - 2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)  # its sub-parsers are _Parsers too (add_subparsers uses type(self))
+
+
 class _Skipped:
     """Stands in for the parser of a command this call does not run: takes
     and ignores whatever build_parser adds to it."""
@@ -355,7 +384,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """supctl's parser; with `only`, that command's alone (the others are
     skipped: each subparser costs argparse a dozen gettext look-ups, in all
     about as long as supd takes to answer `list`)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     # SUPPRESS: the flag may come before or after the command without one hiding the other.
     common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET, else /run/supd/supd.sock)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts (default: off)")
@@ -364,7 +393,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="no colours (default: colour when stdout is a terminal and NO_COLOR is unset)",
     )
 
-    parser = argparse.ArgumentParser(prog="supctl", description="Control a running supd.", parents=[common])
+    parser = _Parser(prog="supctl", description="Control a running supd.", parents=[common])
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -126,3 +126,14 @@ def parse_args_full(parser: object, argv: list[str]) -> object:
 def test_an_unknown_command_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lisst"]) == EXIT_USAGE
     assert "choose from 'list', 'status'" in capsys.readouterr().err
+
+
+def test_terminal_width_is_shutils_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from supervisor.cli.main import terminal_width
+
+    monkeypatch.setenv("COLUMNS", "161")
+    assert terminal_width(io.StringIO()) == 161 == shutil.get_terminal_size().columns
+    monkeypatch.delenv("COLUMNS")
+    assert terminal_width(io.StringIO()) == 80  # not a terminal, no $COLUMNS: shutil's fallback
