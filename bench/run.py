@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cli_latency  # noqa: E402
 import figures  # noqa: E402
 import freeze_thaw  # noqa: E402
 import image_import  # noqa: E402
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], Table], Callable[[], Table]]] = {
     start_latency.NAME: (lambda: start_latency.run(), lambda: start_latency.run(runs=10, passes=1)),
     freeze_thaw.NAME: (lambda: freeze_thaw.run(), lambda: freeze_thaw.run(runs=10, passes=1)),
     image_import.NAME: (lambda: image_import.run(), lambda: image_import.run(rounds=1)),
+    cli_latency.NAME: (lambda: cli_latency.run(), lambda: cli_latency.run(rounds=10)),
 }
 
 

@@ -1,4 +1,4 @@
-"""supctl's side of the control socket: blocking, stdlib + h11 only.
+"""supctl's side of the control socket: blocking, stdlib only (http1.py).
 
 supctl must start fast, so nothing here imports anyio or structlog.
 """
@@ -10,26 +10,24 @@ import json
 import os
 import signal
 import socket
-import threading
 from collections.abc import Iterator
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
-import h11
+from supervisor.api import http1, routes
 
-from supervisor.api import commands
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of supctl's start-up)
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any
 
-DEFAULT_SOCKET = Path("/run/supd/supd.sock")
+DEFAULT_SOCKET = "/run/supd/supd.sock"  # a str: pathlib costs supctl several ms to import
 SOCKET_ENV = "SUPD_SOCKET"
 RECEIVE_SIZE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_HOST = (b"host", b"supd")
 _UNREACHABLE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR)
 
 
-def default_socket_path() -> Path:
-    return Path(os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
+def default_socket_path() -> str:
+    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
 
 
 class ClientError(Exception):
@@ -37,7 +35,7 @@ class ClientError(Exception):
 
 
 class DaemonNotRunningError(ClientError):
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         super().__init__(f"cannot reach supd at {path}: {reason} (is supd running?)")
         self.path = path
 
@@ -58,15 +56,15 @@ class ProtocolError(ClientError):
 class Client:
     """One keep-alive connection to supd, opened on first use."""
 
-    def __init__(self, socket_path: Path | str | None = None) -> None:
-        self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
+    def __init__(self, socket_path: str | os.PathLike[str] | None = None) -> None:
+        self.socket_path = os.fspath(socket_path) if socket_path is not None else default_socket_path()
         self._sock: socket.socket | None = None
-        self._http: h11.Connection | None = None
+        self._reader: http1.ResponseReader | None = None
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
-        self._sock = self._http = None
+        self._sock = self._reader = None
 
     def __enter__(self) -> Client:
         return self
@@ -92,76 +90,60 @@ class Client:
             raise ClientError(f"cannot reach supd at {self.socket_path}: {reason}") from None
         return sock
 
-    def _ensure(self) -> tuple[socket.socket, h11.Connection, bool]:
+    def _ensure(self) -> tuple[socket.socket, http1.ResponseReader, bool]:
         reused = self._sock is not None
-        if self._sock is None or self._http is None:
+        if self._sock is None or self._reader is None:
             self._sock = self._connect()
-            self._http = h11.Connection(h11.CLIENT)
-        return self._sock, self._http, reused
+            self._reader = http1.ResponseReader(self._sock)
+        return self._sock, self._reader, reused
 
     @staticmethod
-    def _next_event(sock: socket.socket, http: h11.Connection) -> Any:
-        while True:
-            try:
-                event = http.next_event()
-            except h11.RemoteProtocolError as e:
-                raise ProtocolError(f"supd sent a malformed response: {e}") from None
-            if event is not h11.NEED_DATA:
-                return event
-            try:
-                data = sock.recv(RECEIVE_SIZE)
-            except ConnectionResetError:
-                data = b""
-            http.receive_data(data)
-
-    @staticmethod
-    def _request_events(method: str, path: str, body: Any, extra: list[tuple[bytes, bytes]] | None = None) -> list[Any]:
+    def _encode(method: str, path: str, body: Any, extra: list[tuple[str, str]] | None = None) -> bytes:
         data = json.dumps(body).encode() if body is not None else b""
-        headers = [_HOST, (b"content-length", str(len(data)).encode())]
-        if body is not None:
-            headers.append((b"content-type", b"application/json"))
-        headers.extend(extra or [])
-        return [h11.Request(method=method, target=path, headers=headers), h11.Data(data=data), h11.EndOfMessage()]
+        headers = [("content-type", "application/json")] if body is not None else []
+        return http1.encode_request(method, path, data, headers + (extra or []))
 
-    def _send_request(self, method: str, path: str, body: Any) -> tuple[socket.socket, h11.Connection, h11.Response]:
+    @staticmethod
+    def _head(reader: http1.ResponseReader) -> int:
+        try:
+            return reader.read_head()
+        except http1.ConnectionClosed:
+            raise
+        except http1.HttpError as e:
+            raise ProtocolError(f"supd sent a malformed response: {e}") from None
+
+    def _send_request(self, method: str, path: str, body: Any) -> http1.ResponseReader:
         """Send one request and read the response head, retrying once on a keep-alive
         connection the daemon had already closed (idle timeout)."""
         while True:
-            sock, http, reused = self._ensure()
+            sock, reader, reused = self._ensure()
             try:
-                for event in self._request_events(method, path, body):
-                    sock.sendall(http.send(event) or b"")
-                response = self._next_event(sock, http)
-            except (BrokenPipeError, ConnectionResetError):
-                response = h11.ConnectionClosed()
-            if isinstance(response, h11.Response):
-                return sock, http, response
+                sock.sendall(self._encode(method, path, body))
+                status = self._head(reader)
+            except (BrokenPipeError, ConnectionResetError, http1.ConnectionClosed):
+                status = 0
+            if status >= 200:
+                return reader
             self.close()
-            if not reused:
+            if not reused or status:
                 raise ProtocolError("supd closed the connection without answering")
 
-    def _read_body(self, sock: socket.socket, http: h11.Connection) -> bytes:
-        body = bytearray()
-        while True:
-            event = self._next_event(sock, http)
-            if isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                raise ProtocolError("supd closed the connection in the middle of a response")
-        if http.our_state is h11.DONE and http.their_state is h11.DONE:
-            http.start_next_cycle()
-        else:
+    def _read_body(self, reader: http1.ResponseReader) -> bytes:
+        try:
+            body = reader.read_body()
+        except http1.HttpError as e:
             self.close()
-        return bytes(body)
+            raise ProtocolError(f"supd closed the connection in the middle of a response ({e})") from None
+        if not reader.keeps_alive:
+            self.close()
+        return body
 
     # -- API ----------------------------------------------------------------
 
     def raw(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
         """(HTTP status, body bytes): for text answers such as logs."""
-        sock, http, response = self._send_request(method, path, body)
-        return response.status_code, self._read_body(sock, http)
+        reader = self._send_request(method, path, body)
+        return reader.status, self._read_body(reader)
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """(HTTP status, decoded JSON body)."""
@@ -191,27 +173,25 @@ class Client:
 
     def stream(self, method: str, path: str) -> Iterator[bytes]:
         """The response body, line by line (each with its newline), as it arrives."""
-        sock, http, response = self._send_request(method, path, None)
-        if response.status_code >= 400:
-            raw = self._read_body(sock, http)
+        reader = self._send_request(method, path, None)
+        if reader.status >= 400:
+            raw = self._read_body(reader)
             try:
                 data = json.loads(raw)
             except json.JSONDecodeError:
                 data = raw.decode(errors="replace")
-            raise RequestError(response.status_code, _error_message(response.status_code, data))
+            raise RequestError(reader.status, _error_message(reader.status, data))
         pending = b""
         try:
-            while True:
-                event = self._next_event(sock, http)
-                if isinstance(event, h11.Data):
-                    pending += event.data
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        yield line + b"\n"
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                    break
+            for part in reader.body_parts():
+                pending += part
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line + b"\n"
             if pending:
                 yield pending
+        except http1.HttpError as e:
+            raise ProtocolError(f"supd sent a malformed response: {e}") from None
         finally:
             # A stream ends only when one side hangs up; never reuse its connection.
             self.close()
@@ -226,23 +206,27 @@ class Client:
         fds: tuple[int, int, int] = (0, 1, 2),
     ) -> int:
         """Run argv in the unit with our stdio; forwards SIGINT/SIGTERM/SIGHUP; the exit code."""
-        route = commands.ROUTES_BY_COMMAND["exec"]
+        from supervisor.api import commands  # its request models: only exec needs them
+
+        route = routes.ROUTES_BY_COMMAND["exec"]
         spec = commands.ExecRequest(argv=list(argv), user=user, env=dict(env or {}), cwd=cwd)
         sock = self._connect()
-        http = h11.Connection(h11.CLIENT)
-        upgrade = [(b"connection", b"upgrade"), (b"upgrade", commands.EXEC_UPGRADE_TOKEN.encode())]
+        reader = http1.ResponseReader(sock)
+        upgrade = [("connection", "upgrade"), ("upgrade", routes.EXEC_UPGRADE_TOKEN)]
         try:
-            for event in self._request_events("POST", route.path(name=name), spec.to_json(), upgrade):
-                sock.sendall(http.send(event) or b"")
-            response = self._next_event(sock, http)
-            if isinstance(response, h11.Response):
-                raw = self._read_body(sock, http)
+            sock.sendall(self._encode("POST", route.path(name=name), spec.to_json(), upgrade))
+            try:
+                status = self._head(reader)
+            except http1.ConnectionClosed:
+                raise ProtocolError("supd closed the connection without answering") from None
+            if status >= 200:
+                raw = reader.read_body()
                 data = json.loads(raw) if raw.strip() else None
-                raise RequestError(response.status_code, _error_message(response.status_code, data))
-            if not isinstance(response, h11.InformationalResponse) or response.status_code != 101:
-                raise ProtocolError(f"supd did not switch to the exec protocol: {response!r}")
+                raise RequestError(status, _error_message(status, data))
+            if status != 101:
+                raise ProtocolError(f"supd did not switch to the exec protocol: HTTP {status}")
             socket.send_fds(sock, [b"\0"], list(fds))
-            return self._exec_session(sock, http.trailing_data[0])
+            return self._exec_session(sock, reader.rest())
         finally:
             sock.close()
 
@@ -250,9 +234,11 @@ class Client:
     def _exec_session(sock: socket.socket, pending: bytes) -> int:
         def forward(signum: int, _frame: FrameType | None) -> None:
             try:
-                sock.sendall(commands.encode_json({"signal": signum}))
+                sock.sendall(json.dumps({"signal": signum}).encode() + b"\n")
             except OSError:
                 pass
+
+        import threading  # exec's alone: the rest of supctl runs in one thread
 
         # Python only lets the main thread handle signals; elsewhere (tests) there is nothing to forward.
         in_main = threading.current_thread() is threading.main_thread()
@@ -275,7 +261,7 @@ class Client:
                 signal.signal(sig, handler)
 
 
-def _socket_group(path: Path) -> str:
+def _socket_group(path: str) -> str:
     """`group "supd", the socket's group`: who may connect, for an EACCES message
     (admin_group members need it too; docs/configuration.md)."""
     try:

@@ -26,22 +26,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
+
+# the routes and client paths live in routes.py (supctl imports only that); one API, named from here too
+from supervisor.api.routes import (  # noqa: F401
+    API_PREFIX,
+    DEFAULT_EVENTS_N,
+    DEFAULT_LOG_LINES,
+    EXEC_UPGRADE_TOKEN,
+    ROUTES,
+    ROUTES_BY_COMMAND,
+    VERBS,
+    Route,
+    command_path,
+    events_path,
+    logs_path,
+)
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from anyio.abc import ObjectReceiveStream
 
-VERBS = ("start", "stop", "restart", "freeze", "thaw")
-API_PREFIX = "/v1"
-EXEC_UPGRADE_TOKEN = "supd-exec"
 MAX_BODY_BYTES = 1024 * 1024
 # Same shape as the unit-name rule in DESIGN "Unit files"; checked here so a
 # bad name is a 400 before it reaches the daemon (or a path join).
 UNIT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-DEFAULT_EVENTS_N = 50
-DEFAULT_LOG_LINES = 100
 MAX_LINES_N = 1_000_000
 
 
@@ -161,55 +171,6 @@ class Controller(Protocol):
     async def prune_images(self) -> dict: ...
 
 
-@dataclass(frozen=True)
-class Route:
-    """One API command: its HTTP method, path pattern and response kind."""
-
-    command: str
-    method: str
-    pattern: str  # "/v1/units/{name}/{verb}"
-    has_body: bool = False
-    streams: bool = False  # may answer with a chunked stream (follow=1)
-    upgrade: bool = False  # HTTP upgrade to the exec protocol
-
-    def path(self, **params: str) -> str:
-        """The request path for these parameters (client side)."""
-        return self.pattern.format(**{k: quote(str(v), safe="") for k, v in params.items()})
-
-    def match(self, path: str) -> dict[str, str] | None:
-        """The path parameters if `path` fits this route's pattern (server side)."""
-        want = self.pattern.strip("/").split("/")
-        got = path.strip("/").split("/")
-        if len(want) != len(got):
-            return None
-        params: dict[str, str] = {}
-        for w, g in zip(want, got):
-            if w.startswith("{") and w.endswith("}"):
-                if not g:
-                    return None
-                params[w[1:-1]] = g
-            elif w != g:
-                return None
-        return params
-
-
-ROUTES: tuple[Route, ...] = (
-    Route("info", "GET", "/v1/info"),
-    Route("list_units", "GET", "/v1/units"),
-    Route("unit_status", "GET", "/v1/units/{name}"),
-    Route("logs", "GET", "/v1/units/{name}/logs", streams=True),
-    Route("exec", "POST", "/v1/units/{name}/exec", has_body=True, upgrade=True),
-    Route("command", "POST", "/v1/units/{name}/{verb}"),
-    Route("reload", "POST", "/v1/reload"),
-    Route("events", "GET", "/v1/events", streams=True),
-    Route("tree", "GET", "/v1/tree"),
-    Route("images", "GET", "/v1/images"),
-    Route("import_image", "POST", "/v1/images", has_body=True),
-    Route("pull_image", "POST", "/v1/images/pull", has_body=True),
-    Route("remove_image", "POST", "/v1/images/remove", has_body=True),
-    Route("prune_images", "POST", "/v1/images/prune"),
-)
-ROUTES_BY_COMMAND: dict[str, Route] = {r.command: r for r in ROUTES}
 
 
 @dataclass(frozen=True)
@@ -396,20 +357,6 @@ def parse_signal_message(line: bytes) -> int:
     if not isinstance(sig, int) or isinstance(sig, bool) or not 1 <= sig <= 64:
         raise BadRequestError(f'exec control message: expected {{"signal": 1..64}}, got {line[:100]!r}')
     return sig
-
-
-def logs_path(name: str, n: int, follow: bool) -> str:
-    return ROUTES_BY_COMMAND["logs"].path(name=name) + "?" + urlencode({"n": n, "follow": int(follow)})
-
-
-def events_path(n: int, follow: bool) -> str:
-    return ROUTES_BY_COMMAND["events"].path() + "?" + urlencode({"n": n, "follow": int(follow)})
-
-
-def command_path(name: str, verb: str) -> str:
-    if verb not in VERBS:
-        raise ValueError(f"unknown verb {verb!r}; expected one of {VERBS}")
-    return ROUTES_BY_COMMAND["command"].path(name=name, verb=verb)
 
 
 def encode_json(obj: Any) -> bytes:

@@ -2,7 +2,9 @@
 
 Exit codes follow systemctl: 0 success; 1 an error from supd or the
 transport; 3 `status` of a unit that is not running; 4 no such unit.
-Imports are kept to the client's (stdlib + h11) so that supctl starts fast.
+Imports are kept to the client's (a few stdlib modules) so that supctl starts fast;
+what only one command needs (image references, the package version) is
+imported inside it.
 """
 
 from __future__ import annotations
@@ -11,17 +13,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, TextIO
 
-from supervisor.api import commands
+from supervisor.api import routes
 from supervisor.api.client import Client, ClientError, RequestError
 from supervisor.cli import render
-from supervisor.rootfs.reference import ReferenceError
-from supervisor.rootfs.source import SourceError, image_source, is_layout
-from supervisor.version import VERSION
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of supctl's start-up)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -34,12 +35,18 @@ NO_SUCH_UNIT_PREFIX = "no such unit: "
 Handler = Callable[[Client, argparse.Namespace, "Output"], int]
 
 
+def wants_color(stdout: TextIO, environ: Mapping[str, str], no_color_flag: bool) -> bool:
+    """systemctl's rule and no-color.org's: colour for a terminal, unless
+    NO_COLOR is set (to anything, even empty) or --no-color is given."""
+    return stdout.isatty() and "NO_COLOR" not in environ and not no_color_flag
+
+
 class Output:
     """Where supctl writes, and whether humans are reading it."""
 
-    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+    def __init__(self, stdout: TextIO, stderr: TextIO, *, no_color: bool = False) -> None:
         self.stdout, self.stderr = stdout, stderr
-        self.color = stdout.isatty() and "NO_COLOR" not in os.environ
+        self.color = wants_color(stdout, os.environ, no_color)
 
     def write(self, text: str) -> None:
         self.stdout.write(text)
@@ -76,6 +83,14 @@ class Output:
         self.stderr.write(f"supctl: {message}\n")
 
 
+def _commands() -> Any:
+    """The API's request models, for the image commands only: their dataclasses
+    cost more start-up than `list` or `status` as a whole."""
+    from supervisor.api import commands
+
+    return commands
+
+
 def exit_code_for(err: ClientError) -> int:
     if isinstance(err, RequestError) and err.status == 404 and err.message.startswith(NO_SUCH_UNIT_PREFIX):
         return EXIT_NO_SUCH_UNIT
@@ -90,8 +105,8 @@ def _now() -> datetime:
 
 
 def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int:
-    units = client.call("GET", commands.ROUTES_BY_COMMAND["list_units"].path())
-    out.show(units, args.json, lambda us: render.render_list(us, _now()))
+    units = client.call("GET", routes.ROUTES_BY_COMMAND["list_units"].path())
+    out.show(units, args.json, lambda us: render.render_list(us, _now(), color=out.color))
     return EXIT_OK
 
 
@@ -99,7 +114,7 @@ def _status_text(client: Client, status: dict[str, Any], out: Output, with_logs:
     logs: list[str] = []
     if with_logs:
         try:
-            raw = client.text("GET", commands.logs_path(status["name"], STATUS_LOG_LINES, follow=False))
+            raw = client.text("GET", routes.logs_path(status["name"], STATUS_LOG_LINES, follow=False))
             logs = raw.decode(errors="replace").splitlines()
         except RequestError:
             logs = []
@@ -107,10 +122,10 @@ def _status_text(client: Client, status: dict[str, Any], out: Output, with_logs:
 
 
 def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> int:
-    route = commands.ROUTES_BY_COMMAND["unit_status"]
+    route = routes.ROUTES_BY_COMMAND["unit_status"]
     names = list(args.units)
     if not names:
-        names = [u["name"] for u in client.call("GET", commands.ROUTES_BY_COMMAND["list_units"].path())]
+        names = [u["name"] for u in client.call("GET", routes.ROUTES_BY_COMMAND["list_units"].path())]
     code = EXIT_OK
     found: list[dict[str, Any]] = []
     for name in names:
@@ -133,7 +148,7 @@ def cmd_verb(client: Client, args: argparse.Namespace, out: Output) -> int:
     results = []
     for name in args.units:
         try:
-            results.append(client.call("POST", commands.command_path(name, args.command)))
+            results.append(client.call("POST", routes.command_path(name, args.command)))
         except RequestError as e:
             out.error(e.message)
             code = max(code, exit_code_for(e))
@@ -143,14 +158,16 @@ def cmd_verb(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
-    result = client.call("POST", commands.ROUTES_BY_COMMAND["reload"].path())
+    result = client.call("POST", routes.ROUTES_BY_COMMAND["reload"].path())
     out.show(result, args.json, render.render_reload)
-    # A live update the kernel refused is a failed reload (the unit keeps running on its old limits).
-    return EXIT_ERROR if result.get("refused") else EXIT_OK
+    # A unit file with an error (that unit is not loaded, or keeps its old
+    # definition) or a live update the kernel refused (the unit keeps running on
+    # its old limits) is a failed reload; the rest of the folder still took effect.
+    return EXIT_ERROR if result.get("errors") or result.get("refused") else EXIT_OK
 
 
 def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
-    path = commands.logs_path(args.unit, args.lines, args.follow)
+    path = routes.logs_path(args.unit, args.lines, args.follow)
     if args.follow:
         lines: Iterable[bytes] = client.stream("GET", path)
     else:
@@ -164,7 +181,7 @@ def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
-    path = commands.events_path(args.lines, args.follow)
+    path = routes.events_path(args.lines, args.follow)
     events: Iterable[dict[str, Any]]
     if args.follow:
         events = (json.loads(line) for line in client.stream("GET", path) if line.strip())
@@ -174,14 +191,15 @@ def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
         if args.json:
             out.json_line(event)
         else:
-            out.write(render.render_event(event) + "\n")
+            out.write(render.render_event(event, color=out.color) + "\n")
             out.stdout.flush()
     return EXIT_OK
 
 
 def cmd_tree(client: Client, args: argparse.Namespace, out: Output) -> int:
-    tree = client.call("GET", commands.ROUTES_BY_COMMAND["tree"].path())
-    out.show(tree, args.json, render.render_tree)
+    tree = client.call("GET", routes.ROUTES_BY_COMMAND["tree"].path())
+    width = terminal_width(out.stdout) if out.stdout.isatty() else None
+    out.show(tree, args.json, lambda t: render.render_tree(t, width, color=out.color))
     return EXIT_OK
 
 
@@ -215,6 +233,11 @@ def split_image_ref(ref: str) -> tuple[str, str]:
 def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     """Phases, not byte counts: "pulling SOURCE" on stderr (on a terminal a
     line the result replaces, elsewhere a plain line), then "SOURCE DIGEST"."""
+    from pathlib import Path
+
+    from supervisor.rootfs.reference import ReferenceError
+    from supervisor.rootfs.source import SourceError, image_source, is_layout
+
     try:
         source = image_source(args.ref, Path.cwd())
     except (SourceError, ReferenceError) as e:
@@ -229,8 +252,8 @@ def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
         sys.stderr.write(f"pulling {source}\n")
     sys.stderr.flush()
     try:
-        body = commands.PullImageRequest(source, authfile).to_json()
-        result = client.call("POST", commands.ROUTES_BY_COMMAND["pull_image"].path(), body)
+        body = _commands().PullImageRequest(source, authfile).to_json()
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["pull_image"].path(), body)
     finally:
         if progress:
             sys.stderr.write("\r\033[K")
@@ -243,11 +266,11 @@ def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
-    route_images = commands.ROUTES_BY_COMMAND["images"]
+    route_images = routes.ROUTES_BY_COMMAND["images"]
     if args.image_command == "import":
         path, tag = split_image_ref(args.ref)
-        body = commands.ImportImageRequest(path, tag).to_json()
-        result = client.call("POST", commands.ROUTES_BY_COMMAND["import_image"].path(), body)
+        body = _commands().ImportImageRequest(path, tag).to_json()
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["import_image"].path(), body)
         if args.json:
             out.json(result)
         else:
@@ -256,7 +279,7 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     if args.image_command == "pull":
         return pull_image(client, args, out)
     if args.image_command == "prune":
-        result = client.call("POST", commands.ROUTES_BY_COMMAND["prune_images"].path())
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["prune_images"].path())
         out.show(result, args.json, render.render_removal)
         return EXIT_OK
     images = client.call("GET", route_images.path())
@@ -270,8 +293,8 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
             target = str(find_image(images, args.ref, "image rm")["digest"])
         except UsageError:
             target = args.ref if args.ref.startswith("sha256:") else "{}:{}".format(*split_image_ref(args.ref))
-        body = commands.RemoveImageRequest(target).to_json()
-        result = client.call("POST", commands.ROUTES_BY_COMMAND["remove_image"].path(), body)
+        body = _commands().RemoveImageRequest(target).to_json()
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["remove_image"].path(), body)
         out.show(result, args.json, render.render_removal)
         return EXIT_OK
     out.show(images, args.json, render.render_images)
@@ -281,6 +304,11 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
 def find_image(images: list[dict[str, Any]], ref: str, action: str = "image inspect") -> dict[str, Any]:
     """The stored image a reference names: "PATH[:TAG]" as imported, or its digest
     (a prefix of the hex part is enough when only one image has it)."""
+    from pathlib import Path
+
+    from supervisor.rootfs.reference import ReferenceError
+    from supervisor.rootfs.source import SourceError, image_source
+
     path, tag = split_image_ref(ref)
     wanted = {f"{path}:{tag}", ref}
     try:  # a pulled image by its reference: "busybox" is docker://docker.io/library/busybox:latest
@@ -298,7 +326,7 @@ def find_image(images: list[dict[str, Any]], ref: str, action: str = "image insp
 
 
 def cmd_info(client: Client, args: argparse.Namespace, out: Output) -> int:
-    info = client.call("GET", commands.ROUTES_BY_COMMAND["info"].path())
+    info = client.call("GET", routes.ROUTES_BY_COMMAND["info"].path())
     if args.json:
         out.json(info)
     else:
@@ -313,17 +341,65 @@ class UsageError(Exception):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: the flag may come before or after the command without one hiding the other.
-    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET or /run/supd/supd.sock)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+def terminal_width(stream: TextIO) -> int:
+    """shutil.get_terminal_size's answer ($COLUMNS, else the terminal's, else
+    80) without importing shutil, whose own imports (bz2, lzma...) cost supctl
+    ~4 ms."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+        if columns > 0:
+            return columns
+    except ValueError:
+        pass
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
 
-    parser = argparse.ArgumentParser(prog="supctl", description="Control a running supd.", parents=[common])
-    parser.add_argument("--version", action="version", version=f"supctl {VERSION}")
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout at the terminal's width; given the width,
+    argparse does not import shutil to find it (it builds a formatter for
+    every add_argument, so even `supctl list` paid for that import)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_width(sys.stdout) - 2)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)  # its sub-parsers are _Parsers too (add_subparsers uses type(self))
+
+
+class _Skipped:
+    """Stands in for the parser of a command this call does not run: takes
+    and ignores whatever build_parser adds to it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """supctl's parser; with `only`, that command's alone (the others are
+    skipped: each subparser costs argparse a dozen gettext look-ups, in all
+    about as long as supd takes to answer `list`)."""
+    common = _Parser(add_help=False)
+    # SUPPRESS: the flag may come before or after the command without one hiding the other.
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET, else /run/supd/supd.sock)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts (default: off)")
+    common.add_argument(
+        "--no-color", action="store_true", default=argparse.SUPPRESS,
+        help="no colours (default: colour when stdout is a terminal and NO_COLOR is unset)",
+    )
+
+    parser = _Parser(prog="supctl", description="Control a running supd.", parents=[common])
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    def add(name: str, handler: Handler, help: str) -> Any:
+        if only is not None and name != only:
+            return _Skipped()
         p = sub.add_parser(name, parents=[common], help=help, description=help)
         p.set_defaults(handler=handler)
         return p
@@ -331,24 +407,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("list", cmd_list, "list units")
     p = add("status", cmd_status, "show unit status (exit 0 running, 3 not running, 4 no such unit)")
     p.add_argument("units", nargs="*", metavar="UNIT")
-    for verb in commands.VERBS:
+    for verb in routes.VERBS:
         p = add(verb, cmd_verb, f"{verb} units")
         p.add_argument("units", nargs="+", metavar="UNIT")
     add("reload", cmd_reload, "re-read the units folder")
     p = add("logs", cmd_logs, "show a unit's output")
     p.add_argument("unit", metavar="UNIT")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_LOG_LINES, help="how many lines from the end")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output (default: off)")
+    p.add_argument("-n", "--lines", type=_count, default=routes.DEFAULT_LOG_LINES, help=f"how many lines from the end (default: {routes.DEFAULT_LOG_LINES})")
     p = add("events", cmd_events, "show state changes")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    p.add_argument("-n", "--lines", type=_count, default=commands.DEFAULT_EVENTS_N, help="how many recent events")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events (default: off)")
+    p.add_argument("-n", "--lines", type=_count, default=routes.DEFAULT_EVENTS_N, help=f"how many recent events (default: {routes.DEFAULT_EVENTS_N})")
     add("tree", cmd_tree, "show the cgroup tree with figures")
     p = add("exec", cmd_exec, "run a command inside a running unit (root or admin_group only)")
     p.add_argument("unit", metavar="UNIT")
-    p.add_argument("--user", "-u", help="user name or uid[:gid] inside the unit")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("-w", "--workdir", metavar="DIR")
-    p.add_argument("cmd", nargs="*", metavar="-- CMD")
+    p.add_argument("--user", "-u", help="user name or uid[:gid] inside the unit (default: the unit's user)")
+    p.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="add or override a variable of the unit's environment, repeatable (default: none)",
+    )
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the unit (default: the unit's)")
+    p.add_argument("cmd", nargs="*", metavar="-- CMD", help="the command and its arguments")
     p = add("image", cmd_image, "pull, import, list, inspect, remove or prune OCI images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout (root or admin_group only)")
@@ -370,6 +449,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _VersionAction(argparse._VersionAction):
+    """`--version`, reading the version only when asked: it comes from the
+    package metadata, and importlib.metadata costs more than the rest of supctl."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, help="print supctl's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from supervisor.version import VERSION
+
+        sys.stdout.write(f"supctl {VERSION}\n")  # where argparse's own version action prints
+        parser.exit()
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -380,6 +473,17 @@ def _count(text: str) -> int:
     return value
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The first word that is not an option (nor --socket's value): the command."""
+    words = iter(argv)
+    for word in words:
+        if word == "--socket":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything after the first "--" is exec's command, verbatim (argparse would
@@ -388,22 +492,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if "--" in argv:
         cut = argv.index("--")
         argv, tail = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
+    wanted = None if {"-h", "--help"} & set(argv) else _command_in(argv)
+    parser = build_parser(only=wanted)
+    if wanted is not None and wanted not in parser._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
+        parser = build_parser()  # not a command: the full parser names the right ones
+    args = parser.parse_args(argv)
     if tail is not None:
         if args.command != "exec":
             build_parser().error(f"unexpected arguments after --: {' '.join(tail)}")
         args.cmd = list(args.cmd) + tail
     args.json = getattr(args, "json", False)
     args.socket = getattr(args, "socket", None)
+    args.no_color = getattr(args, "no_color", False)
     return args
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    out = Output(stdout or sys.stdout, stderr or sys.stderr)
     try:
         args = parse_args(argv)
     except SystemExit as e:  # argparse printed the usage error
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    out = Output(stdout or sys.stdout, stderr or sys.stderr, no_color=args.no_color)
     client = Client(args.socket)
     try:
         return args.handler(client, args, out)

@@ -120,23 +120,45 @@ def load_file(path: Path) -> dict[str, Any]:
     return {k: _coerce(str(path), k, v, path.parent) for k, v in section.items()}
 
 
+_DEFAULTS = DaemonConfig()
+
+
+def _default(key: str) -> str:
+    """A flag's default as its help shows it: the built-in value, which the config file may change."""
+    value = getattr(_DEFAULTS, key)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "none" if value is None else str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="supd", description="supd: a container supervisor for one Linux host")
-    p.add_argument("--config", type=Path, help=f"daemon config file (default {DEFAULT_CONFIG_FILE} if present)")
-    p.add_argument("--units", "--units-dir", dest="units_dir", help="folder of *.toml unit files")
-    p.add_argument("--state-dir", dest="state_dir")
-    p.add_argument("--runtime-dir", dest="runtime_dir")
-    p.add_argument("--cgroup-driver", dest="cgroup_driver", choices=_CHOICES["cgroup_driver"])
-    p.add_argument("--cgroup-root", dest="cgroup_root")
-    p.add_argument("--socket-group", dest="socket_group", help="group that may read and operate units")
-    p.add_argument("--admin-group", dest="admin_group", help="group that may also exec and import images (root-equivalent)")
-    p.add_argument("--log-format", dest="log_format", choices=_CHOICES["log_format"])
-    p.add_argument("--live-restore", dest="live_restore", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--log-max-bytes", dest="log_max_bytes", type=int, help="rotate a unit's log past this size")
-    p.add_argument("--log-keep", dest="log_keep", type=int, help="rotated log files kept per unit")
-    p.add_argument("--subuid-file", dest="subuid_file", help="ids for userns units (default /etc/subuid)")
-    p.add_argument("--subgid-file", dest="subgid_file", help="ids for userns units (default /etc/subgid)")
-    p.add_argument("--networks-dir", dest="networks_dir", help="CNI network configurations (default /etc/supd/networks)")
+    p = argparse.ArgumentParser(
+        prog="supd",
+        description="supd: a container supervisor for one Linux host",
+        epilog="Every flag except --config is also a key of the config file; a flag wins over the file.",
+    )
+
+    def flag(name: str, key: str, help: str, unset: str = "", **kw: Any) -> None:
+        """`unset`: what the default None means, when it means something."""
+        shown = f"none, {unset}" if unset else _default(key)
+        p.add_argument(name, dest=key, help=f"{help} (default: {shown})", **kw)
+
+    p.add_argument("--config", type=Path, metavar="FILE", help=f"daemon config file (default: {DEFAULT_CONFIG_FILE} if it exists)")
+    p.add_argument("--units", "--units-dir", dest="units_dir", metavar="DIR", help=f"folder of *.toml unit files (default: {_DEFAULTS.units_dir})")
+    flag("--state-dir", "state_dir", "persistent state: images, logs, unit records", metavar="DIR")
+    flag("--runtime-dir", "runtime_dir", "runtime files; the control socket is DIR/supd.sock", metavar="DIR")
+    flag("--cgroup-driver", "cgroup_driver", "who creates unit cgroups: auto is systemd when it runs the host, else cgroupfs", choices=_CHOICES["cgroup_driver"])
+    flag("--cgroup-root", "cgroup_root", "cgroupfs only: the cgroup path units go under",
+         "supd's own delegated cgroup under systemd, else /", metavar="PATH")
+    flag("--socket-group", "socket_group", "group that may read and operate units", "root only", metavar="GROUP")
+    flag("--admin-group", "admin_group", "group that may also exec and pull, import or remove images: root-equivalent", "root only", metavar="GROUP")
+    flag("--log-format", "log_format", "supd's own log: auto is console when stderr is a terminal, else json", choices=_CHOICES["log_format"])
+    flag("--live-restore", "live_restore", "leave units running when supd stops, and adopt them at start", action=argparse.BooleanOptionalAction, default=None)
+    flag("--log-max-bytes", "log_max_bytes", "rotate a unit's log past this size in bytes", type=int, metavar="BYTES")
+    flag("--log-keep", "log_keep", "rotated log files kept per unit", type=int, metavar="N")
+    flag("--subuid-file", "subuid_file", "uids for units with [rootfs].userns = \"auto\"", metavar="FILE")
+    flag("--subgid-file", "subgid_file", "gids for units with [rootfs].userns = \"auto\"", metavar="FILE")
+    flag("--networks-dir", "networks_dir", "CNI network configurations (NAME.conflist)", metavar="DIR")
     p.add_argument("--version", action="version", version=f"supd {VERSION}")
     return p
 

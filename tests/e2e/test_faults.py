@@ -243,7 +243,7 @@ def test_reload_to_an_invalid_file_ends_in_error(supd: Supd) -> None:
     pid = supd.wait_state("u", "running")["pid"]
     supd.write_unit("u", SLEEPER.replace("[exec]", "[exec]\ncomand = 1"))
     r = supd.ctl("reload")
-    assert r.returncode == 0 and "error: u" in r.stdout
+    assert r.returncode == 1 and "error: u" in r.stdout, (r.returncode, r.stdout, r.stderr)
     st = supd.wait_state("u", "error")
     assert "comand" in st["error"] and st["pid"] is None
     wait_for(lambda: not pid_alive(pid), what="old process gone")

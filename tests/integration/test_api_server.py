@@ -698,7 +698,7 @@ async def test_supctl_exit_codes_and_output(short_dir: Path, tmp_path: Path) -> 
         assert await in_thread(run_supctl, *s, "stop", "nope") == (4, "", "supctl: no such unit: nope\n")
         assert await in_thread(run_supctl, *s, "thaw", "batch") == (1, "", "supctl: batch is exited, not frozen\n")
         code, out, _ = await in_thread(run_supctl, *s, "reload")
-        assert out == "added: new\nerror: bad: bad.toml: oops\n"
+        assert (code, out) == (1, "added: new\nerror: bad: bad.toml: oops\n"), "a unit-file error fails the reload"
         code, out, _ = await in_thread(run_supctl, *s, "events", "-n", "2")
         assert out.splitlines() == ["2026-11-29 23:50:01 web: running (user)", "2026-11-29 23:50:02 web: running (user)"]
         code, out, _ = await in_thread(run_supctl, *s, "tree")

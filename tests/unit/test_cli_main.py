@@ -18,6 +18,7 @@ from supervisor.cli.main import (
     parse_env,
     split_image_ref,
     UsageError,
+    wants_color,
 )
 
 
@@ -76,3 +77,63 @@ def test_unreachable_daemon_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPat
     assert err.getvalue() == (
         "supctl: cannot reach supd at /nonexistent/supdtest.sock: No such file or directory (is supd running?)\n"
     )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("tty", "environ", "flag", "expected"),
+    [
+        (True, {}, False, True),
+        (False, {}, False, False),
+        (True, {"NO_COLOR": ""}, False, False),  # set to anything, even empty
+        (True, {"NO_COLOR": "1"}, False, False),
+        (True, {}, True, False),
+    ],
+)
+def test_colour_only_on_a_terminal_without_no_color(tty: bool, environ: dict[str, str], flag: bool, expected: bool) -> None:
+    stdout = _Terminal() if tty else io.StringIO()
+    assert wants_color(stdout, environ, flag) is expected
+
+
+def test_no_color_goes_before_or_after_the_command() -> None:
+    assert parse_args(["--no-color", "list"]).no_color is True
+    assert parse_args(["tree", "--no-color"]).no_color is True
+    assert parse_args(["list"]).no_color is False
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["--socket", "/x", "status", "web", "--json"], ["exec", "-e", "A=1", "-w", "/srv", "web", "ls"],
+     ["image", "pull", "busybox:1.36", "--authfile", "a.json"], ["logs", "-n", "5", "web"], ["--no-color", "tree"]],
+)  # fmt: skip
+def test_parsing_one_command_alone_gives_what_the_full_parser_gives(argv: list[str]) -> None:
+    from supervisor.cli.main import build_parser
+
+    assert vars(parse_args(argv)) == vars(parse_args_full(build_parser(), argv))
+
+
+def parse_args_full(parser: object, argv: list[str]) -> object:
+    args = parser.parse_args(argv)  # type: ignore[attr-defined]
+    for key, default in (("json", False), ("socket", None), ("no_color", False)):
+        setattr(args, key, getattr(args, key, default))
+    return args
+
+
+def test_an_unknown_command_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lisst"]) == EXIT_USAGE
+    assert "choose from 'list', 'status'" in capsys.readouterr().err
+
+
+def test_terminal_width_is_shutils_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from supervisor.cli.main import terminal_width
+
+    monkeypatch.setenv("COLUMNS", "161")
+    assert terminal_width(io.StringIO()) == 161 == shutil.get_terminal_size().columns
+    monkeypatch.delenv("COLUMNS")
+    assert terminal_width(io.StringIO()) == 80  # not a terminal, no $COLUMNS: shutil's fallback

@@ -246,3 +246,71 @@ def test_removal_lines() -> None:
         "freed 5.0M",
     ]
     assert render.render_removal({"images": [], "layers": [], "tmp_dirs": 0, "freed": 0}) == "freed 0B\n"
+
+
+G, R, Y, C, X = "\x1b[0;1;32m", "\x1b[0;1;31m", "\x1b[0;1;33m", "\x1b[0;1;36m", "\x1b[0m"
+
+
+@pytest.mark.parametrize(("state", "code"), [("running", G), ("failed", R), ("error", R), ("restarting", Y), ("frozen", C)])
+def test_states_have_systemctls_colours(state: str, code: str) -> None:
+    assert render.paint(state, state, True) == f"{code}{state}{X}"
+    assert render.paint(state, state, False) == state
+
+
+def test_status_colours_the_bullet_and_the_active_state() -> None:
+    lines = render.render_status(web(state="restarting"), NOW, color=True).splitlines()
+    assert lines[0].startswith(f"{Y}●{X} web.toml")
+    assert lines[2] == f"     Active: {Y}activating (auto-restart){X} since Sun 2026-11-29 23:50:01 UTC; 5s ago"
+    assert "\x1b" not in render.render_status(web(state="restarting"), NOW, color=False)
+
+
+def test_list_colours_the_state_and_keeps_the_columns() -> None:
+    units = [web(), web(name="batch", state="failed", pid=None, description="nightly", restarts=0)]
+    lines = render.render_list(units, NOW, color=True).splitlines()
+    assert lines[1] == f"web    {G}running{X}  1234  5s      2         busybox httpd"
+    assert lines[2] == f"batch  {R}failed{X}   -     -       0         nightly"
+    assert "\x1b" not in render.render_list(units, NOW)
+
+
+def test_event_is_coloured_by_the_state_it_names() -> None:
+    event = {"time": "2026-11-29T23:50:01.123+00:00", "unit": "web", "event": "failed", "reason": "exit 1"}
+    assert render.render_event(event, color=True) == f"2026-11-29 23:50:01 web: {R}failed{X} (exit 1)"
+    loaded = dict(event, event="loaded", reason="unit file")
+    assert render.render_event(loaded, color=True) == "2026-11-29 23:50:01 web: loaded (unit file)"
+
+
+def _tree_with(cmdline: str, state: str = "running") -> dict[str, Any]:
+    scope = {"name": "supd-web.scope", "unit": "web", "state": state, "memory_current": 1 << 20,
+             "cpu_usage_ns": 12_000_000, "tasks": 1, "children": [], "processes": [{"pid": 1234, "cmdline": cmdline}]}
+    return {"name": "supd.slice", "memory_current": 1 << 20, "cpu_usage_ns": 12_000_000, "tasks": 1, "processes": [],
+            "children": [scope]}  # fmt: skip
+
+
+def test_tree_cuts_command_lines_at_the_given_width_only() -> None:
+    long = "/bin/sh -c " + "x" * 200
+    assert render.render_tree(_tree_with(long), 160).splitlines()[3] == ("  └─1234 " + long)[:160]
+    assert render.render_tree(_tree_with(long), 100).splitlines()[3] == ("  └─1234 " + long)[:100]
+    assert render.render_tree(_tree_with(long)).splitlines()[3] == "  └─1234 " + long  # a pipe: whole
+
+
+def test_tree_colours_scopes_and_keeps_the_columns() -> None:
+    lines = render.render_tree(_tree_with("sleep 1", "frozen"), 80, color=True).splitlines()
+    assert lines[0] == "CGROUP            TASKS  MEMORY   CPU"  # colour codes take no columns
+    assert lines[2] == f"└─{C}supd-web.scope{X}      1    1.0M  12ms"
+    lines = render.render_tree(_tree_with("sleep 1", "failed"), 80, color=True).splitlines()
+    assert lines[0] == "CGROUP                     TASKS  MEMORY   CPU"
+    assert lines[2] == f"└─supd-web.scope {R}(failed){X}      1    1.0M  12ms"
+
+
+def test_info_has_no_python_reprs() -> None:
+    info = {"version": "0.1.0", "driver": None, "live_restore": False, "units": 3,
+            "states": {"running": 2, "error": 1}, "empty": {}}  # fmt: skip
+    assert render.render_info(info).splitlines() == [
+        "version:      0.1.0",
+        "driver:       -",
+        "live_restore: no",
+        "units:        3",
+        "states:       1 error, 2 running",
+        "empty:        -",
+    ]
+    assert render.render_info({"live_restore": True}) == "live_restore: yes\n"
