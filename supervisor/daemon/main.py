@@ -127,17 +127,20 @@ class Daemon:
         except (ImageError, OSError) as e:
             raise StartFailure(str(RootfsError(unit.file, "[rootfs].image", str(e)))) from None
 
-    def _prepare_rootfs(self, unit: Any) -> Any:
+    def _prepare_rootfs(self, unit: Any) -> tuple[Any, Any]:
+        """The mount plan and the image's config, from one look-up of the image
+        (a pulled source's is a scan of the store's records)."""
         try:
-            plan = overlay.prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store)
+            image = overlay.unit_image(unit, self.store)
+            plan = overlay.prepare(unit, self.config.state_dir, self.config.runtime_dir, self.store, image)
             if unit.rootfs.userns == "auto":
                 self.userns.allocate(unit, plan.upperdir)
-            return plan
+            return plan, image.config if image is not None else None
         except (RootfsError, UsernsError) as e:
             raise StartFailure(str(e)) from None
 
     def _image_config(self, unit: Any) -> Any:
-        """The config of the unit's image (already imported by _prepare_rootfs)."""
+        """The config of the unit's image (a re-adopted unit's: it is stored)."""
         try:
             return self.store.image(unit.rootfs.image).config
         except ImageError as e:

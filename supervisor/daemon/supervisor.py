@@ -92,7 +92,7 @@ class Supervisor:
         reaper: Reaper,
         driver: CgroupDriver | None,
         events: EventBus,
-        prepare_rootfs: Callable[[Unit], Any] | None = None,
+        prepare_rootfs: Callable[[Unit], tuple[Any, ImageConfig | None]] | None = None,
         cleanup_rootfs: Callable[[Unit], None] | None = None,
         networks: Networks | None = None,
         image_config: Callable[[Unit], ImageConfig | None] | None = None,
@@ -592,8 +592,7 @@ class Supervisor:
         """The rootfs plan and the image's config (blocking; one thread hop for both)."""
         failpoints.hit("rootfs.mount", unit.name)
         assert self.prepare_rootfs is not None
-        plan = self.prepare_rootfs(unit)
-        return plan, self._image_config(unit)
+        return self.prepare_rootfs(unit)
 
     def _image_config(self, unit: Unit) -> ImageConfig | None:
         if unit.rootfs is None or unit.rootfs.image is None or self.image_config is None:

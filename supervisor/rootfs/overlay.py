@@ -53,7 +53,7 @@ import structlog
 
 from supervisor import procfs
 from supervisor.rootfs.errors import ImageError, RootfsError
-from supervisor.rootfs.store import LayerStore
+from supervisor.rootfs.store import Image, LayerStore
 from supervisor.runtime.spec import RootfsMount
 from supervisor.units.model import Unit, Writable
 
@@ -185,15 +185,25 @@ def _check_layer(file: Path, key: str, layer: Path) -> Path:
     return real
 
 
-def _layers_lowest_first(unit: Unit, store: LayerStore) -> list[Path]:
+def unit_image(unit: Unit, store: LayerStore) -> Image | None:
+    """The stored image of the unit's `[rootfs].image` (imported on first use)."""
+    assert unit.rootfs is not None
+    if unit.rootfs.image is None:
+        return None
+    try:
+        return store.image(unit.rootfs.image)
+    except ImageError as err:
+        raise RootfsError(unit.file, "[rootfs].image", str(err)) from None
+
+
+def _layers_lowest_first(unit: Unit, store: LayerStore, image: Image | None) -> list[Path]:
     spec = unit.rootfs
     assert spec is not None
     layers: list[Path] = []
     if spec.image is not None:
-        try:
-            layers.extend(store.resolve(spec.image))
-        except ImageError as err:
-            raise RootfsError(unit.file, "[rootfs].image", str(err)) from None
+        image = image or unit_image(unit, store)
+        assert image is not None
+        layers.extend(store.layer_path(layer) for layer in image.layers)
     for i, layer in enumerate(spec.layers):
         layers.append(_check_layer(unit.file, f"[rootfs].layers[{i}]", layer))
     if not layers:
@@ -250,13 +260,16 @@ def _short_link(links_dir: Path, layer: str) -> str:
     raise RootfsError(links_dir, "", f'no free short name for layer "{layer}"')
 
 
-def prepare(unit: Unit, state_dir: Path, runtime_dir: Path, store: LayerStore) -> RootfsPlan:
+def prepare(
+    unit: Unit, state_dir: Path, runtime_dir: Path, store: LayerStore, image: Image | None = None
+) -> RootfsPlan:
     """Check the unit's layers and binds, create its upper/work dirs (wiping an
-    ephemeral upper) and mount point, and return the mount plan."""
+    ephemeral upper) and mount point, and return the mount plan. `image`: the
+    unit's image when the caller has it already (unit_image), else looked up."""
     if unit.rootfs is None:
         raise RootfsError(unit.file, "[rootfs]", "the unit has no [rootfs] section to prepare")
     state_dir, runtime_dir = Path(state_dir), Path(runtime_dir)
-    layers = _layers_lowest_first(unit, store)
+    layers = _layers_lowest_first(unit, store, image)
     _check_binds(unit)
     readonly = unit.rootfs.writable == "readonly"
     upper, work = _writable_dirs(unit, state_dir)
