@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, Supd
 from tests.e2e.test_containers import container_unit, sh, start_unit
+from tests.e2e.test_images import image_list
 from tests.helpers.oci import BuiltImage, add_raw_layer, build_busybox_image, umoci
 from tests.helpers.registry import Registry, auth_json, make_ca_and_cert
 
@@ -47,14 +48,6 @@ def secure(tmp_path: Path, image: BuiltImage) -> Iterator[Registry]:
 
 def pulled(supd: Supd, *args: str) -> subprocess.CompletedProcess[str]:
     return supd.ctl("image", "pull", *args, timeout=120)
-
-
-def image_list(supd: Supd) -> list[dict[str, object]]:
-    r = supd.ctl("image", "list", "--json")
-    assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout)
-    assert isinstance(result, list)
-    return result
 
 
 def assert_nothing_left(supd: Supd) -> None:

@@ -176,9 +176,9 @@ def test_rm_after_the_tag_moved_keeps_the_layers_a_running_unit_is_mounted_on(
     assert set(json.loads(r.stdout)["layers"]) == v2_only
 
 
-def rm_in_background(supd: Supd, ref: str) -> subprocess.Popen[bytes]:
+def supctl_in_background(supd: Supd, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli.main", "image", "rm", ref],
+        [sys.executable, "-m", "supervisor.cli.main", *args],
         env=supd.env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -203,7 +203,7 @@ def test_rm_killed_half_way_is_finished_by_the_next_supd(supd: Supd, two_tags: B
 
     with_failpoints(supd, "store.trash=delay(60s)")
     supd.start()
-    client = rm_in_background(supd, f"{two_tags.layout}:v2")
+    client = supctl_in_background(supd, "image", "rm", f"{two_tags.layout}:v2")
     try:
         # the record is gone and v2's own layer sits whole in the trash
         wait_for(lambda: trash(supd), timeout=30, what="a dir in the trash")
@@ -236,10 +236,7 @@ def test_prune_killed_half_way_and_a_missing_layer_reported_then_reimported(supd
 
     with_failpoints(supd, "store.trash=delay(60s)")
     supd.start()
-    client = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli.main", "image", "prune"],
-        env=supd.env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    client = supctl_in_background(supd, "image", "prune")
     try:
         wait_for(lambda: trash(supd), timeout=30, what="a dir in the trash")
         kill_9(supd)
