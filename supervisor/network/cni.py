@@ -196,19 +196,15 @@ class CniRunner:
         outputs: dict[int, bytearray] = {out_r: bytearray(), err_r: bytearray()}
         still_open = {in_w, out_r, err_r}
         try:
-            with anyio.move_on_after(PLUGIN_TIMEOUT) as timer:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_write_all, in_w, stdin, still_open)
-                    for fd, buffer in outputs.items():
-                        tg.start_soon(_read_all, fd, buffer)
-            if timer.cancelled_caught:
-                _kill(pid)
-            status = await self.reaper.wait(pid)
-        except BaseException:
-            _kill(pid)
-            with anyio.CancelScope(shield=True):
-                await self.reaper.wait(pid)
-            raise
+            async with self.reaper.killed_on_error(pid):
+                with anyio.move_on_after(PLUGIN_TIMEOUT) as timer:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_write_all, in_w, stdin, still_open)
+                        for fd, buffer in outputs.items():
+                            tg.start_soon(_read_all, fd, buffer)
+                if timer.cancelled_caught:
+                    _kill(pid)
+                status = await self.reaper.wait(pid)
         finally:
             for fd in still_open:
                 os.close(fd)

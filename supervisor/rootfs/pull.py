@@ -18,7 +18,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -193,15 +192,8 @@ class Puller:
                 raise ImageError(source, f"cannot run {argv[0]}: {err.strerror}") from None
             self.reaper.track(process.pid)
         try:
-            status = await self.reaper.wait(process.pid)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                try:
-                    os.kill(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                await self.reaper.wait(process.pid)
-            raise
+            async with self.reaper.killed_on_error(process.pid):
+                status = await self.reaper.wait(process.pid)
         finally:
             process.returncode = -1  # reaped by the Reaper: Popen must not wait
         if status.code != 0:

@@ -15,6 +15,8 @@ import ctypes
 import os
 import signal
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,22 @@ class Reaper:
 
     def tracked(self, pid: int) -> bool:
         return pid in self._tracked
+
+    @asynccontextmanager
+    async def killed_on_error(self, pid: int) -> AsyncIterator[None]:
+        """For a helper child (a plugin, skopeo) run to its end: if the block
+        ends with an exception (its caller cancelled), the child is killed and
+        reaped before the exception goes on."""
+        try:
+            yield
+        except BaseException:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            with anyio.CancelScope(shield=True):
+                await self.wait(pid)
+            raise
 
     async def wait(self, pid: int) -> ExitStatus:
         """The exit status of child `pid` (running or already a zombie).
