@@ -17,8 +17,9 @@ cgroup and memory.events with it, at once (systemd 252 even reports the scope
 usually before the daemon has read the counter for the exit. So, like runc,
 containerd and conmon, the driver follows each scope's memory.events while it
 lives (the kernel raises oom_kill before it sends the SIGKILL, and marks the
-file modified, which wakes an inotify watch) and `stats()` reports the last
-count seen once the file is gone.
+file modified, which wakes an inotify watch; while the scope is at its memory
+limit the file is also read every millisecond, because that notification can
+be lost) and `stats()` reports the last count seen once the file is gone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import re
 import select
 import signal
 import threading
+import time
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -204,23 +206,36 @@ def scope_paths(control_group: str, hierarchies: Iterable[Hierarchy]) -> tuple[t
     return tuple(sorted(found))
 
 
-def oom_kill_count(memory_events: str) -> int | None:
-    """The `oom_kill` counter of a memory.events text, None if it has none."""
+def memory_event_counts(memory_events: str) -> dict[str, int]:
+    """The counters of a memory.events text, by name."""
+    counts: dict[str, int] = {}
     for line in memory_events.splitlines():
         key, _, value = line.partition(" ")
-        if key == "oom_kill":
-            return int(value)
-    return None
+        if value.strip().isdigit():
+            counts[key] = int(value)
+    return counts
+
+
+def oom_kill_count(memory_events: str) -> int | None:
+    """The `oom_kill` counter of a memory.events text, None if it has none."""
+    return memory_event_counts(memory_events).get("oom_kill")
+
+
+def at_the_limit(before: dict[str, int], after: dict[str, int]) -> bool:
+    """Whether the cgroup hit memory.max (or went OOM) between two readings:
+    the moments an OOM kill can follow."""
+    return any(after.get(key, 0) > before.get(key, 0) for key in ("max", "oom"))
 
 
 # ---------------------------------------------------------------- OOM watch
 
 
 
-def _read_oom_kills(file: Path) -> int | None:
+def _read_memory_events(file: Path) -> dict[str, int] | None:
+    """The file's counters; None once the cgroup is gone."""
     try:
         with open(file) as f:
-            return oom_kill_count(f.read())
+            return memory_event_counts(f.read())
     except OSError as e:
         # ENOENT/ENODEV: the cgroup is gone (or going); anything else is a real error
         if e.errno in (errno.ENOENT, errno.ENODEV, errno.ENOTDIR):
@@ -237,11 +252,22 @@ class OomWatch:
     that wakes on each notification and reads the file at once: systemd
     removes an emptied scope within milliseconds, and the daemon's event loop
     can be busy for longer than that (under the pure-v2 VM's emulation a
-    reader callback on the loop lost the race). The kernel marks
-    memory.events modified when a counter moves (rate-limited to one
-    notification per jiffy or two), and raises oom_kill before it sends the
-    victim its SIGKILL. `kills(file)` is the highest count read, kept after
-    the file is gone until `unwatch(file)`."""
+    reader callback on the loop lost the race). `kills(file)` is the highest
+    count read, kept after the file is gone until `unwatch(file)`.
+
+    Notifications alone can miss the kill. The kernel raises oom_kill before
+    it sends the victim its SIGKILL, but it sends at most one notification
+    per file per 10 ms: when the reclaim that came first ("max" events) has
+    just notified, the one for oom_kill waits on a timer, and a scope that
+    systemd removes within that time takes the pending notification with it
+    (seen under the VM: the count was lost once in five runs). So from the
+    moment a file shows the cgroup at its limit ("max" or "oom" rising),
+    the thread also reads it every millisecond, until it has been quiet for
+    HOT_SECONDS or is gone. A unit that lives at its limit costs one small
+    read per millisecond while it does; any other costs nothing."""
+
+    POLL_SECONDS = 0.001
+    HOT_SECONDS = 0.5
 
     def __init__(self) -> None:
         self.fd: int | None = None
@@ -250,6 +276,8 @@ class OomWatch:
         self._stop_r = self._stop_w = -1
         self._files: dict[int, Path] = {}  # live watch descriptor -> file
         self._kills: dict[Path, int] = {}
+        self._counts: dict[Path, dict[str, int]] = {}  # the last reading, to see pressure rise
+        self._hot: dict[Path, float] = {}  # file at its limit -> monotonic time its polling ends
 
     def watching(self, file: Path) -> bool:
         with self._lock:
@@ -265,11 +293,13 @@ class OomWatch:
             if self.fd is None:
                 self._start()
             assert self.fd is not None
-            self._kills[file] = _read_oom_kills(file) or 0
+            counts = _read_memory_events(file) or {}
+            self._kills[file] = counts.get("oom_kill", 0)
+            self._counts[file] = counts
             try:
                 wd = inotify.add_watch(self.fd, file, inotify.IN_MODIFY)
             except OSError as e:
-                del self._kills[file]
+                del self._kills[file], self._counts[file]
                 raise CgroupError(file, None, f"inotify_add_watch failed: {e.strerror}") from e
             self._files[wd] = file
         self._refresh(file)  # a kill between the first read and the watch
@@ -287,6 +317,8 @@ class OomWatch:
         """Forget `file` (its scope was removed)."""
         with self._lock:
             self._kills.pop(file, None)
+            self._counts.pop(file, None)
+            self._hot.pop(file, None)
             for wd in [wd for wd, f in self._files.items() if f == file]:
                 del self._files[wd]
                 if self.fd is not None:
@@ -294,18 +326,35 @@ class OomWatch:
 
     def _refresh(self, file: Path) -> None:
         try:
-            kills = _read_oom_kills(file)
+            counts = _read_memory_events(file)
         except CgroupError as e:
             log.warning("scope_oom_watch_read_failed", error=str(e))
-            return
+            counts = None
+        seen = False
         with self._lock:
-            if kills is not None and file in self._kills and kills > self._kills[file]:
+            if file not in self._kills:
+                return
+            if counts is None:  # gone: nothing more to read
+                self._hot.pop(file, None)
+                return
+            if at_the_limit(self._counts.get(file, {}), counts):
+                self._hot[file] = time.monotonic() + self.HOT_SECONDS
+            self._counts[file] = counts
+            kills = counts.get("oom_kill")
+            if kills is not None and kills > self._kills[file]:
                 self._kills[file] = kills
                 seen = True
-            else:
-                seen = False
         if seen:
             log.info("scope_oom_kill_seen", file=str(file), oom_kills=kills)
+
+    def _hot_files(self) -> list[Path]:
+        """The files to read now without a notification, dropping those quiet
+        long enough."""
+        now = time.monotonic()
+        with self._lock:
+            for file in [f for f, until in self._hot.items() if until <= now]:
+                del self._hot[file]
+            return list(self._hot)
 
     def _run(self) -> None:
         assert self.fd is not None
@@ -313,24 +362,27 @@ class OomWatch:
         poller.register(self.fd, select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
         while True:
-            ready = {fd for fd, _ev in poller.poll()}
+            hot = self._hot_files()
+            timeout_ms = max(1, round(self.POLL_SECONDS * 1000)) if hot else None
+            ready = {fd for fd, _ev in poller.poll(timeout_ms)}
             if self._stop_r in ready:
                 return
-            try:
-                data = os.read(self.fd, 64 * 1024)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return
             touched: list[Path] = []
-            with self._lock:
-                for wd, mask in inotify.parse_events(data):
-                    file = self._files.get(wd)
-                    if file is not None and file not in touched:
-                        touched.append(file)
-                    if mask & inotify.IN_IGNORED:  # the cgroup was removed: its count stays until unwatch()
-                        self._files.pop(wd, None)
-            for file in touched:
+            if self.fd in ready:
+                try:
+                    data = os.read(self.fd, 64 * 1024)
+                except BlockingIOError:
+                    data = b""
+                except OSError:
+                    return
+                with self._lock:
+                    for wd, mask in inotify.parse_events(data):
+                        file = self._files.get(wd)
+                        if file is not None and file not in touched:
+                            touched.append(file)
+                        if mask & inotify.IN_IGNORED:  # the cgroup was removed: its count stays until unwatch()
+                            self._files.pop(wd, None)
+            for file in touched + [f for f in hot if f not in touched]:
                 self._refresh(file)
 
     def close(self) -> None:
@@ -346,6 +398,8 @@ class OomWatch:
             self.fd, self._stop_r, self._stop_w = None, -1, -1
             self._files.clear()
             self._kills.clear()
+            self._counts.clear()
+            self._hot.clear()
 
 
 # ---------------------------------------------------------------- the driver

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import mmap
 import shutil
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from supervisor.cgroups.systemd import (
     OOM_POLICY,
     OomWatch,
     SystemdDriver,
+    at_the_limit,
     gate_by_version,
     oom_kill_count,
     parse_version,
@@ -161,6 +163,37 @@ async def test_oom_watch_keeps_the_count_after_the_file_is_gone(tmp_path: Path) 
         assert watch.kills(a) is None and not watch.watching(a)
     finally:
         watch.close()
+
+
+@pytest.mark.asyncio
+async def test_oom_watch_reads_a_file_at_its_limit_without_waiting_for_a_notification(tmp_path: Path) -> None:
+    """The kernel's notification for oom_kill can come too late (rate limit)
+    or never (the scope removed first). A write through a shared mapping
+    changes the file without any inotify event, as that lost notification."""
+    events = tmp_path / "memory.events"
+    events.write_text("max 0\noom 0\noom_kill 0\n")
+    watch = OomWatch()
+    try:
+        watch.watch(events)
+        with open(events, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+            with open(events, "r+") as g:  # an ordinary write: a notification, the limit reached
+                g.write("max 1\n")
+            await _until(lambda: events in watch._hot, "the file to be read without notifications")
+            mapped[mapped.find(b"oom_kill 0")+9] = ord("1")  # no notification for this one
+            await _until(lambda: watch.kills(events) == 1, "the kill to be read by polling")
+        events.unlink()
+        await _until(lambda: events not in watch._hot, "the polling to end with the file")
+        assert watch.kills(events) == 1
+    finally:
+        watch.close()
+
+
+def test_at_the_limit_is_a_rise_of_max_or_oom() -> None:
+    base = {"low": 0, "high": 3, "max": 2, "oom": 0, "oom_kill": 0}
+    assert at_the_limit(base, {**base, "max": 3})
+    assert at_the_limit(base, {**base, "oom": 1})
+    assert not at_the_limit(base, {**base, "high": 9})
+    assert not at_the_limit(base, base)
 
 
 @pytest.mark.asyncio
