@@ -98,6 +98,9 @@ def userns_args(work: Path) -> tuple[str, ...]:
 NETWORK_ROWS = {"supd (bridge)": "tb", "supd (none)": "tn"}
 PODMAN_BRIDGE_ROW = "podman (bridge, CNI)"
 BRIDGE_TO_RUNNING = "supd (bridge, to running)"
+# the same conflist's plugins run ADD then DEL by a bare script: the floor of
+# any CNI runtime's bridge start, which the ≤ 0.5 × podman target is held against
+CNI_FLOOR_ROW = "CNI plugins alone (ADD+DEL)"
 
 
 def write_units(units_dir: Path, layers: list[Path], userns: bool = False) -> None:
@@ -301,6 +304,9 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
             extra = userns_args(work) if userns else ()
             network = bench_network(work)
             extra = (*extra, "--networks-dir", str(network.parent))
+            latency_jobs[CNI_FLOOR_ROW] = {"kind": "latency", "command": [
+                sys.executable, "-I", "-S", str(Path(__file__).with_name("cni_chain.py")), str(network), "{i}"]}
+            samples[CNI_FLOOR_ROW] = []
             with SupdInstance(work / "supd", units_dir=work / "units", extra_args=extra) as supd:
                 supd.wait_ready()
                 for _ in range(passes):
@@ -348,6 +354,11 @@ def run(runs: int = 50, passes: int = 3, seccomp_profile: Path | None = None) ->
         raw["ratio_bridge_to_podman_bridge"] = {"median_of_all_passes": bridge_ratio[0], "per_pass": bridge_ratio[1]}
         per_pass = ", ".join(f"{r:.2f}" for r in bridge_ratio[1])
         notes.append(f"supd (bridge) / podman (bridge, CNI), same passes: {bridge_ratio[0]:.2f} (target ≤ 0.5); per pass: {per_pass}")
+    floor_ratio = same_pass_ratio(samples, CNI_FLOOR_ROW, PODMAN_BRIDGE_ROW)
+    if floor_ratio:
+        raw["ratio_cni_floor_to_podman_bridge"] = {"median_of_all_passes": floor_ratio[0], "per_pass": floor_ratio[1]}
+        notes.append(f"{CNI_FLOOR_ROW} / podman (bridge, CNI), same passes: {floor_ratio[0]:.2f}: "
+                     "what the plugins alone cost of podman's start")
     for row in NETWORK_ROWS:
         r = same_pass_ratio(samples, row, "supd")
         if r:
