@@ -8,7 +8,7 @@ device `x`) become OCI whiteouts (`.wh.x`), an opaque directory (xattr
 Reproducible, so that pushing the same folder twice gives the same digests:
 entries sorted by name (a directory before what it holds), numeric uid/gid
 with no user or group names, the files' own mtimes in whole seconds but no
-atime/ctime, no tar or gzip header that depends on the clock or the file name
+atime/ctime (whiteouts: root's, mode 0600, mtime 0), no tar or gzip header that depends on the clock or the file name
 (gzip mtime 0, no FNAME). Hardlinks are kept (the first path in that order is
 the file, later ones link to it). Sockets are left out, as tar does.
 
@@ -123,6 +123,17 @@ def _info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
     return info
 
 
+def _marker(name: str) -> tarfile.TarInfo:
+    """An OCI whiteout entry. Fixed metadata: the importer makes a whiteout
+    device with no times of its own (a store's copy has the import's time),
+    and the tar must not depend on which copy was read."""
+    info = tarfile.TarInfo(name)
+    info.mode = WHITEOUT_MODE
+    info.uname = info.gname = ""
+    info.mtime = 0
+    return info
+
+
 class _LayerTar:
     def __init__(self, tar: tarfile.TarFile) -> None:
         self.tar = tar
@@ -135,22 +146,18 @@ class _LayerTar:
 
     def add(self, path: str, name: str) -> None:
         st = os.lstat(path)
-        self.newest = max(self.newest, int(st.st_mtime))
         mode = st.st_mode
         if stat.S_ISCHR(mode) and st.st_rdev == 0:  # an overlayfs whiteout
             head, _, base = name.rpartition("/")
-            info = _info(f"{head}/{WHITEOUT_PREFIX}{base}" if head else WHITEOUT_PREFIX + base, st, tarfile.REGTYPE)
-            info.mode, info.uid, info.gid = WHITEOUT_MODE, 0, 0
-            self.tar.addfile(info)
+            self.tar.addfile(_marker(f"{head}/{WHITEOUT_PREFIX}{base}" if head else WHITEOUT_PREFIX + base))
             return
+        self.newest = max(self.newest, int(st.st_mtime))
         if stat.S_ISDIR(mode):
             info = _info(name, st, tarfile.DIRTYPE)
             info.pax_headers = xattrs_of(path)
             self.tar.addfile(info)
             if _is_opaque(path):
-                marker = _info(f"{name}/{WHITEOUT_OPAQUE}", st, tarfile.REGTYPE)
-                marker.mode, marker.uid, marker.gid = WHITEOUT_MODE, 0, 0
-                self.tar.addfile(marker)
+                self.tar.addfile(_marker(f"{name}/{WHITEOUT_OPAQUE}"))
             self.add_dir(path, name + "/")
             return
         if stat.S_ISSOCK(mode):
