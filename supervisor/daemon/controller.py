@@ -294,7 +294,7 @@ class DaemonController:
         try:
             what = await anyio.to_thread.run_sync(resolve, limiter=self._import_threads)
         except ImageError as e:
-            raise BadRequestError(f"image push {source}: {e}") from None
+            raise BadRequestError(f"image push {source}: {e.message if e.file == source else e}") from None
         except OSError as e:
             raise BadRequestError(f"image push {source}: {e}") from None
         try:

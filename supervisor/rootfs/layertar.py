@@ -17,6 +17,7 @@ Blocking (file I/O): the daemon calls it through `anyio.to_thread`.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -194,8 +195,8 @@ class _LayerTar:
 def write_layer(folder: Path, blob: Path) -> LayerBlob:
     """Tar and gzip `folder` into the file `blob`; its digests and size.
     OSError for a folder that cannot be read (the caller names the layer)."""
-    if not folder.is_dir():
-        raise NotADirectoryError(20, "not a directory", str(folder))
+    if not stat.S_ISDIR(os.stat(folder).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
     with open(blob, "wb") as out:
         compressed = _HashingWriter(out)
         with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, compresslevel=GZIP_LEVEL, mtime=0) as gz:

@@ -26,7 +26,7 @@ from supervisor.rootfs.errors import ImageError
 from supervisor.rootfs.layertar import write_layer
 from supervisor.rootfs.oci import BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, ImageConfig, host_arch
 from supervisor.rootfs.pull import SKOPEO, PullSettings, registry_options, run_skopeo
-from supervisor.rootfs.reference import Reference, parse_reference
+from supervisor.rootfs.reference import Reference, ReferenceError, parse_reference
 from supervisor.rootfs.source import image_source, is_layout
 from supervisor.rootfs.store import LayerStore
 from supervisor.runtime.reaper import Reaper
@@ -61,7 +61,7 @@ def parse_destination(destination: str) -> Reference:
     push makes one. ReferenceError (a ValueError) with docker's rules."""
     ref = parse_reference(destination)
     if ref.digest is not None:
-        raise ValueError(f'destination "{destination}": expected REGISTRY/NAME:TAG, not a digest (the push makes it)')
+        raise ValueError("expected REGISTRY/NAME:TAG, not a digest (the push makes one)")
     return ref
 
 
@@ -130,7 +130,8 @@ def write_layout(source: PushSource, layout: Path) -> str:
         try:
             blob = write_layer(folder, tmp)
         except OSError as err:
-            raise ImageError(folder, f"{source.what}: layer {index}: cannot read {err.filename or folder}: {err.strerror or err}") from None
+            inside = f" {err.filename}" if err.filename and err.filename != str(folder) else ""
+            raise ImageError(folder, f"{source.what}: layer {index}:{inside} {err.strerror or err}") from None
         os.replace(tmp, blobs / blob.digest.split(":", 1)[1])  # two equal layers are one blob
         layers.append(imagewrite.layer_blob(blob.digest, blob.size))
         diff_ids.append(blob.diff_id)
@@ -165,6 +166,8 @@ class Pusher:
         the destination and skopeo's cause."""
         try:
             dest = parse_destination(destination)
+        except ReferenceError as err:  # names the reference itself
+            raise ImageError("destination", str(err)) from None
         except ValueError as err:
             raise ImageError(destination, str(err)) from None
         await anyio.to_thread.run_sync(lambda: self.scratch_root.mkdir(parents=True, exist_ok=True))
