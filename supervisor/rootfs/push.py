@@ -6,7 +6,8 @@ registry. The scratch layout is removed whatever happens.
 skopeo is the transport, with the TLS and auth rules of a pull (pull.py:
 insecure_registries, certs_dir, auth_file; loopback without TLS) and
 `--preserve-digests`, so what lands is the manifest written here: the same
-layers and config give the same digest push after push (layertar.py).
+layers and config give the same digest push after push (layertar.py). A
+folder pushed before and unchanged since is not tarred again (layercache.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import structlog
 
 from supervisor.rootfs import imagewrite
 from supervisor.rootfs.errors import ImageError
+from supervisor.rootfs.layercache import LayerCache
 from supervisor.rootfs.layertar import write_layer
 from supervisor.rootfs.oci import BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, ImageConfig, host_arch
 from supervisor.rootfs.pull import SKOPEO, PullSettings, registry_options, run_skopeo
@@ -35,6 +37,7 @@ from supervisor.units.model import Unit
 log = structlog.get_logger()
 
 PUSHES_DIR = "pushes"
+CACHE_DIR = "cache"  # under PUSHES_DIR: layercache.py
 LAYOUT_TAG = "push"  # the one tag of the scratch layout
 
 
@@ -117,9 +120,9 @@ def source_of_image(ref: str, store: LayerStore) -> PushSource:
     return PushSource(image.name, tuple(store.layer_path(layer) for layer in image.layers), image.config)
 
 
-def write_layout(source: PushSource, layout: Path) -> str:
+def write_layout(source: PushSource, layout: Path, cache: LayerCache | None = None) -> str:
     """The OCI layout of `source` in the empty folder `layout`; its manifest
-    digest (blocking)."""
+    digest (blocking). With a cache, unchanged folders are not tarred again."""
     blobs = layout / BLOBS_DIR / "sha256"
     blobs.mkdir(parents=True)
     layers: list[imagewrite.Blob] = []
@@ -128,11 +131,15 @@ def write_layout(source: PushSource, layout: Path) -> str:
     for index, folder in enumerate(source.layers):
         tmp = blobs / f".layer-{index}"
         try:
-            blob = write_layer(folder, tmp)
+            blob = cache.write(folder, tmp) if cache is not None else write_layer(folder, tmp)
         except OSError as err:
             inside = f" {err.filename}" if err.filename and err.filename != str(folder) else ""
             raise ImageError(folder, f"{source.what}: layer {index}:{inside} {err.strerror or err}") from None
-        os.replace(tmp, blobs / blob.digest.split(":", 1)[1])  # two equal layers are one blob
+        final = blobs / blob.digest.split(":", 1)[1]
+        if final.exists():
+            tmp.unlink()  # two equal layers are one blob
+        else:
+            os.rename(tmp, final)
         layers.append(imagewrite.layer_blob(blob.digest, blob.size))
         diff_ids.append(blob.diff_id)
         newest = max(newest, blob.newest_mtime)
@@ -154,10 +161,17 @@ class Pusher:
         self, state_dir: Path, store: LayerStore, reaper: Reaper, settings: PullSettings, limiter: anyio.CapacityLimiter
     ) -> None:
         self.scratch_root = Path(state_dir) / PUSHES_DIR
+        self.cache = LayerCache(self.scratch_root / CACHE_DIR)
         self.store = store
         self.reaper = reaper
         self.settings = settings
         self.limiter = limiter
+
+    def _write_layout(self, source: PushSource, layout: Path) -> str:
+        dropped = self.cache.drop_gone()
+        if dropped:
+            log.info("push_cache_dropped", entries=dropped)
+        return write_layout(source, layout, self.cache)
 
     async def push(
         self, source: PushSource, destination: str, authfile: Path | None = None, tls_verify: bool | None = None
@@ -175,7 +189,7 @@ class Pusher:
         try:
             log.info("image_push_started", source=source.what, destination=str(dest))
             layout = scratch / "layout"
-            written = await anyio.to_thread.run_sync(write_layout, source, layout, limiter=self.limiter)
+            written = await anyio.to_thread.run_sync(self._write_layout, source, layout, limiter=self.limiter)
             digestfile = scratch / "digest"
             argv = skopeo_push_argv(layout, dest, self.settings, authfile, tls_verify, digestfile)
             await run_skopeo(self.reaper, destination, argv, scratch / "copy.log")

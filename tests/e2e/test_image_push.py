@@ -99,12 +99,14 @@ def test_push_a_unit_pull_it_back_and_run_it_from_its_config(
     assert out.split()[0] == dest and out.split()[1].startswith("sha256:"), out
     digest = out.split()[1]
     # content-addressed: the same layers again, and under another tag, are the same image
+    assert "push_layer_cached" not in supd.daemon_log()
     rc, out, err = pushed(supd, "src", dest, "--json")
     assert rc == 0, err
     assert json.loads(out) == {"reference": dest, "digest": digest}
+    assert supd.daemon_log().count("push_layer_cached") == 3  # the unchanged folders were not tarred again
     rc, out, err = pushed(supd, "src", f"{registry.host}/supd/pushed:again")
     assert rc == 0 and out.split()[1] == digest, (out, err)
-    assert list((supd.state / "pushes").iterdir()) == []
+    assert [p.name for p in (supd.state / "pushes").iterdir()] == ["cache"]  # no scratch layout left
 
     r = supd.ctl("image", "pull", dest, timeout=120)
     assert r.returncode == 0 and r.stdout.split() == [f"docker://{dest}", digest], r.stderr
@@ -187,7 +189,7 @@ def test_bad_destination_unknown_source_and_auth_errors(
         right = auth_json(tmp_path / "right.json", secure.host)
         rc, out, err = pushed(supd, "src", dest, "--authfile", str(right))
         assert rc == 0 and out.split()[0] == dest, err
-        assert list((supd.state / "pushes").iterdir()) == []
+        assert [p.name for p in (supd.state / "pushes").iterdir()] == ["cache"]  # no scratch layout left
         # a layer folder that is gone: the error names it
         supd.write_unit("gone", source_unit((tmp_path / "nothing-here",)).replace("[exec]\n", "[unit]\nenabled = false\n[exec]\n"))
         supd.wait_state("gone", "inactive")

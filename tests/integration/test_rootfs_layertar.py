@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.rootfs.layercache import LayerCache
 from supervisor.rootfs.layertar import write_layer
 from supervisor.rootfs.oci import ImageConfig
 from supervisor.rootfs.push import PushSource, write_layout
@@ -115,3 +116,28 @@ def test_an_unpacked_push_tars_to_the_same_layer(tmp_path: Path) -> None:
     back = write_layer(layer, tmp_path / "back")
     assert back.diff_id == image.layers[0]
     shutil.rmtree(tmp_path / "state")
+
+
+def test_the_cache_hits_an_unchanged_folder_only(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    cache = LayerCache(tmp_path / "cache")
+    first = cache.write(tree, tmp_path / "one")
+    [blob] = (tmp_path / "cache").glob("*.blob")
+    again = cache.write(tree, tmp_path / "two")
+    assert again == first and os.stat(tmp_path / "two").st_ino == os.stat(blob).st_ino  # linked, not tarred
+    # a chmod (ctime), a rewrite with the same mtime, an xattr: each is a miss, and replaces the entry
+    for change in (
+        lambda: os.chmod(tree / "etc" / "conf", 0o600),
+        lambda: ((tree / "opaque" / "only").write_text("ONLY\n"), os.utime(tree / "opaque" / "only", (1, 1_600_000_000))),
+        lambda: os.setxattr(tree / "bin" / "tool", "user.note", b"new"),
+    ):
+        change()
+        out = tmp_path / f"blob-{len(list(tmp_path.iterdir()))}"
+        fresh = cache.write(tree, out)
+        assert fresh.diff_id != first.diff_id and fresh == write_layer(tree, tmp_path / "check")
+        (tmp_path / "check").unlink()
+        assert len(list((tmp_path / "cache").glob("*.blob"))) == 1
+        first = fresh
+    # a folder that is gone takes its entry with it
+    shutil.rmtree(tree)
+    assert cache.drop_gone() == 1 and list((tmp_path / "cache").iterdir()) == []
