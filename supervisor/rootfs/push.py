@@ -166,6 +166,19 @@ class Pusher:
         self.reaper = reaper
         self.settings = settings
         self.limiter = limiter
+        self._scratch_lock = anyio.Lock()
+        self._swept = False
+
+    def _new_scratch(self) -> Path:
+        """A scratch dir; before the first one, the ones a killed supd left
+        (no push of this supd can be running yet: callers hold the lock)."""
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        if not self._swept:
+            for leftover in self.scratch_root.glob("push-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+                log.info("push_scratch_removed", dir=str(leftover))
+            self._swept = True
+        return Path(tempfile.mkdtemp(prefix="push-", dir=self.scratch_root))
 
     def _write_layout(self, source: PushSource, layout: Path) -> str:
         dropped = self.cache.drop_gone()
@@ -184,8 +197,8 @@ class Pusher:
             raise ImageError("destination", str(err)) from None
         except ValueError as err:
             raise ImageError(destination, str(err)) from None
-        await anyio.to_thread.run_sync(lambda: self.scratch_root.mkdir(parents=True, exist_ok=True))
-        scratch = Path(tempfile.mkdtemp(prefix="push-", dir=self.scratch_root))
+        async with self._scratch_lock:
+            scratch = await anyio.to_thread.run_sync(self._new_scratch)
         try:
             log.info("image_push_started", source=source.what, destination=str(dest))
             layout = scratch / "layout"

@@ -174,6 +174,7 @@ def test_bad_destination_unknown_source_and_auth_errors(
     try:
         config = tmp_path / "supd.toml"
         config.write_text(f'certs_dir = "{secure.certs_dir()}"\n')
+        (supd.state / "pushes" / "push-killed" / "layout").mkdir(parents=True)  # a supd killed mid-push left it
         supd.start("--config", str(config))
         supd.write_unit("src", source_unit(layers).replace("[exec]\n", "[unit]\nenabled = false\n[exec]\n"))
         supd.wait_state("src", "inactive")
