@@ -165,6 +165,16 @@ def test_push_a_stored_image(supd: Supd, registry: Registry, tmp_path: Path) -> 
     assert sh(supd, "stored", "cat /opt/old/c /etc/motd; ls /opt/old; ls /www; test ! -e /www/index.html && echo ok") == (
         "c\nlayered\nc\nok\n"
     )
+    # a unit on an image: the image's layers, with the unit's command over the image's config
+    unit_dest = f"{registry.host}/supd/on-image:v1"
+    rc, out, err = pushed(supd, "stored", unit_dest)
+    assert rc == 0 and out.split()[1] != digest, (out, err)
+    r = supd.ctl("image", "pull", unit_dest, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = supd.ctl("image", "inspect", unit_dest, "--json")
+    assert r.returncode == 0, r.stderr
+    on_image = json.loads(r.stdout)
+    assert on_image["config"]["Cmd"] == ["/bin/sh", "-c", SCRIPT] and len(on_image["layers"]) == 3, on_image
 
 
 def test_bad_destination_unknown_source_and_auth_errors(
