@@ -158,3 +158,20 @@ def test_skopeo_push_argv_follows_the_pull_rules(tmp_path: Path) -> None:
     assert "--dest-tls-verify=false" in skopeo_push_argv(layout, remote, PullSettings(), None, False, digestfile)
     auth = tmp_path / "auth.json"
     assert f"--dest-authfile={auth}" in skopeo_push_argv(layout, remote, PullSettings(), auth, None, digestfile)
+
+
+def test_the_push_request_body() -> None:
+    from supervisor.api.commands import BadRequestError, PushImageRequest, parse_push_image_body
+
+    request = PushImageRequest("web", "127.0.0.1:5000/web:1", "/etc/auth.json", False)
+    assert parse_push_image_body(request.to_json()) == request
+    assert PushImageRequest("web", "r/web:1").to_json() == {"source": "web", "destination": "r/web:1"}
+    for body, key in (
+        ({"destination": "r/web:1"}, "source"),
+        ({"source": "web"}, "destination"),
+        ({"source": "web", "destination": "r/web:1", "authfile": "auth.json"}, "authfile"),
+        ({"source": "web", "destination": "r/web:1", "tls_verify": "no"}, "tls_verify"),
+        ({"source": "web", "destination": "r/web:1", "force": True}, "unknown keys"),
+    ):
+        with pytest.raises(BadRequestError, match=key):
+            parse_push_image_body(body)
