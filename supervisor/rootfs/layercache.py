@@ -66,6 +66,9 @@ class LayerCache:
     def write(self, folder: Path, blob_path: Path) -> LayerBlob:
         """`folder` as a blob at `blob_path` (a new name), from the cache when
         the folder is unchanged. OSError for a folder that cannot be read."""
+        # a layer path may be a symlink to the folder: the fingerprint must
+        # cover what the tar reads, not the link
+        folder = Path(os.path.realpath(folder))
         before = fingerprint(folder)
         stem = self.root / f"{_folder_key(folder)}-{before}"
         cached = self._read(stem)

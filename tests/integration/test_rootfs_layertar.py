@@ -141,3 +141,13 @@ def test_the_cache_hits_an_unchanged_folder_only(tmp_path: Path) -> None:
     # a folder that is gone takes its entry with it
     shutil.rmtree(tree)
     assert cache.drop_gone() == 1 and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_layer_path_that_is_a_symlink_is_fingerprinted_by_its_content(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    (tmp_path / "link").symlink_to(tree)
+    cache = LayerCache(tmp_path / "cache")
+    first = cache.write(tmp_path / "link", tmp_path / "one")
+    assert first == write_layer(tree, tmp_path / "direct")
+    (tree / "etc" / "conf").write_text("changed\n")
+    assert cache.write(tmp_path / "link", tmp_path / "two").diff_id != first.diff_id
