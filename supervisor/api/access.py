@@ -54,6 +54,8 @@ ROUTE_NEEDS: Mapping[str, Need] = {
     "import_image": Need(Level.ADMIN, "image import"),
     # root-equivalent too: supd reads the auth file the client names, as root
     "pull_image": Need(Level.ADMIN, "image pull"),
+    # reads any unit's layers and sends them off the host with supd's credentials
+    "push_image": Need(Level.ADMIN, "image push"),
     # removal deletes what other units may be about to start from
     "remove_image": Need(Level.ADMIN, "image rm"),
     "prune_images": Need(Level.ADMIN, "image prune"),

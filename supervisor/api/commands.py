@@ -166,6 +166,7 @@ class Controller(Protocol):
     async def import_image(self, path: str, tag: str) -> dict: ...
 
     async def pull_image(self, source: str, authfile: str | None) -> dict: ...
+    async def push_image(self, source: str, destination: str, authfile: str | None, tls_verify: bool | None) -> dict: ...
     async def remove_image(self, ref: str) -> dict: ...
 
     async def prune_images(self) -> dict: ...
@@ -332,6 +333,41 @@ def parse_pull_image_body(body: Any) -> PullImageRequest:
     if authfile is not None and (not isinstance(authfile, str) or not authfile.startswith("/")):
         raise BadRequestError(f"{what}.authfile: expected an absolute path, got {authfile!r}")
     return PullImageRequest(source, authfile)
+
+
+@dataclass(frozen=True)
+class PushImageRequest:
+    source: str  # a unit name, or a stored image (a name it was pulled or imported under, or its digest)
+    destination: str  # REGISTRY/NAME:TAG
+    authfile: str | None = None  # absolute; None: the daemon's auth_file
+    tls_verify: bool | None = None  # None: as for a pull (loopback and insecure_registries without TLS)
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"source": self.source, "destination": self.destination}
+        if self.authfile is not None:
+            body["authfile"] = self.authfile
+        if self.tls_verify is not None:
+            body["tls_verify"] = self.tls_verify
+        return body
+
+
+def parse_push_image_body(body: Any) -> PushImageRequest:
+    what = "image push request"
+    obj = _expect_object(body, what)
+    unknown = set(obj) - {"source", "destination", "authfile", "tls_verify"}
+    if unknown:
+        raise BadRequestError(f"{what}: unknown keys {sorted(unknown)}; expected source, destination, authfile, tls_verify")
+    source, destination = obj.get("source"), obj.get("destination")
+    authfile, tls_verify = obj.get("authfile"), obj.get("tls_verify")
+    if not isinstance(source, str) or not source:
+        raise BadRequestError(f"{what}.source: expected a unit name or a stored image, got {source!r}")
+    if not isinstance(destination, str) or not destination:
+        raise BadRequestError(f"{what}.destination: expected REGISTRY/NAME:TAG, got {destination!r}")
+    if authfile is not None and (not isinstance(authfile, str) or not authfile.startswith("/")):
+        raise BadRequestError(f"{what}.authfile: expected an absolute path, got {authfile!r}")
+    if tls_verify is not None and not isinstance(tls_verify, bool):
+        raise BadRequestError(f"{what}.tls_verify: expected true or false, got {tls_verify!r}")
+    return PushImageRequest(source, destination, authfile, tls_verify)
 
 
 @dataclass(frozen=True)

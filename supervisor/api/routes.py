@@ -78,6 +78,7 @@ ROUTES: tuple[Route, ...] = (
     Route("images", "GET", "/v1/images"),
     Route("import_image", "POST", "/v1/images", has_body=True),
     Route("pull_image", "POST", "/v1/images/pull", has_body=True),
+    Route("push_image", "POST", "/v1/images/push", has_body=True),
     Route("remove_image", "POST", "/v1/images/remove", has_body=True),
     Route("prune_images", "POST", "/v1/images/prune"),
 )

@@ -380,6 +380,13 @@ class _Connection:
             pull = commands.parse_pull_image_body(commands.parse_json_body(body))
             log.info("api_command", verb="image pull", source=pull.source, uid=self.peer.uid if self.peer else None)
             result = await c.pull_image(pull.source, pull.authfile)
+        elif command == "push_image":
+            push = commands.parse_push_image_body(commands.parse_json_body(body))
+            log.info(
+                "api_command", verb="image push", source=push.source, destination=push.destination,
+                uid=self.peer.uid if self.peer else None,
+            )  # fmt: skip
+            result = await c.push_image(push.source, push.destination, push.authfile, push.tls_verify)
         elif command == "remove_image":
             removing = commands.parse_remove_image_body(commands.parse_json_body(body))
             log.info("api_image_rm", ref=removing.ref, uid=self.peer.uid if self.peer else None)

@@ -265,6 +265,42 @@ def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def push_image(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """As pull_image: "pushing SOURCE to DEST" on stderr, then "DEST DIGEST"."""
+    source = args.source
+    if source.startswith(("./", "../")):  # a layout by a relative path; a unit name has no "/"
+        head, sep, tag = source.rpartition(":")
+        source = f"{os.path.abspath(head)}:{tag}" if sep and "/" not in tag else os.path.abspath(source)
+    authfile = os.path.abspath(args.authfile) if args.authfile else None
+    progress = sys.stderr.isatty() and not args.json
+    if progress:
+        sys.stderr.write(f"pushing {source} to {args.destination} …")
+    elif not args.json:
+        sys.stderr.write(f"pushing {source} to {args.destination}\n")
+    sys.stderr.flush()
+    try:
+        body = _commands().PushImageRequest(source, args.destination, authfile, args.tls_verify).to_json()
+        result = client.call("POST", routes.ROUTES_BY_COMMAND["push_image"].path(), body)
+    finally:
+        if progress:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+    if args.json:
+        out.json(result)
+    else:
+        out.write(f"{result.get('reference', args.destination)} {result.get('digest', '')}\n")
+    return EXIT_OK
+
+
 def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     route_images = routes.ROUTES_BY_COMMAND["images"]
     if args.image_command == "import":
@@ -278,6 +314,8 @@ def cmd_image(client: Client, args: argparse.Namespace, out: Output) -> int:
         return EXIT_OK
     if args.image_command == "pull":
         return pull_image(client, args, out)
+    if args.image_command == "push":
+        return push_image(client, args, out)
     if args.image_command == "prune":
         result = client.call("POST", routes.ROUTES_BY_COMMAND["prune_images"].path())
         out.show(result, args.json, render.render_removal)
@@ -428,13 +466,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the unit (default: the unit's)")
     p.add_argument("cmd", nargs="*", metavar="-- CMD", help="the command and its arguments")
-    p = add("image", cmd_image, "pull, import, list, inspect, remove or prune OCI images")
+    p = add("image", cmd_image, "pull, push, import, list, inspect, remove or prune OCI images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     imp = image_sub.add_parser("import", parents=[common], help="import an OCI image layout (root or admin_group only)")
     imp.add_argument("ref", metavar="PATH[:TAG]")
     pull = image_sub.add_parser("pull", parents=[common], help="pull an image from a registry or an archive (root or admin_group only)")
     pull.add_argument("ref", metavar="REF", help="busybox:1.36, registry:5000/app@sha256:…, docker-archive:FILE, oci-archive:FILE[:TAG], dir:DIR")
     pull.add_argument("--authfile", metavar="FILE", help="containers-auth.json to log in with (default: supd's auth_file)")
+    push = image_sub.add_parser(
+        "push", parents=[common],
+        help="push a unit's layers with its command, env, user, workdir, stop signal and health check as an image, "
+        "or a stored image, to a registry (root or admin_group only)",
+    )  # fmt: skip
+    push.add_argument("source", metavar="UNIT|REF", help="a unit's name, or a stored image (as pulled or imported, or its digest)")
+    push.add_argument("destination", metavar="REGISTRY/NAME:TAG", help="where to push it (:latest when no tag)")
+    push.add_argument("--authfile", metavar="FILE", help="containers-auth.json to log in with (default: supd's auth_file)")
+    push.add_argument(
+        "--tls-verify", metavar="BOOL", type=parse_bool, default=None,
+        help="check the registry's TLS certificate (default: yes, except for loopback and supd's insecure_registries)",
+    )  # fmt: skip
     image_sub.add_parser("list", parents=[common], help="list imported images, their shared size and the units using them")
     ins = image_sub.add_parser("inspect", parents=[common], help="show an imported image's config (Entrypoint, Cmd, Env...)")
     ins.add_argument("ref", metavar="PATH[:TAG]|DIGEST")

@@ -24,6 +24,7 @@ from supervisor.daemon.unitrun import UnitRun
 from supervisor.rootfs import usage as image_usage
 from supervisor.rootfs.errors import ImageError
 from supervisor.rootfs.pull import Puller
+from supervisor.rootfs.push import PushSource, Pusher, source_of_image, source_of_unit
 from supervisor.rootfs.reference import ReferenceError
 from supervisor.rootfs.source import SourceError, image_source, is_layout
 from supervisor.rootfs.store import Image, LayerStore, Removal
@@ -61,9 +62,10 @@ class ExecSession:
 
 
 class DaemonController:
-    def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: LayerStore | None = None, puller: Puller | None = None) -> None:
+    def __init__(self, sup: Supervisor, reload: Callable[[], Awaitable[dict[str, Any]]], info: Callable[[], dict[str, Any]], images: LayerStore | None = None, puller: Puller | None = None, pusher: Pusher | None = None) -> None:
         self.sup = sup
         self._puller = puller
+        self._pusher = pusher
         self._reload = reload
         self._info = info
         self._images = images
@@ -273,3 +275,32 @@ class DaemonController:
         except OSError as e:
             raise BadRequestError(f"image pull {canonical}: {e}") from None
         return image.to_json()
+
+    async def push_image(
+        self, source: str, destination: str, authfile: str | None, tls_verify: bool | None
+    ) -> dict[str, Any]:
+        """A unit (by name, first) or a stored image, pushed to `destination`."""
+        if self._pusher is None or self._images is None:
+            raise ConflictError("no image store")
+        store = self._images
+        u = self.sup.units.get(source)
+        unit = u.unit if u is not None else None
+        if u is not None and unit is None:
+            raise ConflictError(f'image push {source}: unit "{source}" has an invalid unit file: {u.error}')
+
+        def resolve() -> PushSource:
+            return source_of_unit(unit, store) if unit is not None else source_of_image(source, store)
+
+        try:
+            what = await anyio.to_thread.run_sync(resolve, limiter=self._import_threads)
+        except ImageError as e:
+            raise BadRequestError(f"image push {source}: {e.message if e.file == source else e}") from None
+        except OSError as e:
+            raise BadRequestError(f"image push {source}: {e}") from None
+        try:
+            result = await self._pusher.push(what, destination, Path(authfile) if authfile else None, tls_verify)
+        except ImageError as e:
+            raise BadRequestError(f"image push {source}: {e}") from None
+        except OSError as e:
+            raise BadRequestError(f"image push {source} to {destination}: {e}") from None
+        return result.to_json()

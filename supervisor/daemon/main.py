@@ -46,6 +46,7 @@ from supervisor.policy.state import UnitState
 from supervisor.rootfs import overlay
 from supervisor.rootfs.errors import ImageError, RootfsError
 from supervisor.rootfs.pull import Puller, PullSettings
+from supervisor.rootfs.push import Pusher
 from supervisor.rootfs.store import LayerStore
 from supervisor.runtime.reaper import Reaper
 from supervisor.runtime.spawn import Spawner
@@ -471,7 +472,14 @@ class Daemon:
             self.sup.image_threads,
         )
         self.sup.ensure_image = self._ensure_image
-        controller = DaemonController(self.sup, self.reload, self.info, self.store, self.puller)
+        self.pusher = Pusher(
+            config.state_dir,
+            self.store,
+            self.reaper,
+            PullSettings(config.insecure_registries, config.auth_file, config.certs_dir),
+            self.sup.image_threads,
+        )
+        controller = DaemonController(self.sup, self.reload, self.info, self.store, self.puller, self.pusher)
         log.info(
             "supd_starting",
             version=VERSION,

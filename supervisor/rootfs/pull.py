@@ -29,7 +29,7 @@ import structlog
 
 from supervisor.rootfs.errors import ImageError
 from supervisor.rootfs.oci import OciLayout
-from supervisor.rootfs.reference import parse_reference
+from supervisor.rootfs.reference import Reference, parse_reference
 from supervisor.rootfs.source import is_layout, registry_reference
 from supervisor.rootfs.store import Image, LayerStore
 from supervisor.runtime.reaper import Reaper
@@ -87,7 +87,12 @@ def _source_options(source: str, settings: PullSettings, authfile: Path | None, 
     reference = registry_reference(source)
     if reference is None:
         return []
-    ref = parse_reference(reference)
+    return registry_options(parse_reference(reference), settings, authfile, prefix)
+
+
+def registry_options(ref: Reference, settings: PullSettings, authfile: Path | None, prefix: str) -> list[str]:
+    """skopeo's TLS and auth options for a registry (`prefix`: "--src-",
+    "--dest-" or "--"), by supd's rules (pure)."""
     options: list[str] = []
     # listed: never verified; a CA folder for it: verified against that CA,
     # even on loopback (the admin asked for it); else loopback is not verified
@@ -111,6 +116,32 @@ def skopeo_error(output: str) -> str:
         return found[-1].replace('\\"', '"')
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     return lines[-1] if lines else "skopeo failed without a message"
+
+
+async def run_skopeo(
+    reaper: Reaper, what: str, argv: Sequence[str], log_path: Path, stdout_path: Path | None = None
+) -> None:
+    """Run skopeo to its end (killed if the caller is cancelled); its stderr
+    (and stdout unless `stdout_path`) go to `log_path`. ImageError naming
+    `what` with skopeo's own message when it fails."""
+    with open(log_path, "wb") as err, open(stdout_path or os.devnull, "wb") as data:
+        # started on the loop and tracked before any await: the Reaper
+        # must not reap it first (see the module doc)
+        try:
+            process = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=data if stdout_path else err, stderr=err
+            )
+        except OSError as err:
+            raise ImageError(what, f"cannot run {argv[0]}: {err.strerror}") from None
+        reaper.track(process.pid)
+    try:
+        async with reaper.killed_on_error(process.pid):
+            status = await reaper.wait(process.pid)
+    finally:
+        process.returncode = -1  # reaped by the Reaper: Popen must not wait
+    if status.code != 0:
+        output = await anyio.to_thread.run_sync(lambda: log_path.read_text(errors="replace"))
+        raise ImageError(what, skopeo_error(output))
 
 
 class Puller:
@@ -179,26 +210,7 @@ class Puller:
             raise ImageError(source, f"import: {err.strerror or err}") from None
 
     async def _skopeo(self, source: str, argv: Sequence[str], log_path: Path, stdout_path: Path | None = None) -> None:
-        """Run skopeo to its end (killed if the caller is cancelled); its
-        stderr (and stdout unless `stdout_path`) go to `log_path`."""
-        with open(log_path, "wb") as err, open(stdout_path or os.devnull, "wb") as data:
-            # started on the loop and tracked before any await: the Reaper
-            # must not reap it first (see the module doc)
-            try:
-                process = subprocess.Popen(
-                    list(argv), stdin=subprocess.DEVNULL, stdout=data if stdout_path else err, stderr=err
-                )
-            except OSError as err:
-                raise ImageError(source, f"cannot run {argv[0]}: {err.strerror}") from None
-            self.reaper.track(process.pid)
-        try:
-            async with self.reaper.killed_on_error(process.pid):
-                status = await self.reaper.wait(process.pid)
-        finally:
-            process.returncode = -1  # reaped by the Reaper: Popen must not wait
-        if status.code != 0:
-            output = await anyio.to_thread.run_sync(lambda: log_path.read_text(errors="replace"))
-            raise ImageError(source, skopeo_error(output))
+        await run_skopeo(self.reaper, source, argv, log_path, stdout_path)
 
     async def _check_pinned(self, source: str, landed: str, scratch: Path, authfile: Path | None) -> None:
         """A digest-pinned reference must have landed as that manifest, or as

@@ -129,6 +129,8 @@ def test_socket_group_operates_admin_group_execs(
     assert r.returncode == 1 and r.stderr == f"supctl: image rm {needs_admin}\n", r.stderr
     r = ctl_as(supd, [op.gid], "image", "prune")
     assert r.returncode == 1 and r.stderr == f"supctl: image prune {needs_admin}\n", r.stderr
+    r = ctl_as(supd, [op.gid], "image", "push", "web", "127.0.0.1:5000/web:1")
+    assert r.returncode == 1 and r.stderr.endswith(f"supctl: image push {needs_admin}\n"), r.stderr
     log = supd.daemon_log()
     assert '"command": "exec"' in log or '"command":"exec"' in log, "a refused exec is logged as api_forbidden"
 
