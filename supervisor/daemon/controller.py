@@ -246,6 +246,44 @@ class DaemonController:
             raise ConflictError(f"image prune: {e}") from None
         return removal.to_json()
 
+    async def export_kube(self, name: str, kind: str, namespace: str | None, image: str | None) -> dict[str, Any]:
+        """The unit as its file says it, as manifests (supervisor/kube/export.py);
+        a named user is looked up in its image's /etc/passwd here, where the
+        layers are."""
+        from supervisor.kube.export import ExportError, ExportOptions, export_unit, needs_push, numeric_ids
+
+        u = self._unit(name)
+        unit = u.unit
+        if unit is None:
+            raise ConflictError(f"{name} has an invalid unit file: {u.error}")
+        why = needs_push(unit)
+        if image is None and why is not None:
+            return {"unit": name, "needs_push": why}
+        ids = None
+        if unit.exec.user is not None and numeric_ids(unit.exec.user) is None:
+            ids = await anyio.to_thread.run_sync(self._user_ids, unit, limiter=self._import_threads)
+        try:
+            result = export_unit(unit, ExportOptions(kind, namespace, image), ids)  # type: ignore[arg-type]
+        except ExportError as e:
+            raise BadRequestError(f"kube export {e}") from None
+        return result.to_json()
+
+    def _user_ids(self, unit: Any) -> tuple[int, int] | None:
+        """(uid, gid) of the unit's named user in its root filesystem; None
+        when the layers are not at hand (an image not pulled yet) or lack it."""
+        from supervisor.kube.passwd import lookup_user
+
+        rootfs = unit.rootfs
+        if rootfs is None:
+            return None
+        layers = list(rootfs.layers)
+        if not layers and rootfs.image is not None and self._images is not None:
+            try:
+                layers = self._images.resolve(rootfs.image)
+            except (ImageError, OSError):
+                return None
+        return lookup_user(layers, unit.exec.user)
+
     async def import_image(self, path: str, tag: str) -> dict[str, Any]:
         if self._images is None:
             raise ConflictError("no image store")

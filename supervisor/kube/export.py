@@ -256,7 +256,7 @@ def _security(doc: _Doc, ids: tuple[int, int | None] | None) -> dict[str, Any]:
     found = numeric_ids(spec.user) or ids
     if spec.user is not None:
         if found is None:
-            doc.unmapped("exec", "user", spec.user, "the name is not in the image's /etc/passwd, so it has no uid")
+            doc.unmapped("exec", "user", spec.user, "no uid for the name: not in the image's /etc/passwd, or the image is not pulled yet")
         else:
             uid, gid = found
             security["runAsUser"] = uid
