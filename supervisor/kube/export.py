@@ -131,6 +131,7 @@ def export_unit(unit: Unit, options: ExportOptions = ExportOptions(), ids: tuple
     if unit.unit.description:
         doc.annotations[m.DESCRIPTION_ANNOTATION] = unit.unit.description
     _unit_section(doc)
+    service = _service(doc, name, options.namespace)  # before the annotations are copied
     metadata: dict[str, Any] = {"name": name}
     if options.namespace:
         metadata["namespace"] = options.namespace
@@ -150,7 +151,6 @@ def export_unit(unit: Unit, options: ExportOptions = ExportOptions(), ids: tuple
             },
         }
     documents = [main]
-    service = _service(doc, name, options.namespace)
     if service is not None:
         documents.append(service)
     return KubeExport(unit.name, tuple(documents), tuple(doc.warnings), tuple(doc.comments))

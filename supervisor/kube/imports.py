@@ -140,6 +140,8 @@ class _Pending:
     container_ports: list[tuple[int, str, str]]  # (port, protocol, port name)
     host_network: bool
     published: set[int] = field(default_factory=set)  # container ports with a host port
+    # the keys export kept in annotations: they win over what was mapped
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def import_manifests(text: str, source: str, units_dir: Path) -> KubeImport:
@@ -192,6 +194,8 @@ def import_manifests(text: str, source: str, units_dir: Path) -> KubeImport:
                 warnings.append(f"{p.where}: containerPort {port}/{protocol}: not published (no hostPort or Service), reachable on the container's address only")
         if ports:
             p.sections["rootfs"]["ports"] = ports
+        for section, keys in p.overrides.items():
+            p.sections[section].update(keys)
     units = tuple(_render(p, source, units_dir) for p in pending)
     return KubeImport(units, tuple(warnings))
 
@@ -330,9 +334,7 @@ def _pod(spec: _Node, metadata: _Node, name: str, labels: dict[str, str], annota
             container.warn("name", "an init container becomes a unit the next ones start after: supd starts them once it runs, not once it has finished")
             previous = unit_name
         ports = _container(container, sections, pod_security, volumes)
-        for section, keys in unmapped.items():
-            sections[section].update(keys)
-        found.append(_Pending(unit_name, spec.where, sections, labels, ports, host_network))
+        found.append(_Pending(unit_name, spec.where, sections, labels, ports, host_network, overrides=unmapped))
     return found
 
 
