@@ -498,7 +498,7 @@ def _resources(c: _Node, resources: dict[str, Any]) -> None:
                 continue
             try:
                 if name == "memory":
-                    resources[memory_key] = max(1, int(m.parse_quantity(raw)))
+                    resources[memory_key] = m.size_text(max(1, int(m.parse_quantity(raw))))
                 elif part == "limits":
                     resources[cpu_key] = m.percent_from_millicores(max(1, m.millicores(raw)))
                 else:
@@ -622,7 +622,7 @@ def _mounts(c: _Node, rootfs: dict[str, Any], volumes: dict[str, _Volume]) -> No
                 bind["readonly"] = True
             binds.append(bind)
         else:
-            options = [f"size={volume.size}"] if volume.size else []
+            options = [f"size={m.size_text(volume.size)}"] if volume.size else []
             if readonly:
                 options.append("ro")
             tmpfs.append(target + (":" + ",".join(options) if options else ""))

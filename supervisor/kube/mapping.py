@@ -91,6 +91,15 @@ def memory_quantity(size: int) -> str:
     return str(size)
 
 
+def size_text(size: int) -> str | int:
+    """Bytes as a unit file writes a size: 134217728 → "128M" (base 1024, as
+    units/values.py reads it); bytes as a number when no unit divides them."""
+    for suffix, unit in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return size
+
+
 def cpu_quota_quantity(quota: float) -> str:
     """A fraction of one CPU as millicores: 0.5 → "500m" (at least 1m)."""
     return f"{max(1, round(quota * 1000))}m"

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from supervisor.api.client import Client
+from supervisor.api.routes import export_kube_path
 from tests.e2e.conftest import Supd, wait_for
 from tests.helpers.busybox import make_busybox_rootfs
 from tests.helpers.oci import BuiltImage, build_busybox_image
@@ -113,6 +115,13 @@ def test_a_unit_from_layers_needs_push(supd: Supd, tmp_path: Path) -> None:
     r = supd.ctl("export", "kube", "lay", "--push", "127.0.0.1:1")
     assert r.returncode == 1 and r.stdout == ""
     assert "pushing lay to 127.0.0.1:1/lay:latest" in r.stderr
+    # what --push asks once the image is pushed: the unit run from that reference
+    pushed = "127.0.0.1:5000/lay:latest@sha256:" + "0" * 64
+    with Client(supd.socket) as client:
+        answer = client.call("GET", export_kube_path("lay", "pod", None, pushed))
+    container = answer["documents"][0]["spec"]["containers"][0]
+    assert container["image"] == pushed and container["command"] == ["/bin/sleep", "1d"]
+    validate(answer["documents"])
     r = supd.ctl("export", "kube", "nope")
     assert r.returncode == 4 and "no such unit: nope" in r.stderr
 
