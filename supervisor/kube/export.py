@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from supervisor.kube import mapping as m
+from supervisor.rootfs.oci import ImageConfig
+from supervisor.units.imageconfig import ImageConfigError, health_from_image
 from supervisor.units.model import (
     FreezeSpec,
     HealthSpec,
@@ -110,9 +112,17 @@ class _Doc:
         self.warn(f"[{section}].{key}", f"{why}; kept as annotation {m.UNMAPPED_PREFIX}{section}.{key}")
 
 
-def export_unit(unit: Unit, options: ExportOptions = ExportOptions(), ids: tuple[int, int | None] | None = None) -> KubeExport:
+def export_unit(
+    unit: Unit,
+    options: ExportOptions = ExportOptions(),
+    ids: tuple[int, int | None] | None = None,
+    image_config: ImageConfig | None = None,
+) -> KubeExport:
     """The manifests for `unit`. `ids`: the (uid, gid) a named `[exec].user`
-    has in the image's passwd (None when it is numeric, unset or unknown)."""
+    has in the image's passwd (None when it is numeric, unset or unknown).
+    `image_config`: its image's config, when the image is in the store: a
+    Healthcheck there becomes the probe (Kubernetes runs no image's
+    Healthcheck); the rest of the config the cluster's runtime applies itself."""
     if options.kind not in KINDS:
         raise ExportError(f"{unit.name}: kind: expected pod or deployment, got {options.kind!r}")
     if unit.rootfs is None:
@@ -121,6 +131,9 @@ def export_unit(unit: Unit, options: ExportOptions = ExportOptions(), ids: tuple
     if image is None:
         raise ExportError(f"{unit.name}: {needs_push(unit)}: export it with --push REGISTRY to push it first")
     doc = _Doc(unit)
+    if unit.health is None and image_config is not None and image_config.healthcheck is not None:
+        unit = _with_image_health(doc, unit, image_config)
+        doc.unit = unit
     name = m.kube_name(unit.name)
     container = _container(doc, name, image, ids)
     pod_spec = _pod_spec(doc, container, options.kind)
@@ -154,6 +167,21 @@ def export_unit(unit: Unit, options: ExportOptions = ExportOptions(), ids: tuple
     if service is not None:
         documents.append(service)
     return KubeExport(unit.name, tuple(documents), tuple(doc.warnings), tuple(doc.comments))
+
+
+def _with_image_health(doc: _Doc, unit: Unit, config: ImageConfig) -> Unit:
+    from dataclasses import replace
+
+    assert config.healthcheck is not None
+    try:
+        health = health_from_image(config.healthcheck, f"{unit.name}: image")
+    except ImageConfigError as exc:
+        doc.warn("[health]", f"the image's Healthcheck cannot be a probe: {exc}")
+        return unit
+    if health is None:
+        return unit
+    doc.warn("[health]", "the image's Healthcheck, which Kubernetes does not run, is the probe")
+    return replace(unit, health=health)
 
 
 def _unit_section(doc: _Doc) -> None:

@@ -320,3 +320,23 @@ def test_a_unit_with_everything_at_once_round_trips() -> None:
     validate(exported.documents)
     # every key there is either in the manifest or named by a warning
     assert len(exported.warnings) >= 15
+
+
+def test_the_images_healthcheck_becomes_the_probe() -> None:
+    from supervisor.rootfs.oci import Healthcheck, ImageConfig
+
+    config = ImageConfig(healthcheck=Healthcheck(("CMD-SHELL", "pgrep httpd"), interval_ns=5_000_000_000, retries=2))
+    unit = unit_of("")
+    exported = export_unit(unit, ExportOptions(), image_config=config)
+    validate(exported.documents)
+    check_probe(exported, "readinessProbe", ["/bin/sh", "-c", "pgrep httpd"], 5, 30, 2)  # docker's checks only report
+    assert "app: [health]: the image's Healthcheck, which Kubernetes does not run, is the probe" in exported.warnings
+    # the unit's own [health] wins; "NONE" turns the image's off
+    own = export_unit(unit_of('[health]\ncommand = ["true"]'), ExportOptions(), image_config=config)
+    assert container(own)["readinessProbe"]["exec"]["command"] == ["true"]
+    off = export_unit(unit, ExportOptions(), image_config=ImageConfig(healthcheck=Healthcheck(("NONE",))))
+    assert "readinessProbe" not in container(off) and "livenessProbe" not in container(off)
+    # imported back, the probe is the unit's own [health]: the same manifest
+    text = "---\n".join(yaml.safe_dump(d) for d in exported.documents)
+    again = parse.parse_unit("app", tomllib.loads(import_manifests(text, "x.yaml", UNITS_DIR).units[0].text), UNITS_DIR / "app.toml")
+    assert export_unit(again, ExportOptions(), image_config=config).documents == exported.documents
