@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from supervisor.api.client import Client
-from supervisor.api.routes import export_kube_path
+from supervisor.api.routes import ROUTES, export_kube_path
 from tests.e2e.conftest import Supd, wait_for
 from tests.helpers.busybox import make_busybox_rootfs
 from tests.helpers.oci import BuiltImage, build_busybox_image
@@ -156,3 +156,36 @@ def test_a_named_user_is_looked_up_in_the_pulled_image(supd: Supd, registry: Reg
     security = documents[0]["spec"]["containers"][0]["securityContext"]
     assert (security["runAsUser"], security["runAsGroup"]) == (1000, 1000)  # app in the image's /etc/passwd
     assert "named: [exec].user: the name is uid 1000 gid 1000 in the image's /etc/passwd" in warnings
+
+
+HAS_PUSH = any(route.pattern == "/v1/images/push" for route in ROUTES)
+
+
+@pytest.mark.skipif(not HAS_PUSH, reason="supctl image push (issue 15, part 2) is not on this branch")
+def test_export_push_then_import_runs_the_pushed_image(supd: Supd, registry: Registry, tmp_path: Path) -> None:
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")
+    supd.write_unit("lay", f'[unit]\nenabled = false\n[exec]\ncommand = ["/bin/sleep", "1d"]\n[rootfs]\nlayers = ["{rootfs}"]\nwritable = "ephemeral"\n')
+    supd.start()
+    supd.wait_state("lay", "inactive")
+    text, warnings = export(supd, "lay", "--push", registry.host, "--tls-verify", "false")
+    assert f"pushing lay to {registry.host}/lay:latest" in warnings
+    documents = [d for d in yaml.safe_load_all(text) if d]
+    validate(documents)
+    image = documents[0]["spec"]["containers"][0]["image"]
+    assert image.startswith(f"{registry.host}/lay:latest@sha256:")
+    # the same layers pushed again: the same digest (content-addressed)
+    again, _ = export(supd, "lay", "--push", registry.host, "--tls-verify", "false")
+    assert again == text
+    # back as a unit of the pushed image, which supd pulls and runs
+    manifest = tmp_path / "lay.yaml"
+    manifest.write_text(text)
+    (supd.units / "lay.toml").unlink()
+    wait_for(lambda: supd.ctl("status", "lay").returncode == 4, what="lay forgotten")
+    r = supd.ctl("import", "kube", str(manifest))
+    assert r.returncode == 0, r.stderr
+    supd.wait_state("lay", "inactive")
+    r = supd.ctl("start", "lay", timeout=120)
+    assert r.returncode == 0, r.stderr
+    st = supd.wait_state("lay", "running", "failed", timeout=60)
+    assert st["state"] == "running", st
+    supd.ctl("stop", "lay")
