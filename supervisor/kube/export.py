@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from supervisor.kube import mapping as m
@@ -139,7 +139,10 @@ def export_unit(
     pod_spec = _pod_spec(doc, container, options.kind)
     labels = {m.UNIT_LABEL: name}
     if unit.unit.slice is not None:
-        labels[m.SLICE_LABEL] = unit.unit.slice
+        if len(unit.unit.slice) <= m.MAX_LABEL_VALUE:
+            labels[m.SLICE_LABEL] = unit.unit.slice
+        else:
+            doc.unmapped("unit", "slice", unit.unit.slice, f"a label value has at most {m.MAX_LABEL_VALUE} characters")
     doc.annotations[m.UNIT_ANNOTATION] = unit.name
     if unit.unit.description:
         doc.annotations[m.DESCRIPTION_ANNOTATION] = unit.unit.description
@@ -170,8 +173,6 @@ def export_unit(
 
 
 def _with_image_health(doc: _Doc, unit: Unit, config: ImageConfig) -> Unit:
-    from dataclasses import replace
-
     assert config.healthcheck is not None
     try:
         health = health_from_image(config.healthcheck, f"{unit.name}: image")

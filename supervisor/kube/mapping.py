@@ -21,6 +21,7 @@ DESCRIPTION_ANNOTATION: Final = "supd.dev/description"
 UNMAPPED_PREFIX: Final = "supd.dev/unmapped-"
 UNIT_LABEL: Final = "supd.dev/unit"
 SLICE_LABEL: Final = "supd.dev/slice"
+MAX_LABEL_VALUE: Final = 63
 # Multus' annotation for extra networks: a unit has exactly one network
 NETWORKS_ANNOTATION: Final = "k8s.v1.cni.cncf.io/networks"
 

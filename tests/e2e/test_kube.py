@@ -38,6 +38,7 @@ ports = ["18080:80"]
 [resources]
 memory_max = "64M"
 cpu_weight = 50
+cpuset = "0"
 [restart]
 policy = "on-failure"
 [stop]
@@ -68,6 +69,7 @@ def test_export_import_export_through_supd(supd: Supd, tmp_path: Path) -> None:
     assert documents[1]["spec"]["ports"][0]["port"] == 18080
     assert "supctl: warning: web: [unit].enabled: a pod always starts once created" in warnings
     assert "supctl: warning: web: [rootfs].writable: a container's root is ephemeral" in warnings
+    assert first.startswith("# web: cpuset 0: pinning is the kubelet's CPU manager")
 
     deployment, _ = export(supd, "web", "--kind", "deployment", "--namespace", "shop")
     documents = [d for d in yaml.safe_load_all(deployment) if d]

@@ -301,6 +301,14 @@ def test_namespace_and_names_kubernetes_accepts() -> None:
     assert annotations(exported)[m.UNIT_ANNOTATION] == "my_app.v2"
 
 
+def test_a_slice_too_long_for_a_label_is_kept_as_an_annotation() -> None:
+    long = "s" * 64
+    exported = round_trip(unit_of(f'[unit]\nslice = "{long}"'), ExportOptions())
+    validate(exported.documents)
+    assert m.SLICE_LABEL not in exported.documents[0]["metadata"]["labels"]
+    assert unmapped(exported, "unit.slice") == long
+
+
 def test_a_unit_with_everything_at_once_round_trips() -> None:
     toml = "\n".join(t for _k, t, _c in EXAMPLES if "policy" not in t and "seccomp" not in t and "network" not in t)
     data: dict[str, Any] = {}
