@@ -59,6 +59,8 @@ ROUTE_NEEDS: Mapping[str, Need] = {
     # removal deletes what other units may be about to start from
     "remove_image": Need(Level.ADMIN, "image rm"),
     "prune_images": Need(Level.ADMIN, "image prune"),
+    # the manifests carry the unit's environment, which may hold secrets
+    "export_kube": Need(Level.ADMIN, "kube export"),
 }
 UNKNOWN_ROUTE = Need(Level.ADMIN, "this request")
 

@@ -171,6 +171,12 @@ class Controller(Protocol):
 
     async def prune_images(self) -> dict: ...
 
+    async def export_kube(self, name: str, kind: str, namespace: str | None, image: str | None) -> dict:
+        """The unit as Kubernetes manifests: {"unit", "documents", "warnings",
+        "comments"}, or {"unit", "needs_push": why} when its root filesystem is
+        not in a registry and no `image` was given."""
+        ...
+
 
 
 
@@ -384,6 +390,35 @@ def parse_remove_image_body(body: Any) -> RemoveImageRequest:
     if not isinstance(ref, str) or not ref:
         raise BadRequestError(f'{what}.ref: expected "DIR:TAG" or a digest "sha256:<hex>", got {ref!r}')
     return RemoveImageRequest(ref)
+
+
+KUBE_KINDS = ("pod", "deployment")
+# DNS-1123 label, what a Kubernetes namespace is
+KUBE_NAMESPACE_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class ExportKubeQuery:
+    kind: str = "pod"
+    namespace: str | None = None
+    image: str | None = None  # a pushed image to run instead of the unit's own
+
+
+def parse_export_kube_query(query: Mapping[str, str]) -> ExportKubeQuery:
+    what = "kube export"
+    unknown = set(query) - {"kind", "namespace", "image"}
+    if unknown:
+        raise BadRequestError(f"{what}: unknown query parameters {sorted(unknown)}; expected kind, namespace, image")
+    kind = query.get("kind") or "pod"
+    if kind not in KUBE_KINDS:
+        raise BadRequestError(f"{what}: kind: expected pod or deployment, got {kind!r}")
+    namespace = query.get("namespace") or None
+    if namespace is not None and not KUBE_NAMESPACE_RE.fullmatch(namespace):
+        raise BadRequestError(f"{what}: namespace: expected a DNS label (a-z, 0-9, inner dashes, at most 63), got {namespace!r}")
+    image = query.get("image") or None
+    if image is not None and (len(image) > 1024 or any(c.isspace() for c in image)):
+        raise BadRequestError(f"{what}: image: expected an image reference, got {image[:100]!r}")
+    return ExportKubeQuery(kind, namespace, image)
 
 
 def parse_signal_message(line: bytes) -> int:

@@ -71,6 +71,8 @@ ROUTES: tuple[Route, ...] = (
     Route("unit_status", "GET", "/v1/units/{name}"),
     Route("logs", "GET", "/v1/units/{name}/logs", streams=True),
     Route("exec", "POST", "/v1/units/{name}/exec", has_body=True, upgrade=True),
+    # ?kind=pod|deployment&namespace=NS&image=REF: the unit as Kubernetes manifests (supervisor/kube)
+    Route("export_kube", "GET", "/v1/units/{name}/kube"),
     Route("command", "POST", "/v1/units/{name}/{verb}"),
     Route("reload", "POST", "/v1/reload"),
     Route("events", "GET", "/v1/events", streams=True),
@@ -91,6 +93,15 @@ def logs_path(name: str, n: int, follow: bool) -> str:
 
 def events_path(n: int, follow: bool) -> str:
     return ROUTES_BY_COMMAND["events"].path() + f"?n={int(n)}&follow={int(follow)}"
+
+
+def export_kube_path(name: str, kind: str, namespace: str | None, image: str | None) -> str:
+    query = f"?kind={quote_segment(kind)}"
+    if namespace:
+        query += f"&namespace={quote_segment(namespace)}"
+    if image:
+        query += f"&image={quote_segment(image)}"
+    return ROUTES_BY_COMMAND["export_kube"].path(name=name) + query
 
 
 def command_path(name: str, verb: str) -> str:

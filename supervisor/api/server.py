@@ -391,6 +391,9 @@ class _Connection:
             removing = commands.parse_remove_image_body(commands.parse_json_body(body))
             log.info("api_image_rm", ref=removing.ref, uid=self.peer.uid if self.peer else None)
             result = await c.remove_image(removing.ref)
+        elif command == "export_kube":
+            query = commands.parse_export_kube_query(req.query)
+            result = await c.export_kube(name, query.kind, query.namespace, query.image)
         elif command == "prune_images":
             log.info("api_image_prune", uid=self.peer.uid if self.peer else None)
             result = await c.prune_images()

@@ -363,6 +363,75 @@ def find_image(images: list[dict[str, Any]], ref: str, action: str = "image insp
     raise UsageError(f'{action}: no image "{ref}" in the store (supctl image list shows what is there)')
 
 
+# supctl image push's route (its own helper's; the same daemon answers both)
+PUSH_PATH = "/v1/images/push"
+
+
+def cmd_export(client: Client, args: argparse.Namespace, out: Output) -> int:
+    """Every unit's manifests first, then all of them at once: one unit that
+    cannot be exported prints nothing (no half a cluster's worth of YAML)."""
+    results: list[dict[str, Any]] = []
+    for name in args.units:
+        result = client.call("GET", routes.export_kube_path(name, args.kind, args.namespace, None))
+        if "needs_push" in result:
+            if not args.push:
+                raise UsageError(f"export kube {name}: {result['needs_push']}: use --push REGISTRY to push it to a registry first")
+            destination = f"{args.push.rstrip('/')}/{name}:latest"
+            body: dict[str, Any] = {"source": name, "destination": destination}
+            if args.tls_verify is not None:
+                body["tls_verify"] = args.tls_verify == "true"
+            sys.stderr.write(f"pushing {name} to {destination}\n")
+            pushed = client.call("POST", PUSH_PATH, body)
+            image = f"{destination}@{pushed['digest']}"
+            result = client.call("GET", routes.export_kube_path(name, args.kind, args.namespace, image))
+        results.append(result)
+    for result in results:
+        for warning in result.get("warnings", ()):
+            out.stderr.write(f"supctl: warning: {warning}\n")
+    if args.json:
+        out.json(results)
+        return EXIT_OK
+    import yaml  # export and import alone need it
+
+    for result in results:
+        for comment in result.get("comments", ()):
+            out.write(f"# {comment}\n")
+        for document in result["documents"]:
+            out.write("---\n" + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True))
+    return EXIT_OK
+
+
+def cmd_import(client: Client, args: argparse.Namespace, out: Output) -> int:
+    from pathlib import Path
+
+    from supervisor.kube.imports import KubeImportError, import_manifests, write_units
+
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        out.error(f"import kube {args.file}: {getattr(e, 'strerror', None) or e}")
+        return EXIT_ERROR
+    if args.units is not None:
+        units_dir = Path(args.units).absolute()
+    else:
+        units_dir = Path(client.call("GET", routes.ROUTES_BY_COMMAND["info"].path())["units_dir"])
+    try:
+        result = import_manifests(text, args.file, units_dir)
+        for warning in result.warnings:
+            out.stderr.write(f"supctl: warning: {warning}\n")
+        written = write_units(result.units, units_dir)
+    except KubeImportError as e:
+        out.error(f"import kube: {e}")
+        return EXIT_ERROR
+    if args.json:
+        out.json({"units": [u.name for u in result.units], "files": [str(p) for p in written], "warnings": list(result.warnings)})
+    else:
+        for path in written:
+            out.write(f"wrote {path}\n")
+    return EXIT_OK
+
+
 def cmd_info(client: Client, args: argparse.Namespace, out: Output) -> int:
     info = client.call("GET", routes.ROUTES_BY_COMMAND["info"].path())
     if args.json:
@@ -495,6 +564,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     image_sub.add_parser(
         "prune", parents=[common], help="remove layers no image or unit uses and stale temp dirs (root or admin_group only)"
     )
+    p = add("export", cmd_export, "print units as Kubernetes manifests (root or admin_group only)")
+    export_sub = p.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
+    kube = export_sub.add_parser(
+        "kube", parents=[common], help="a Pod or Deployment per unit, plus a Service for published ports; warnings on stderr"
+    )
+    kube.add_argument("units", nargs="+", metavar="UNIT")
+    kube.add_argument("--kind", choices=("pod", "deployment"), default="pod", help="the workload each unit becomes (default: pod)")
+    kube.add_argument("--namespace", metavar="NS", help="metadata.namespace of every manifest (default: none, kubectl's current)")
+    kube.add_argument(
+        "--push", metavar="REGISTRY",
+        help="push units whose root filesystem is not in a registry to REGISTRY/UNIT:latest first (default: such a unit is an error)",
+    )  # fmt: skip
+    kube.add_argument(
+        "--tls-verify", choices=("true", "false"), help="verify the registry's TLS certificate when pushing (default: supd's push default)"
+    )
+    p = add("import", cmd_import, "turn Kubernetes manifests into unit files")
+    import_sub = p.add_subparsers(dest="import_format", metavar="FORMAT", required=True)
+    kube = import_sub.add_parser(
+        "kube", parents=[common], help="Pods and Deployments (and Services for their ports) in FILE.yaml as unit files; warnings on stderr"
+    )
+    kube.add_argument("file", metavar="FILE.yaml")
+    kube.add_argument("--units", metavar="DIR", help="the folder to write the unit files in (default: supd's units_dir)")
     add("info", cmd_info, "show supd's configuration and host")
     return parser
 

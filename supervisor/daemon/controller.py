@@ -248,6 +248,47 @@ class DaemonController:
             raise ConflictError(f"image prune: {e}") from None
         return removal.to_json()
 
+    async def export_kube(self, name: str, kind: str, namespace: str | None, image: str | None) -> dict[str, Any]:
+        """The unit as its file says it, as manifests (supervisor/kube/export.py);
+        a named user is looked up in its image's /etc/passwd here, where the
+        layers are."""
+        from supervisor.kube.export import ExportError, ExportOptions, export_unit, needs_push
+
+        u = self._unit(name)
+        unit = u.unit
+        if unit is None:
+            raise ConflictError(f"{name} has an invalid unit file: {u.error}")
+        why = needs_push(unit)
+        if image is None and why is not None:
+            return {"unit": name, "needs_push": why}
+        ids, config = await anyio.to_thread.run_sync(self._export_facts, unit, limiter=self._import_threads)
+        try:
+            result = export_unit(unit, ExportOptions(kind, namespace, image), ids, config)  # type: ignore[arg-type]
+        except ExportError as e:
+            raise BadRequestError(f"kube export {e}") from None
+        return result.to_json()
+
+    def _export_facts(self, unit: Any) -> tuple[tuple[int, int] | None, Any]:
+        """(the uid and gid of the unit's named user in its root filesystem,
+        its image's config); each None when not at hand (an image not pulled
+        yet, no such user). Blocking: reads the store and the layers."""
+        from supervisor.kube.export import numeric_ids
+        from supervisor.kube.passwd import lookup_user
+
+        rootfs = unit.rootfs
+        if rootfs is None:
+            return None, None
+        layers, config = list(rootfs.layers), None
+        if rootfs.image is not None and self._images is not None:
+            try:
+                stored = self._images.image(rootfs.image)
+                layers, config = [self._images.layer_path(layer) for layer in stored.layers], stored.config
+            except (ImageError, OSError):
+                pass
+        user = unit.exec.user
+        ids = lookup_user(layers, user) if user is not None and numeric_ids(user) is None else None
+        return ids, config
+
     async def import_image(self, path: str, tag: str) -> dict[str, Any]:
         if self._images is None:
             raise ConflictError("no image store")
