@@ -6,7 +6,7 @@ with a short banner printed once supd says it is ready.
 The banner waits for supd's own ready notification (sd_notify's READY=1, the
 one systemd waits for with Type=notify): a small listener process, in a
 session of its own (so Ctrl-C reaches supd only), receives supd's
-notifications on .run/notify.sock until supd exits. This process then execs
+notifications on .run/notify-<pid>.sock until supd exits. This process then execs
 supd, which keeps its pid, its terminal and its signals.
 """
 
@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prepare  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-NOTIFY_SOCKET = REPO / ".run" / "notify.sock"
+# one per supd: a second `make run` (refused by the first's cgroup root lock)
+# must not take the first one's socket away
+NOTIFY_SOCKET = REPO / ".run" / f"notify-{os.getpid()}.sock"
 BANNER = """\
 supd is running on units/; in another terminal:
     supctl list
