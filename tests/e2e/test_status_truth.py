@@ -56,6 +56,10 @@ def test_oom_kills_per_run_and_in_all(supd: Supd, tmp_path) -> None:  # type: ig
     again = supd.wait_state("hog", "running", timeout=30)
     assert again["oom_kills"] == 0 and again["oom_kills_total"] == first, again
     assert isinstance(again["resources"]["oom_kills"], int)
+    supd.stop()  # the total carries over a supd restart, as restarts do
+    supd.start()
+    resumed = supd.wait_state("hog", "running", timeout=30)
+    assert resumed["oom_kills_total"] == first and resumed["restarts"] == 1, resumed
 
 
 def test_a_start_after_failed_is_a_start_not_a_restart(supd: Supd) -> None:
