@@ -166,7 +166,8 @@ def render_status(
     description = status.get("description")
     lines = [f"{_bullet(state, color)} {title}" + (f" - {description}" if description else "")]
     # enabled is null for an invalid file: whether it enables the unit is unknown
-    enabled = {True: "; enabled", False: "; disabled"}.get(status.get("enabled"), "")  # type: ignore[arg-type]
+    enabled = status.get("enabled")
+    enabled = "" if enabled is None else "; enabled" if enabled else "; disabled"
     loaded = "error" if state == "error" else "loaded"
     lines.append(_label("Loaded", f"{loaded} ({file}{enabled})" if file else loaded))
     active = active_line(status, now)
