@@ -40,8 +40,8 @@ define quietly
 endef
 
 # The venv runs supd from this checkout (an editable install). Its
-# bin/supctl is then replaced by a launcher that starts in a third of the
-# time (no site, no editable import hook: examples/install_supctl.py).
+# bin/supctl is then replaced by a launcher that skips site and so the
+# editable install's import hook (examples/install_supctl.py, bench/README).
 $(VENV)/.installed: pyproject.toml examples/install_supctl.py
 	$(call quietly,$(PYTHON) -m venv $(VENV))
 	@echo "installing supd into $(VENV)"
