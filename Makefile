@@ -10,9 +10,10 @@ PY := $(VENV)/bin/python
 # `make run`: what supd needs at run time, and the README's tour (curl).
 # libseccomp2: supd compiles seccomp filters with it; tini: `init = true`;
 # containernetworking-plugins, iptables: the CNI plugins of container
-# networks; skopeo: image pulls; busybox-static: the examples' rootfs.
+# networks; skopeo (with ca-certificates, which it only recommends):
+# image pulls; busybox-static: the examples' rootfs.
 RUN_PACKAGES := python3-venv libseccomp2 busybox-static tini \
-                containernetworking-plugins iptables skopeo curl
+                containernetworking-plugins iptables skopeo ca-certificates curl
 # `make test`, on top of RUN_PACKAGES: the peers the tests compare with,
 # systemd for the sandbox tier, gcc and libc6-dev for the static C probes,
 # a registry for the pull tests, pandoc, man-db, zsh and fish for the man
