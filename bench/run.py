@@ -3,7 +3,7 @@
     sudo python3 bench/run.py [--only NAME ...] [--quick]      (or: make bench)
 
 Needs root (cgroups, namespaces, overlay mounts) and, for the side-by-side
-figures, crun, runc, podman and umoci (`make setup` installs them); a missing
+figures, crun, runc, podman and umoci (`make bench` installs them); a missing
 peer is left out of the tables. About 6 minutes on a 2-core VM. Not part of
 the test suite: these are figures, not pass/fail checks.
 """

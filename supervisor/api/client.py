@@ -21,13 +21,25 @@ if TYPE_CHECKING:
 
 DEFAULT_SOCKET = "/run/supd/supd.sock"  # a str: pathlib costs supctl several ms to import
 SOCKET_ENV = "SUPD_SOCKET"
+# A checkout's supctl (the launcher `make setup` writes, examples/install_supctl.py)
+# sets this to the socket of that checkout's `make run` supd: the fallback when
+# no packaged supd's socket exists, so `supctl` finds the dev supd unexported.
+CHECKOUT_SOCKET: str | None = None
 RECEIVE_SIZE = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _UNREACHABLE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR)
 
 
 def default_socket_path() -> str:
-    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    """$SUPD_SOCKET; else /run/supd/supd.sock when it exists (a packaged supd
+    always wins); else a checkout's own socket when it exists; else the default
+    (whose absence the error then names)."""
+    chosen = os.environ.get(SOCKET_ENV)
+    if chosen:
+        return chosen
+    if CHECKOUT_SOCKET and not os.path.exists(DEFAULT_SOCKET) and os.path.exists(CHECKOUT_SOCKET):
+        return CHECKOUT_SOCKET
+    return DEFAULT_SOCKET
 
 
 class ClientError(Exception):

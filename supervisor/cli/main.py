@@ -493,7 +493,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     about as long as supd takes to answer `list`)."""
     common = _Parser(add_help=False)
     # SUPPRESS: the flag may come before or after the command without one hiding the other.
-    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET, else /run/supd/supd.sock)")
+    common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET, else /run/supd/supd.sock; "
+                        "a checkout's supctl falls back to its .run/runtime/supd.sock)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts (default: off)")
     common.add_argument(
         "--no-color", action="store_true", default=argparse.SUPPRESS,

@@ -165,9 +165,11 @@ def render_status(
     title = (file.rsplit("/", 1)[-1] if file else f"{name}.toml")
     description = status.get("description")
     lines = [f"{_bullet(state, color)} {title}" + (f" - {description}" if description else "")]
-    enabled = "enabled" if status.get("enabled") else "disabled"
+    # enabled is null for an invalid file: whether it enables the unit is unknown
+    enabled = status.get("enabled")
+    enabled = "" if enabled is None else "; enabled" if enabled else "; disabled"
     loaded = "error" if state == "error" else "loaded"
-    lines.append(_label("Loaded", f"{loaded} ({file}; {enabled})" if file else loaded))
+    lines.append(_label("Loaded", f"{loaded} ({file}{enabled})" if file else loaded))
     active = active_line(status, now)
     wording = ACTIVE_WORDING.get(state, state)
     if color and active.startswith(wording):
@@ -214,8 +216,12 @@ def render_status(
         lines.append(_label("Memory", human_size(resources["memory_current"]) + (f" ({', '.join(extra)})" if extra else "")))
     if resources.get("cpu_usage_ns") is not None:
         lines.append(_label("CPU", human_cpu(resources["cpu_usage_ns"])))
-    if resources.get("oom_kills") is not None:
-        lines.append(_label("OOM kills", str(resources["oom_kills"])))
+    oom, total = status.get("oom_kills"), status.get("oom_kills_total")
+    if oom is None:  # a supd from before the per-run count
+        oom = resources.get("oom_kills")
+    if oom is not None and (oom or total or resources.get("memory_current") is not None):
+        # this run's (or the last run's, once it ended), then every run's
+        lines.append(_label("OOM kills", f"{oom}" + (f" (total: {total})" if total is not None else "")))
     for warning in status.get("warnings") or []:
         lines.append(_label("Warning", str(warning)))
     if status.get("cgroup"):

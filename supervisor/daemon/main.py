@@ -333,6 +333,8 @@ class Daemon:
             process=restore.PROCESS[adoption.verdict],
         )
         log.info("unit_resumed", unit=u.name, action=plan.action, why=plan.why)
+        if resume.same_boot(record.boot_id, self.boot_id):  # a reboot starts the count again, as restarts'
+            u.oom_kills_earlier = restore.recorded_oom_kills(record)
         unit = u.unit
         if plan.action == "adopt" and unit is not None:
             if "userns" in record.extra:  # before any start can allocate ids

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -73,8 +73,23 @@ def record_for(u: UnitRun, boot_id: str, launch: tuple[int, CgroupRef | None] | 
         resources=asdict(u.unit.resources) if (u.unit is not None and pid) else None,
         error=u.error if state == UnitState.FAILED else None,
         # a re-adopting supd claims the ids of the process it takes over
-        extra={"userns": u.userns.to_json()} if u.userns is not None else {},
+        extra=_extra(u),
     )
+
+
+def _extra(u: UnitRun) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if u.userns is not None:
+        extra["userns"] = u.userns.to_json()
+    total = u.oom_kills_earlier + u.oom_kills_run
+    if total:  # carried over, like restarts (docs/supctl.md, "Status object")
+        extra["oom_kills"] = total
+    return extra
+
+
+def recorded_oom_kills(record: UnitRecord) -> int:
+    value = record.extra.get("oom_kills", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def definition_it_ran_on(unit: Unit, record: UnitRecord) -> Unit | None:
@@ -112,6 +127,7 @@ def adoption_key(record: UnitRecord) -> tuple[object, ...]:
         record.shutdown_stopped,
         record.error,
         repr(record.extra.get("userns")),  # the id block a re-adopting supd must claim
+        record.extra.get("oom_kills"),
     )
 
 

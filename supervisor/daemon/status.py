@@ -67,6 +67,9 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
     last_exit = None
     if u.last_exit is not None:
         last_exit = {"code": u.last_exit.code, "signal": _signal_name(u.last_exit.signal), "reason": u.last_exit.reason}
+    # A live scope's counter brings the run's count up to date; once it
+    # ended, the count read as it ended stays (its scope is gone).
+    oom_run = u.ooms_now(stats.oom_kills if stats is not None and u.cgroup is not None else None)
     status: dict[str, Any] = {
         "name": u.name,
         "state": u.state.value,
@@ -86,8 +89,11 @@ def unit_status(u: UnitRun, driver: CgroupDriver | None, *, detail: bool = True)
             "pids_current": stats.pids_current if stats else None,
             "oom_kills": stats.oom_kills if stats else None,
         },
+        "oom_kills": oom_run,
+        "oom_kills_total": u.oom_kills_earlier + oom_run,
         "description": unit.unit.description if unit else "",
-        "enabled": unit.unit.enabled if unit else False,
+        # null: the file is invalid, so whether it enables the unit is unknown
+        "enabled": unit.unit.enabled if unit else None,
         # {"network", "address", "addresses", "ports"} while on a CNI network, else null
         "network": u.network.to_json() if u.network is not None else None,
     }

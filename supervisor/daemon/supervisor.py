@@ -147,7 +147,8 @@ class Supervisor:
         before, u.life = u.life, step.life
         fields = _event_fields(step)
         if step.life.state is not before.state or step.again:
-            u.since = time.time()
+            if not (before.state in _ACTIVE and step.life.state in _ACTIVE):
+                u.since = time.time()  # a freeze or thaw is no new run: uptime counts on
             if step.life.state in (UnitState.FAILED, UnitState.ERROR) and step.life.error:
                 fields.setdefault("error", step.life.error)
             self.events.emit(u.name, step.life.state.value, step.life.reason, **fields)
@@ -540,7 +541,7 @@ class Supervisor:
                 u.cgroup, u.warnings = ref, tuple(warnings)
                 for w in warnings:
                     log.warning("cgroup_limit_not_applied", unit=unit.name, warning=w)
-                u.oom_kills_at_start = self.driver.stats(ref).oom_kills or 0
+                u.new_run_ooms(self.driver.stats(ref).oom_kills or 0)
             if self.on_launch is not None:
                 await self.on_launch(u, pending.pid, ref)
             await pending.go()
@@ -646,7 +647,7 @@ class Supervisor:
         if u.cgroup is not None and self.driver is not None:
             try:
                 stats = self.driver.stats(u.cgroup)
-                u.oom_kills_at_start = stats.oom_kills or 0
+                u.new_run_ooms(stats.oom_kills or 0)
                 if stats.frozen:
                     frozen_by = u.life.freeze_reason or "user"
                     u.frozen = True
@@ -772,14 +773,15 @@ class Supervisor:
         _kill_quietly(pid, sig)
 
     def _classify(self, u: UnitRun, status: ExitStatus) -> ExitStatus:
-        """Turn a SIGKILL into `oom-kill` when the scope's OOM counter moved."""
-        if u.cgroup is None or self.driver is None or status.signal != signal.SIGKILL:
+        """Count the run's OOM kills off its scope (before the scope goes), and
+        turn a SIGKILL into `oom-kill` when the counter moved."""
+        if u.cgroup is None or self.driver is None:
             return status
         try:
-            kills = self.driver.stats(u.cgroup).oom_kills or 0
+            kills = u.run_ended_ooms(self.driver.stats(u.cgroup).oom_kills)
         except (CgroupError, OSError):
             return status
-        if kills > u.oom_kills_at_start:
+        if kills and status.signal == signal.SIGKILL:
             return ExitStatus(code=None, signal=status.signal, reason="oom-kill")
         return status
 
@@ -890,6 +892,9 @@ class Supervisor:
             if other.active or other.want_running:
                 self.events.emit(other.name, "stop", f"requires {u.name}")
                 self._post(other, lc.Stop(f"requires {u.name}"))
+
+
+_ACTIVE = (UnitState.RUNNING, UnitState.FROZEN)
 
 
 def _event_fields(step: lc.Step) -> dict[str, Any]:

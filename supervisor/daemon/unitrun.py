@@ -52,7 +52,12 @@ class UnitRun:
     frozen: bool = False
     warnings: tuple[str, ...] = ()
     started_at: float | None = None  # monotonic, for health's start period
+    # OOM kills: the scope's counter when the run began (a counter that moves
+    # past it makes a SIGKILL an `oom-kill`), the current or last run's count
+    # (final once it ended), and the count of every run before it.
     oom_kills_at_start: int = 0
+    oom_kills_run: int = 0
+    oom_kills_earlier: int = 0
     health: str | None = None
     health_output: str | None = None
     # Commands waiting for the unit's task, and its wake-up.
@@ -78,6 +83,25 @@ class UnitRun:
     rootfs_plan: Any = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
+
+    def new_run_ooms(self, counter: int) -> None:
+        """A run begins on a scope whose OOM counter reads `counter`: the last
+        run's kills join the earlier ones."""
+        self.oom_kills_earlier += self.oom_kills_run
+        self.oom_kills_run = 0
+        self.oom_kills_at_start = counter
+
+    def ooms_now(self, counter: int | None) -> int:
+        """This run's OOM kills, given its scope's counter now (None: unread,
+        or the scope is gone: the count read as the run ended)."""
+        if counter is None:
+            return self.oom_kills_run
+        return max(self.oom_kills_run, counter - self.oom_kills_at_start)
+
+    def run_ended_ooms(self, counter: int | None) -> int:
+        """The run's final OOM count, read off its scope before it goes."""
+        self.oom_kills_run = self.ooms_now(counter)
+        return self.oom_kills_run
 
     def poke(self) -> None:
         self.wake.set()

@@ -385,7 +385,9 @@ def _start(life: Life, e: Start, now: float) -> Step:
     if life.state is S.STOPPING:
         return Step(replace(started, stop_reason=life.stop_reason, stop_is_failure=False))
     if life.state is S.RESTARTING:
-        return Step(replace(started, retry_at=now))
+        # The user's start replaces the policy's pending restart: it launches
+        # now, and as a start (`starting (start)`), not as `(restart)`.
+        return Step(_to(started, S.INACTIVE, USER, retry_at=None))
     return Step(started)
 
 

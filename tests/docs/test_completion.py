@@ -53,7 +53,7 @@ def test_zsh_and_fish_scripts_generate_and_parse() -> None:
     assert "complete -c supctl" in fish and "(__supctl_unit_names)" in fish
     for argv in (["zsh", "-n", str(CHECKED_IN / "_supctl")], ["fish", "--no-execute", str(CHECKED_IN / "supctl.fish")]):
         if shutil.which(argv[0]) is None:
-            pytest.fail(f"{argv[0]} is missing (make setup installs it)")
+            pytest.fail(f"{argv[0]} is missing (make test installs it)")
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         assert done.returncode == 0 and done.stderr == "", f"{argv}: {done.stderr}"
 

@@ -23,7 +23,7 @@ def test_the_four_pages_are_there() -> None:
 
 def test_checked_in_pages_match_the_docs(tmp_path: Path) -> None:
     if shutil.which("pandoc") is None:
-        pytest.fail("pandoc is missing (make setup installs it)")
+        pytest.fail("pandoc is missing (make test installs it)")
     manpages.main(["--out", str(tmp_path)])
     stale = [name for name in PAGE_FILES if (tmp_path / name).read_text() != (CHECKED_IN / name).read_text()]
     assert not stale, f"packaging/man is out of date with docs/ for {stale}: run `make man` and commit"

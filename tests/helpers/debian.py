@@ -31,7 +31,7 @@ def debian_rootfs(packages: tuple[str, ...]) -> Path:
         if (root / ".complete").exists():
             return root
         if shutil.which("mmdebstrap") is None:
-            raise RuntimeError("mmdebstrap is missing (make setup installs it)")
+            raise RuntimeError("mmdebstrap is missing (make test installs it)")
         building = root.with_name(key + ".building")
         shutil.rmtree(building, ignore_errors=True)
         mirror, security = debian_mirrors()

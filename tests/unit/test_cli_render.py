@@ -63,15 +63,26 @@ def test_status_of_a_running_unit_reads_like_systemctl() -> None:
     ]
 
 
+def test_oom_kills_of_the_run_and_in_all_also_after_the_run() -> None:
+    running = render.render_status(web(oom_kills=1, oom_kills_total=3), NOW)
+    assert "  OOM kills: 1 (total: 3)" in running.splitlines()
+    ended = web(state="restarting", pid=None, resources={}, cgroup=None, processes=[], oom_kills=2, oom_kills_total=2,
+                last_exit={"code": None, "signal": "SIGKILL", "reason": "oom-kill"}, restarts=1)  # fmt: skip
+    lines = render.render_status(ended, NOW).splitlines()
+    assert "   Restarts: 1 (last exit: oom-kill)" in lines and "  OOM kills: 2 (total: 2)" in lines
+    quiet = web(state="inactive", pid=None, resources={}, cgroup=None, processes=[], oom_kills=0, oom_kills_total=0)
+    assert "OOM kills" not in render.render_status(quiet, NOW)
+
+
 def test_status_of_an_invalid_unit_shows_the_error() -> None:
     text = render.render_status(
         web(state="error", error="web.toml: [restart].delay: expected a duration", pid=None, resources={},
-            cgroup=None, health=None, processes=[], last_exit=None, restarts=0, enabled=False),
+            cgroup=None, health=None, processes=[], last_exit=None, restarts=0, enabled=None),
         NOW,
     )
     assert text.splitlines() == [
         "● web.toml - busybox httpd",
-        "     Loaded: error (/abs/units/web.toml; disabled)",
+        "     Loaded: error (/abs/units/web.toml)",
         "     Active: error",
         "      Error: web.toml: [restart].delay: expected a duration",
         "   Restarts: 0",

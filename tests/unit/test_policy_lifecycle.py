@@ -112,6 +112,18 @@ def test_failed_is_left_only_by_a_user_start() -> None:
     assert started.state is S.INACTIVE and started.reason == "user" and started.life.due(200.0)
 
 
+def test_a_user_start_is_logged_as_a_start_after_failed_or_during_a_restart_delay() -> None:
+    failed = run(lc.Life(), lc.Load(ALWAYS, True), lc.Launch(), lc.StartFailed("exec /x: No such file"))
+    waiting = run(running(), lc.Exited(ExitStatus.exited(1)), now=101.0)
+    assert waiting.state is S.RESTARTING and waiting.restarts == 1
+    for life in (failed, waiting):
+        started = run(life, lc.Start(), now=101.5)
+        assert started.due(101.5)  # at once, not at the policy's retry time
+        launched = lc.step(started, lc.Launch(), 101.5)
+        assert launched.state is S.STARTING and launched.reason == "start"
+    assert run(waiting, lc.Start(), now=101.5).restarts == 1  # a user start is no restart, nor resets the count
+
+
 def test_a_health_failure_counts_as_failure_for_the_policy() -> None:
     life = run(running(ON_FAILURE), lc.Fail("health"))
     assert life.state is S.STOPPING

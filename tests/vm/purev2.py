@@ -8,7 +8,7 @@ pure cgroup v2 — the kind of host real users run, unlike the hybrid CI host.
     tests/vm/purev2.py up | ship | exec CMD | down | status   step by step; `exec` forwards stdin
 
 Exit status: the tests' (or the command's). Needs root, qemu-system-x86,
-qemu-utils, mmdebstrap and e2fsprogs (`make setup` installs them). Cache and
+qemu-utils, mmdebstrap and e2fsprogs (`make test` installs them). Cache and
 run state live in $SUPD_VM_DIR (default /var/tmp/supd-purev2). See README.md here.
 """
 
