@@ -8,6 +8,10 @@ socketpair; every message is JSON, fds travel as SCM_RIGHTS.
   daemon -> spawner  {"op":"spawn","id":N,"spec":{...}}  + fds stdin, stdout, stderr
   spawner -> daemon  {"id":N,"pid":P}                    + the daemon's end of a control socket
                      {"id":N,"error":"..."}
+  With "log":{"unit":U,"driver":"file"|"journald"} in the request, stdout and
+  stderr are the unit's log sink (its file, or a socket to journald's native
+  socket); the spawner starts a log relay (see run_log_relay) that holds both
+  pipes the process writes to, and adds "relay":R (its pid) to the reply.
   child -> daemon    {"ready":true} | {"error":"..."}     (on the control socket)
   daemon -> child    {"go":true}
   exec succeeded  == the child's end (CLOEXEC) closes: the daemon reads EOF.
@@ -38,6 +42,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 
 MAX_MESSAGE = 1 << 20  # a request (a spec with many layers)
 MAX_CONTROL_MESSAGE = 1 << 16  # ready / go / error
@@ -63,6 +68,8 @@ MNT_DETACH = 0x2
 
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_NAME = 15
+F_SETPIPE_SZ = 1031
 
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 # openat2 came after the syscall tables were unified (5.1): 437 everywhere
@@ -1158,6 +1165,165 @@ def relay_exit(child):
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+# --- the log relay ----------------------------------------------------------------
+# One per unit started with a log request: holds the read ends of the unit's
+# stdout and stderr pipes and writes each line, timestamped and marked with its
+# stream, to the unit's sink (conmon's job for podman). It is forked from the
+# spawner (no Python start-up to pay), then leaves the spawner's session, so it
+# lives on while supd restarts (live restore) and ends by itself when the last
+# writer of both pipes is gone. The format is supervisor/logformat.py's (CRI's);
+# this module cannot import it, tests/unit/test_logformat.py checks they agree.
+
+RELAY_READ = 1 << 16
+RELAY_PIPE_SIZE = 1 << 20  # room for bursts while the relay is not scheduled
+JOURNAL_LINE_MAX = 48 * 1024  # journald's own LineMax default: longer lines are split
+STREAM_NAMES = (b"stdout", b"stderr")
+JOURNAL_PRIORITY = (b"6", b"3")  # info for stdout, err for stderr (journald's stream defaults)
+
+
+def rfc3339_now():
+    now = time.time_ns()
+    seconds, nanos = divmod(now, 1000000000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + b".%09dZ" % nanos
+
+
+def cri_records(stamp, stream, data):
+    """`data` as record lines; a trailing piece without its newline is a P record."""
+    full = stamp + b" " + stream + b" F "
+    lines = data.split(b"\n")
+    rest = lines.pop()
+    out = full + (b"\n" + full).join(lines) + b"\n" if lines else b""
+    if rest:
+        out += stamp + b" " + stream + b" P " + rest + b"\n"
+    return out
+
+
+def journal_entries(unit, index, data):
+    """Native journal protocol datagrams for `data`'s lines (the stream
+    protocol cannot carry SUPD_UNIT=)."""
+    head = (b"PRIORITY=" + JOURNAL_PRIORITY[index] + b"\nSYSLOG_IDENTIFIER=" + unit
+            + b"\nSUPD_UNIT=" + unit + b"\nSUPD_STREAM=" + STREAM_NAMES[index] + b"\nMESSAGE=")
+    for line in data.split(b"\n"):
+        for start in range(0, max(len(line), 1), JOURNAL_LINE_MAX):
+            piece = line[start:start + JOURNAL_LINE_MAX]
+            if piece or not line:
+                yield head + piece + b"\n"
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def relay_loop(pipes, sink, unit, driver):
+    """Until both pipes reach EOF. A sink that fails (disk full, journald
+    gone) loses those lines, never blocks the unit for good."""
+    import select  # here: the spawner itself never needs it
+
+    poller = select.poll()
+    for fd in pipes:
+        poller.register(fd, select.POLLIN)
+    index_of = {fd: i for i, fd in enumerate(pipes)}
+    journal = socket.socket(fileno=sink) if driver == "journald" else None
+    pending = {}  # journald: a line's start, until its newline comes (the file keeps it as a P record)
+    open_fds = len(pipes)
+    while open_fds:
+        for fd, _event in poller.poll():
+            data = os.read(fd, RELAY_READ)
+            i = index_of[fd]
+            if not data:
+                poller.unregister(fd)
+                os.close(fd)
+                open_fds -= 1
+                if journal is not None and pending.get(i):
+                    data, pending[i] = pending.pop(i), b""
+                    data += b"\n"
+                else:
+                    continue
+            try:
+                if journal is None:
+                    write_all(sink, cri_records(rfc3339_now(), STREAM_NAMES[i], data))
+                    continue
+                data = pending.pop(i, b"") + data
+                end = data.rfind(b"\n")
+                if end < 0 and len(data) < JOURNAL_LINE_MAX:
+                    pending[i] = data
+                    continue
+                if end >= 0:
+                    data, pending[i] = data[:end], data[end + 1:]
+                for entry in journal_entries(unit, i, data):
+                    journal.send(entry)
+            except OSError:
+                pass
+
+
+def run_log_relay(pipes, sink, unit, driver, keep):
+    try:
+        os.setsid()  # out of the terminal's process group: a Ctrl-C to supd is not ours
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ends on EOF, after the last line
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        name = ctypes.create_string_buffer(b"supd-log:" + unit[:6])  # ps shows whose relay it is
+        libc.prctl(PR_SET_NAME, ctypes.addressof(name), 0, 0, 0)
+        # nothing of the spawner's stays open here (its daemon socket, other units' pipes)
+        low = 3
+        for fd in sorted(keep):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        relay_loop(pipes, sink, unit, driver)
+    finally:
+        os._exit(0)
+
+
+def start_log_relay(log, sink):
+    """Two pipes and their relay (double-forked, so it is re-parented to the
+    daemon, a subreaper, like a container). Returns (relay pid, stdout's and
+    stderr's write ends)."""
+    pipes = [os.pipe() for _ in STREAM_NAMES]
+    for read_end, _ in pipes:
+        try:
+            fcntl.fcntl(read_end, F_SETPIPE_SZ, RELAY_PIPE_SIZE)
+        except OSError:
+            pass  # over /proc/sys/fs/pipe-max-size: the 64 KiB default works too
+    report_read, report_write = os.pipe()
+    try:
+        middle = os.fork()
+        if middle == 0:
+            try:
+                reads = [r for r, _ in pipes]
+                for _, w in pipes:
+                    os.close(w)
+                os.close(report_read)
+                relay = os.fork()
+                if relay == 0:
+                    os.close(report_write)
+                    run_log_relay(reads, sink, log["unit"].encode(), log["driver"], [*reads, sink])
+                os.write(report_write, str(relay).encode())
+            finally:
+                os._exit(0)
+        os.close(report_write)
+        report_write = -1
+        pid = os.read(report_read, 64)
+        os.waitpid(middle, 0)
+    except BaseException:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        raise
+    finally:
+        os.close(report_read)
+        if report_write >= 0:
+            os.close(report_write)
+    for r, _ in pipes:
+        os.close(r)
+    if not pid:
+        for _, w in pipes:
+            os.close(w)
+        raise ShimError("the log relay could not be started")
+    return int(pid), [w for _, w in pipes]
+
+
 # --- the spawner ------------------------------------------------------------------
 
 def fork_child(run, spec, stdio, ctl, report):
@@ -1200,6 +1366,22 @@ def run_intermediate(daemon, spec, stdio, ctl, report):
 
 def spawn(daemon, request, stdio):
     spec = request["spec"]
+    log = request.get("log")
+    if log is None:
+        return spawn_process(daemon, request, spec, stdio)
+    # stdout and stderr are the sink: the process gets the relay's pipes instead
+    relay, writes = start_log_relay(log, stdio[1])
+    try:
+        reply, ctl = spawn_process(daemon, request, spec, [stdio[0], *writes])
+    finally:
+        for fd in writes:
+            os.close(fd)
+    # reported even when the spawn failed: the daemon reaps it (it ends at once, no writer left)
+    reply["relay"] = relay
+    return reply, ctl
+
+
+def spawn_process(daemon, request, spec, stdio):
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     read_end, write_end = os.pipe()
     try:
