@@ -123,6 +123,9 @@ class Renderer:
         self._pending: dict[str, tuple[int | None, list[bytes]]] = {}
 
     def feed(self, record: Record) -> bytes:
+        if record.stream == "supd" and self._pending:
+            # a run marker: the run's unfinished lines are as finished as they will get
+            return self.flush() + self.feed(record)
         pending = self._pending.get(record.stream)
         if record.partial:
             if pending is None:
