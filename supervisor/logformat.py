@@ -64,9 +64,14 @@ def parse_time_ns(text: str) -> int:
     if m is None:
         raise ValueError(text)
     year, month, day, hour, minute, second, frac, offset = m.groups()
-    seconds = calendar.timegm(
-        (int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), 0, 0, 0)
-    )
+    fields = (int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+    if not (
+        1 <= fields[1] <= 12
+        and 1 <= fields[2] <= calendar.monthrange(fields[0], fields[1])[1]
+        and fields[3] < 24 and fields[4] < 60 and fields[5] <= 60
+    ):  # fmt: skip
+        raise ValueError(text)
+    seconds = calendar.timegm((*fields, 0, 0, 0))
     if offset and offset.upper() != "Z":
         sign = 1 if offset[0] == "+" else -1
         seconds -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60)
