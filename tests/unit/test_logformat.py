@@ -192,3 +192,23 @@ def test_marker_on_a_journal_that_is_not_there_is_logged_not_raised(tmp_path: Pa
     unit_logs.write_marker(tmp_path, "web", "journald", "started pid 1", journal_socket=tmp_path / "none")
     unit_logs.write_marker(tmp_path, "web", "file", "started pid 1")
     assert logformat.parse_record(unit_logs.log_path(tmp_path, "web").read_bytes()[:-1]).text == b"-- started pid 1 --"
+
+
+
+def test_log_driver_keys(tmp_path: Path) -> None:
+    import tomllib
+
+    from supervisor.daemon.config import ConfigError, load_config, load_file
+    from supervisor.units.parse import UnitFileError, parse_unit
+
+    assert load_config(["--log-driver", "journald", "--config", "/dev/null"]).log_driver == "journald"
+    assert load_config(["--config", "/dev/null"]).log_driver == "auto"
+    bad = tmp_path / "supd.toml"
+    bad.write_text('log_driver = "syslog"\n')
+    with pytest.raises(ConfigError, match="log_driver: expected one of auto, file, journald"):
+        load_file(bad)
+    unit = parse_unit("web", tomllib.loads('[exec]\ncommand = ["/bin/true"]\nlog_driver = "journald"\n'), Path("u/web.toml"))
+    assert unit.exec.log_driver == "journald"
+    with pytest.raises(UnitFileError) as info:
+        parse_unit("web", tomllib.loads('[exec]\ncommand = ["/bin/true"]\nlog_driver = "syslog"\n'), Path("u/web.toml"))
+    assert str(info.value) == 'u/web.toml: [exec].log_driver: expected one of "file", "journald", got "syslog"'
