@@ -512,7 +512,7 @@ class Supervisor:
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 pending = await self.spawner.start(
-                    spec, stdio=(null_fd, log_fd, log_fd), log=LogRequest(unit.name, log_driver)
+                    spec, stdio=(null_fd, log_fd, log_fd), output=LogRequest(unit.name, log_driver)
                 )
             finally:
                 os.close(log_fd)

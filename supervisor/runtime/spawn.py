@@ -263,7 +263,7 @@ class Spawner:
         await pending.wait_ready()
         return pending
 
-    async def start(self, spec: SpawnSpec, stdio: tuple[int, int, int], log: LogRequest | None = None) -> Pending:
+    async def start(self, spec: SpawnSpec, stdio: tuple[int, int, int], output: LogRequest | None = None) -> Pending:
         """Fork `spec`'s process and return as soon as its pid is known, while
         it is still setting up (mounts, pivot_root ...). The caller may place it
         in its cgroup meanwhile — moving a task can wait ~10 ms for an RCU grace
@@ -279,8 +279,8 @@ class Spawner:
         try:
             async with self._send_lock:
                 request: dict[str, Any] = {"op": "spawn", "id": request_id, "spec": spec.to_json()}
-                if log is not None:
-                    request["log"] = {"unit": log.unit, "driver": log.driver}
+                if output is not None:
+                    request["log"] = {"unit": output.unit, "driver": output.driver}
                 await _send(self._sock, request, stdio)
             reply, fds = await self._reply(request_id, generation)
         except (BrokenPipeError, ConnectionResetError):
