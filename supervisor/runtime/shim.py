@@ -10,8 +10,8 @@ socketpair; every message is JSON, fds travel as SCM_RIGHTS.
                      {"id":N,"error":"..."}
   With "log":{"unit":U,"driver":"file"|"journald"} in the request, stdout and
   stderr are the unit's log sink (its file, or a socket to journald's native
-  socket); the spawner starts a log relay (see run_log_relay) that holds both
-  pipes the process writes to, and adds "relay":R (its pid) to the reply.
+  socket); A first forks a log relay (see run_log_relay) that holds both
+  pipes the process writes to, and the reply gets "relay":R (its pid).
   child -> daemon    {"ready":true} | {"error":"..."}     (on the control socket)
   daemon -> child    {"go":true}
   exec succeeded  == the child's end (CLOEXEC) closes: the daemon reads EOF.
@@ -1168,14 +1168,15 @@ def relay_exit(child):
 # --- the log relay ----------------------------------------------------------------
 # One per unit started with a log request: holds the read ends of the unit's
 # stdout and stderr pipes and writes each line, timestamped and marked with its
-# stream, to the unit's sink (conmon's job for podman). It is forked from the
-# spawner (no Python start-up to pay), then leaves the spawner's session, so it
+# stream, to the unit's sink (conmon's job for podman). It is forked by the
+# intermediate A (no Python start-up to pay), then leaves the session, so it
 # lives on while supd restarts (live restore) and ends by itself when the last
 # writer of both pipes is gone. The format is supervisor/logformat.py's (CRI's);
 # this module cannot import it, tests/unit/test_logformat.py checks they agree.
 
 RELAY_READ = 1 << 16
 RELAY_PIPE_SIZE = 1 << 20  # room for bursts while the relay is not scheduled
+JOURNAL_SOCKET = "/run/systemd/journal/socket"  # the relay runs on the host's root
 JOURNAL_LINE_MAX = 48 * 1024  # journald's own LineMax default: longer lines are split
 STREAM_NAMES = (b"stdout", b"stderr")
 JOURNAL_PRIORITY = (b"6", b"3")  # info for stdout, err for stderr (journald's stream defaults)
@@ -1208,6 +1209,20 @@ def journal_entries(unit, index, data):
             piece = line[start:start + JOURNAL_LINE_MAX]
             if piece or not line:
                 yield head + piece + b"\n"
+
+
+def reconnect_journal(old):
+    try:
+        new = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    except OSError:
+        return old
+    try:
+        new.connect(JOURNAL_SOCKET)
+    except OSError:
+        new.close()
+        return old
+    old.close()
+    return new
 
 
 def write_all(fd, data):
@@ -1255,7 +1270,8 @@ def relay_loop(pipes, sink, unit, driver):
                 for entry in journal_entries(unit, i, data):
                     journal.send(entry)
             except OSError:
-                pass
+                if journal is not None:  # journald restarted: its socket is a new one
+                    journal = reconnect_journal(journal)
 
 
 def run_log_relay(pipes, sink, unit, driver, keep):
@@ -1276,58 +1292,41 @@ def run_log_relay(pipes, sink, unit, driver, keep):
         os._exit(0)
 
 
-def start_log_relay(log, sink):
-    """Two pipes and their relay (double-forked, so it is re-parented to the
-    daemon, a subreaper, like a container). Returns (relay pid, stdout's and
-    stderr's write ends)."""
-    pipes = [os.pipe() for _ in STREAM_NAMES]
-    for read_end, _ in pipes:
-        try:
-            fcntl.fcntl(read_end, F_SETPIPE_SZ, RELAY_PIPE_SIZE)
-        except OSError:
-            pass  # over /proc/sys/fs/pipe-max-size: the 64 KiB default works too
-    report_read, report_write = os.pipe()
+def relay_pipes():
+    """stdout's and stderr's pipes: [(read, write), (read, write)]."""
+    pipes = []
     try:
-        middle = os.fork()
-        if middle == 0:
+        for _ in STREAM_NAMES:
+            pipes.append(os.pipe())
             try:
-                reads = [r for r, _ in pipes]
-                for _, w in pipes:
-                    os.close(w)
-                os.close(report_read)
-                relay = os.fork()
-                if relay == 0:
-                    os.close(report_write)
-                    run_log_relay(reads, sink, log["unit"].encode(), log["driver"], [*reads, sink])
-                os.write(report_write, str(relay).encode())
-            finally:
-                os._exit(0)
-        os.close(report_write)
-        report_write = -1
-        pid = os.read(report_read, 64)
-        os.waitpid(middle, 0)
+                fcntl.fcntl(pipes[-1][0], F_SETPIPE_SZ, RELAY_PIPE_SIZE)
+            except OSError:
+                pass  # over /proc/sys/fs/pipe-max-size: the 64 KiB default works too
     except BaseException:
         for r, w in pipes:
             os.close(r)
             os.close(w)
         raise
-    finally:
-        os.close(report_read)
-        if report_write >= 0:
-            os.close(report_write)
-    for r, _ in pipes:
-        os.close(r)
-    if not pid:
-        for _, w in pipes:
-            os.close(w)
-        raise ShimError("the log relay could not be started")
-    return int(pid), [w for _, w in pipes]
+    return pipes
+
+
+def fork_log_relay(relay):
+    """In A, before anything else: fork the relay (re-parented to the daemon,
+    a subreaper, when A exits, like a container) and keep only the pipes'
+    write ends. Returns its pid."""
+    reads, sink, log = relay
+    pid = os.fork()
+    if pid == 0:
+        run_log_relay(reads, sink, log["unit"].encode(), log["driver"], [*reads, sink])
+    for fd in reads:
+        os.close(fd)
+    return pid
 
 
 # --- the spawner ------------------------------------------------------------------
 
-def fork_child(run, spec, stdio, ctl, report):
-    """Fork B from A; B runs `run`, A reports B's pid."""
+def fork_child(run, spec, stdio, ctl, report, extra):
+    """Fork B from A; B runs `run`, A reports B's pid (and `extra`)."""
     child = os.fork()
     if child == 0:
         try:
@@ -1340,13 +1339,15 @@ def fork_child(run, spec, stdio, ctl, report):
             finally:
                 os._exit(EXIT_SETUP_FAILED)
         os._exit(EXIT_SETUP_FAILED)
-    os.write(report, json.dumps({"pid": child}).encode())
+    os.write(report, json.dumps({"pid": child, **extra}).encode())
 
 
-def run_intermediate(daemon, spec, stdio, ctl, report):
-    """A: make the namespaces (container), fork B, report, exit."""
+def run_intermediate(daemon, spec, stdio, ctl, report, relay=None):
+    """A: fork the log relay (if asked), make the namespaces (container), fork B, report, exit."""
     try:
         daemon.close()
+        # before any unshare: the relay stays in the host's namespaces
+        extra = {"relay": fork_log_relay(relay)} if relay is not None else {}
         container = spec.get("container")
         if container is not None:
             flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
@@ -1354,11 +1355,11 @@ def run_intermediate(daemon, spec, stdio, ctl, report):
                 flags |= CLONE_NEWNET
             make_userns(container)
             unshare(flags)
-            fork_child(run_container_init, spec, stdio, ctl, report)
+            fork_child(run_container_init, spec, stdio, ctl, report, extra)
         elif spec.get("join") is not None:
-            fork_child(run_join, spec, stdio, ctl, report)
+            fork_child(run_join, spec, stdio, ctl, report, extra)
         else:
-            fork_child(run_plain, spec, stdio, ctl, report)
+            fork_child(run_plain, spec, stdio, ctl, report, extra)
     except BaseException as e:  # noqa: BLE001
         os.write(report, json.dumps({"error": str(e)}).encode())
     os._exit(0)
@@ -1370,18 +1371,17 @@ def spawn(daemon, request, stdio):
     if log is None:
         return spawn_process(daemon, request, spec, stdio)
     # stdout and stderr are the sink: the process gets the relay's pipes instead
-    relay, writes = start_log_relay(log, stdio[1])
+    pipes = relay_pipes()
     try:
-        reply, ctl = spawn_process(daemon, request, spec, [stdio[0], *writes])
+        relay = ([r for r, _ in pipes], stdio[1], log)
+        return spawn_process(daemon, request, spec, [stdio[0], *(w for _, w in pipes)], relay)
     finally:
-        for fd in writes:
-            os.close(fd)
-    # reported even when the spawn failed: the daemon reaps it (it ends at once, no writer left)
-    reply["relay"] = relay
-    return reply, ctl
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
 
 
-def spawn_process(daemon, request, spec, stdio):
+def spawn_process(daemon, request, spec, stdio, relay=None):
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     read_end, write_end = os.pipe()
     try:
@@ -1389,7 +1389,7 @@ def spawn_process(daemon, request, spec, stdio):
         if intermediate == 0:
             os.close(read_end)
             parent_end.close()
-            run_intermediate(daemon, spec, stdio, child_end, write_end)
+            run_intermediate(daemon, spec, stdio, child_end, write_end, relay)
             os._exit(0)
     except BaseException:
         parent_end.close()
@@ -1407,7 +1407,10 @@ def spawn_process(daemon, request, spec, stdio):
     if "pid" not in report:
         parent_end.close()
         return {"id": request["id"], "error": report["error"]}, None
-    return {"id": request["id"], "pid": report["pid"]}, parent_end
+    reply = {"id": request["id"], "pid": report["pid"]}
+    if "relay" in report:
+        reply["relay"] = report["relay"]
+    return reply, parent_end
 
 
 def serve(daemon):
