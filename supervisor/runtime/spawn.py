@@ -257,9 +257,9 @@ class Spawner:
         """Stop the spawner (it exits when its socket closes)."""
         self._stop()
 
-    async def spawn(self, spec: SpawnSpec, stdio: tuple[int, int, int]) -> Pending:
+    async def spawn(self, spec: SpawnSpec, stdio: tuple[int, int, int], output: LogRequest | None = None) -> Pending:
         """Start `spec` up to its go. Raises SpawnError on any setup failure."""
-        pending = await self.start(spec, stdio)
+        pending = await self.start(spec, stdio, output)
         await pending.wait_ready()
         return pending
 
