@@ -105,3 +105,11 @@ def test_output_flows_while_supd_restarts(supd: Supd) -> None:
     supd.wait_state("ticker", "inactive", "exited")
     assert supd.ctl("logs", "-n", "1", "ticker").stdout.startswith("-- exited: ")
     supd.extra_args = ["--no-live-restore"]
+
+
+def test_exit_marker_names_the_signal(supd: Supd) -> None:
+    supd.write_unit("killed", shell_unit("echo before; kill -9 $$"))
+    supd.start()
+    supd.wait_state("killed", "exited", "failed")
+    out = supd.ctl("logs", "killed").stdout.splitlines()
+    assert out[1:] == ["before", "-- exited: signal SIGKILL --"], out

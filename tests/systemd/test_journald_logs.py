@@ -130,6 +130,14 @@ def test_supctl_logs_reads_the_journal(inside: Inside) -> None:
     as_json = [json.loads(x) for x in inside.ctl("logs", "--json", "talk").stdout.splitlines()]
     assert {"stream": "stderr", "line": "err-line"}.items() <= next(o for o in as_json if o["line"] == "err-line").items()
 
+    # following: journalctl -f runs in supd for the client, and ends with it
+    followed = inside.run(
+        "timeout", "3", sys.executable, "-m", "supervisor.cli.main", "--socket", f"{BASE}/run/supd.sock",
+        "logs", "-f", "-n", "1", "talk",
+    )  # fmt: skip
+    assert followed.returncode == 124 and followed.stdout.splitlines() == plain[-1:], followed
+    wait_for(lambda: inside.run("pgrep", "-x", "journalctl").returncode == 1, what="journalctl -f ended")
+
     stopped = inside.ctl("stop", "talk")
     assert stopped.returncode == 0, stopped.stderr
     wait_for(lambda: "-- exited: " in inside.ctl("logs", "-n", "1", "talk").stdout, what="the exited marker")
