@@ -472,6 +472,7 @@ class Supervisor:
         pending = None
         warnings: list[str] = []
         u.effective = None
+        marked, log_driver = False, self._log_driver(unit)
         try:
             plan = None
             host_devices = self._host_devices(unit)
@@ -504,7 +505,6 @@ class Supervisor:
                 etc_files=etc_files,
             )
             await failpoints.ahit("spawn", unit.name)
-            log_driver = self._log_driver(unit)
             try:
                 log_fd = unit_logs.open_sink(self.config.state_dir, unit.name, log_driver)
             except OSError as e:
@@ -565,6 +565,7 @@ class Supervisor:
                 await self.on_launch(u, pending.pid, ref)
             # before its go: no line of this run can come before its marker
             unit_logs.write_marker(self.config.state_dir, unit.name, log_driver, unit_logs.started_text(pending.pid))
+            marked = True
             await pending.go()
             return pending.pid, ref
         except BaseException as e:
@@ -572,6 +573,8 @@ class Supervisor:
                 await self._abort_start(u, unit, pending, ref)
             if isinstance(e, (StartFailure, *START_ERRORS)):
                 message = describe_spawn_error(unit, str(e)) if isinstance(e, SpawnError) else str(e)
+                if marked:  # its exec failed: the run that was marked started ends here
+                    unit_logs.write_marker(self.config.state_dir, unit.name, log_driver, f"start failed: {message}")
                 self._apply(u, lc.StartFailed(message))
                 return None
             raise

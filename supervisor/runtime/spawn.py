@@ -14,13 +14,13 @@ the read lock reads the next reply and files it under its id.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

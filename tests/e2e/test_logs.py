@@ -113,3 +113,13 @@ def test_exit_marker_names_the_signal(supd: Supd) -> None:
     supd.wait_state("killed", "exited", "failed")
     out = supd.ctl("logs", "killed").stdout.splitlines()
     assert out[1:] == ["before", "-- exited: signal SIGKILL --"], out
+
+
+
+def test_a_start_that_fails_before_its_go_leaves_no_run_in_the_log(supd: Supd) -> None:
+    supd.write_unit("missing", '[exec]\ncommand = ["/nonexistent/program"]\n[restart]\npolicy = "no"\n')
+    supd.start()
+    st = supd.wait_state("missing", "failed")
+    assert "/nonexistent/program" in (st["error"] or ""), st
+    # the shim found no program before the go: nothing ran, so no marker
+    assert supd.ctl("logs", "missing").stdout == ""
