@@ -27,6 +27,7 @@ import cli_latency  # noqa: E402
 import figures  # noqa: E402
 import freeze_thaw  # noqa: E402
 import image_import  # noqa: E402
+import log_throughput  # noqa: E402
 import start_latency  # noqa: E402
 import thousand_units  # noqa: E402
 from figures import Table  # noqa: E402
@@ -40,6 +41,7 @@ BENCHMARKS: dict[str, tuple[Callable[[], Table], Callable[[], Table]]] = {
     freeze_thaw.NAME: (lambda: freeze_thaw.run(), lambda: freeze_thaw.run(runs=10, passes=1)),
     image_import.NAME: (lambda: image_import.run(), lambda: image_import.run(rounds=1)),
     cli_latency.NAME: (lambda: cli_latency.run(), lambda: cli_latency.run(rounds=10)),
+    log_throughput.NAME: (lambda: log_throughput.run(), lambda: log_throughput.run(seconds=4)),
 }
 
 

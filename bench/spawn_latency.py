@@ -2,7 +2,9 @@
 
 spawn → go → wait of `/bin/true` in a 2-layer overlay (busybox + an empty
 layer, with upper/work), 50 timed starts after 3 warm-ups; prints median and
-p90 in ms, plus plain host processes for comparison. A figure, not a test.
+p90 in ms, plus plain host processes for comparison; each also with a log
+relay (what every unit start has: timestamped stdout/stderr, here to
+/dev/null), whose exit is waited for after the timed part. A figure, not a test.
 
     sudo python3 bench/spawn_latency.py [--runs 50] [--concurrent 1000]
 """
@@ -22,7 +24,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supervisor.runtime.reaper import Reaper  # noqa: E402
-from supervisor.runtime.spawn import Spawner  # noqa: E402
+from supervisor.runtime.spawn import LogRequest, Spawner, wait_relay  # noqa: E402
 from supervisor.runtime.spec import ContainerSpec, RootfsMount, SpawnSpec  # noqa: E402
 from tests.helpers.busybox import make_busybox_rootfs  # noqa: E402
 
@@ -39,23 +41,28 @@ def container_spec(work: Path) -> SpawnSpec:
     return SpawnSpec(argv=("/bin/true",), container=ContainerSpec(rootfs=rootfs, hostname="bench"))
 
 
-async def one_start(spawner: Spawner, reaper: Reaper, spec: SpawnSpec, null: int) -> float:
+RELAY = LogRequest("bench", "file")
+
+
+async def one_start(spawner: Spawner, reaper: Reaper, spec: SpawnSpec, null: int, relay: bool = False) -> float:
     started = time.perf_counter()
-    pending = await spawner.spawn(spec, stdio=(null, null, null))
+    pending = await spawner.spawn(spec, stdio=(null, null, null), output=RELAY if relay else None)
     await pending.go()
     status = await reaper.wait(pending.pid)
     elapsed = time.perf_counter() - started
+    if pending.relay is not None:
+        await wait_relay(reaper, pending.relay)
     if status.code != 0:
         raise RuntimeError(f"/bin/true ended with {status.reason}")
     return elapsed
 
 
-async def measure(spawner: Spawner, reaper: Reaper, spec: SpawnSpec, runs: int) -> list[float]:
+async def measure(spawner: Spawner, reaper: Reaper, spec: SpawnSpec, runs: int, relay: bool = False) -> list[float]:
     null = os.open(os.devnull, os.O_RDWR)
     try:
         for _ in range(WARMUPS):
-            await one_start(spawner, reaper, spec, null)
-        return [await one_start(spawner, reaper, spec, null) for _ in range(runs)]
+            await one_start(spawner, reaper, spec, null, relay)
+        return [await one_start(spawner, reaper, spec, null, relay) for _ in range(runs)]
     finally:
         os.close(null)
 
@@ -94,7 +101,9 @@ def main() -> None:
 
             async def run() -> None:
                 report("host process (/bin/true)", await measure(spawner, reaper, plain, args.runs))
+                report("  with its log relay", await measure(spawner, reaper, plain, args.runs, relay=True))
                 report("busybox container, 2-layer overlay", await measure(spawner, reaper, spec, args.runs))
+                report("  with its log relay", await measure(spawner, reaper, spec, args.runs, relay=True))
                 if args.concurrent:
                     took = await concurrent(spawner, reaper, plain, args.concurrent)
                     print(f"{args.concurrent} concurrent host starts: {took:.2f} s")

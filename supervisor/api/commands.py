@@ -7,8 +7,11 @@ start-up (anyio is only named for type checkers).
 Wire protocol (what `curl --unix-socket` sees):
 - JSON answers are `application/json`; errors are `{"error": "..."}` with 400,
   403, 404 (no such unit / path), 405 (with `Allow:`), 409, 413 (body > 1 MiB), 500.
-- `GET /v1/units/{name}/logs?n=N&follow=0|1`: raw text; with follow=1 a chunked
-  stream that ends only when the client hangs up.
+- `GET /v1/units/{name}/logs?n=N&follow=0|1&since=NS&until=NS`: the last N
+  records (supervisor/logformat.py: `TIME STREAM F|P TEXT` lines) with a time
+  in [since, until] (Unix nanoseconds; either may be left out), as text; with
+  follow=1 a chunked stream of the new ones that ends only when the client
+  hangs up (`until` is the client's to apply there).
 - `GET /v1/events?n=N&follow=0|1`: a JSON list; with follow=1 a chunked
   `application/x-ndjson` stream (the last N events, then new ones).
 - `POST /v1/units/{name}/exec` with `Connection: Upgrade`, `Upgrade: supd-exec`
@@ -44,6 +47,7 @@ from supervisor.api.routes import (  # noqa: F401
 )
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from contextlib import AbstractContextManager
 
     from anyio.abc import ObjectReceiveStream
@@ -139,6 +143,12 @@ class Controller(Protocol):
     async def reload(self) -> dict: ...
 
     def log_file(self, name: str) -> Path: ...
+
+    def log_driver(self, name: str) -> str: ...
+
+    def read_journal(
+        self, name: str, n: int, since_ns: int | None, until_ns: int | None, follow: bool
+    ) -> AsyncIterator[bytes]: ...
 
     def recent_events(self, n: int) -> list[dict]: ...
 
@@ -236,6 +246,17 @@ def query_int(query: Mapping[str, str], key: str, default: int) -> int:
     if not 0 <= value <= MAX_LINES_N:
         raise BadRequestError(f"query parameter {key}: expected 0..{MAX_LINES_N}, got {value}")
     return value
+
+
+def query_time_ns(query: Mapping[str, str], key: str) -> int | None:
+    """A time as Unix nanoseconds (`since`, `until`); None when absent."""
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequestError(f"query parameter {key}: expected Unix nanoseconds, got {raw!r}") from None
 
 
 def query_flag(query: Mapping[str, str], key: str) -> bool:

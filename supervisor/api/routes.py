@@ -87,8 +87,13 @@ ROUTES: tuple[Route, ...] = (
 ROUTES_BY_COMMAND: dict[str, Route] = {r.command: r for r in ROUTES}
 
 
-def logs_path(name: str, n: int, follow: bool) -> str:
-    return ROUTES_BY_COMMAND["logs"].path(name=name) + f"?n={int(n)}&follow={int(follow)}"
+def logs_path(name: str, n: int, follow: bool, since_ns: int | None = None, until_ns: int | None = None) -> str:
+    path = ROUTES_BY_COMMAND["logs"].path(name=name) + f"?n={int(n)}&follow={int(follow)}"
+    if since_ns is not None:
+        path += f"&since={int(since_ns)}"
+    if until_ns is not None:
+        path += f"&until={int(until_ns)}"
+    return path
 
 
 def events_path(n: int, follow: bool) -> str:

@@ -414,15 +414,43 @@ class _Connection:
         scope.cancel()
 
     async def _logs(self, name: str, query: dict[str, str]) -> str:
-        path = self.controller.log_file(name)
         n = commands.query_int(query, "n", commands.DEFAULT_LOG_LINES)
         follow = commands.query_flag(query, "follow")
-        text, offset = await anyio.to_thread.run_sync(logtail.tail_lines, path, n)
+        since, until = commands.query_time_ns(query, "since"), commands.query_time_ns(query, "until")
+        if self.controller.log_driver(name) == "journald":
+            return await self._journal(name, n, since, until, follow)
+        path = self.controller.log_file(name)
+        if since is None and until is None:
+            text, offset = await anyio.to_thread.run_sync(logtail.tail_lines, path, n)
+        else:
+            paths = logtail.rotated_paths(path)
+            text, offset = await anyio.to_thread.run_sync(logtail.window_lines, paths, n, since, until)
         if not follow:
             await self._respond(200, text, TEXT_TYPE)
             return "done"
         with self.limits.following(self._uid()):
             return await self._follow_log(path, text, offset)
+
+    async def _journal(self, name: str, n: int, since: int | None, until: int | None, follow: bool) -> str:
+        records = self.controller.read_journal(name, n, since, until, follow)
+        if not follow:
+            try:
+                text = b"".join([chunk async for chunk in records])
+            except FileNotFoundError as e:
+                raise ApiError(500, str(e)) from None
+            await self._respond(200, text, TEXT_TYPE)
+            return "done"
+        with self.limits.following(self._uid()):
+            await self._start_stream(TEXT_TYPE)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._until_client_gone, tg.cancel_scope)
+                try:
+                    async for chunk in records:
+                        await self._send(h11.Data(data=chunk))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, FileNotFoundError):
+                    pass
+                tg.cancel_scope.cancel()
+            return "closed"
 
     def _uid(self) -> int:
         assert self.peer is not None

@@ -115,7 +115,7 @@ def _status_text(client: Client, status: dict[str, Any], out: Output, with_logs:
     if with_logs:
         try:
             raw = client.text("GET", routes.logs_path(status["name"], STATUS_LOG_LINES, follow=False))
-            logs = raw.decode(errors="replace").splitlines()
+            logs = _log_text(raw.splitlines(), timestamps=False).decode(errors="replace").splitlines()
         except RequestError:
             logs = []
     return render.render_status(status, _now(), logs, color=out.color)
@@ -166,17 +166,57 @@ def cmd_reload(client: Client, args: argparse.Namespace, out: Output) -> int:
     return EXIT_ERROR if result.get("errors") or result.get("refused") else EXIT_OK
 
 
+def _log_text(lines: Iterable[bytes], timestamps: bool) -> bytes:
+    from supervisor import logformat
+
+    renderer = logformat.Renderer(timestamps)
+    return b"".join(renderer.feed(logformat.parse_record(line)) for line in lines) + renderer.flush()
+
+
+def _log_window(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    import time
+
+    from supervisor import logformat
+
+    now = time.time_ns()
+    window: list[int | None] = []
+    for flag, value in (("--since", args.since), ("--until", args.until)):
+        try:
+            window.append(None if value is None else logformat.parse_since(value, now))
+        except ValueError as e:
+            raise UsageError(f"logs {flag} {e}") from None
+    return window[0], window[1]
+
+
 def cmd_logs(client: Client, args: argparse.Namespace, out: Output) -> int:
-    path = routes.logs_path(args.unit, args.lines, args.follow)
+    from supervisor import logformat
+
+    since, until = _log_window(args)
+    path = routes.logs_path(args.unit, args.lines, args.follow, since, until)
     if args.follow:
         lines: Iterable[bytes] = client.stream("GET", path)
     else:
         lines = client.text("GET", path).splitlines(keepends=True)
+    renderer = logformat.Renderer(args.timestamps)
     for line in lines:
+        record = logformat.parse_record(line.rstrip(b"\n"))
+        if args.follow and until is not None and record.time_ns is not None and record.time_ns > until:
+            break  # following past --until: docker stops there too
         if args.json:
-            out.json_line({"unit": args.unit, "line": line.decode(errors="replace").rstrip("\n")})
-        else:
-            out.write_bytes(line)
+            # one object per record; "partial": the line goes on in the stream's next record
+            out.json_line({
+                "unit": args.unit,
+                "time": logformat.format_time(record.time_ns).decode() if record.time_ns is not None else None,
+                "stream": record.stream,
+                "partial": record.partial,
+                "line": record.text.decode(errors="replace"),
+            })
+            continue
+        text = renderer.feed(record)
+        if text:
+            out.write_bytes(text)
+    if not args.json:
+        out.write_bytes(renderer.flush())
     return EXIT_OK
 
 
@@ -523,6 +563,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("unit", metavar="UNIT")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output (default: off)")
     p.add_argument("-n", "--lines", type=_count, default=routes.DEFAULT_LOG_LINES, help=f"how many lines from the end (default: {routes.DEFAULT_LOG_LINES})")
+    p.add_argument("-t", "--timestamps", action="store_true", help="print each line's time (RFC 3339, UTC, ns) before it (default: off)")
+    p.add_argument("--since", metavar="TIME", help='only lines from TIME on: RFC 3339 (2026-12-02T17:00:00Z) or back from now ("10m", "1h") (default: all)')
+    p.add_argument("--until", metavar="TIME", help="only lines up to TIME, same forms as --since (default: no end)")
     p = add("events", cmd_events, "show state changes")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events (default: off)")
     p.add_argument("-n", "--lines", type=_count, default=routes.DEFAULT_EVENTS_N, help=f"how many recent events (default: {routes.DEFAULT_EVENTS_N})")

@@ -44,6 +44,9 @@ class DaemonConfig:
     live_restore: bool = True
     log_max_bytes: int = 10 * 1024 * 1024  # per-unit log file size that triggers rotation
     log_keep: int = 2  # rotated files kept: web.log.1, web.log.2
+    # where units' stdout and stderr go unless [exec].log_driver says: auto is
+    # journald when systemd runs the host and its journal socket exists, else file
+    log_driver: str = "auto"
     # where [rootfs].userns = "auto" units get their ids ("supd:START:COUNT" lines)
     subuid_file: Path = Path("/etc/subuid")
     subgid_file: Path = Path("/etc/subgid")
@@ -65,6 +68,7 @@ _PATH_KEYS = {"units_dir", "state_dir", "runtime_dir", "subuid_file", "subgid_fi
 _CHOICES: dict[str, tuple[str, ...]] = {
     "cgroup_driver": ("auto", "systemd", "cgroupfs"),
     "log_format": ("auto", "console", "json"),
+    "log_driver": ("auto", "file", "journald"),
 }
 
 
@@ -156,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--live-restore", "live_restore", "leave units running when supd stops, and adopt them at start", action=argparse.BooleanOptionalAction, default=None)
     flag("--log-max-bytes", "log_max_bytes", "rotate a unit's log past this size in bytes", type=int, metavar="BYTES")
     flag("--log-keep", "log_keep", "rotated log files kept per unit", type=int, metavar="N")
+    flag("--log-driver", "log_driver", "where units' output goes unless a unit sets [exec].log_driver: "
+         "auto is journald when systemd runs the host and its journal socket exists, else file", choices=_CHOICES["log_driver"])
     flag("--subuid-file", "subuid_file", "uids for units with [rootfs].userns = \"auto\"", metavar="FILE")
     flag("--subgid-file", "subgid_file", "gids for units with [rootfs].userns = \"auto\"", metavar="FILE")
     flag("--networks-dir", "networks_dir", "CNI network configurations (NAME.conflist)", metavar="DIR")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectReceiveStream
 
+from supervisor.api import logtail
 from supervisor.api.commands import BadRequestError, ConflictError, NoSuchUnitError, NotFoundError
 from supervisor.cgroups.driver import CgroupError
 from supervisor.daemon import logs as unit_logs
@@ -139,6 +140,18 @@ class DaemonController:
     def log_file(self, name: str) -> Path:
         self._unit(name)
         return unit_logs.log_path(self.sup.config.state_dir, name)
+
+    def log_driver(self, name: str) -> str:
+        """Where the unit's output goes now (its file's [exec].log_driver, else supd's)."""
+        u = self._unit(name)
+        unit = u.effective or u.unit
+        return unit_logs.driver_of(unit.exec.log_driver if unit is not None else None, self.sup.log_driver)
+
+    def read_journal(
+        self, name: str, n: int, since_ns: int | None, until_ns: int | None, follow: bool
+    ) -> AsyncIterator[bytes]:
+        self._unit(name)
+        return logtail.journal_records(self.sup.reaper, name, n, since_ns, until_ns, follow)
 
     def recent_events(self, n: int) -> list[dict[str, Any]]:
         return self.sup.events.recent(n)

@@ -45,7 +45,7 @@ from supervisor.policy.state import UnitState
 from supervisor.rootfs import hostdev
 from supervisor.rootfs.errors import RootfsError
 from supervisor.runtime.reaper import Reaper
-from supervisor.runtime.spawn import Spawner, SpawnError
+from supervisor.runtime.spawn import LogRequest, Spawner, SpawnError, wait_relay
 from supervisor.rootfs.oci import ImageConfig
 from supervisor.units.imageconfig import effective_unit
 from supervisor.units.model import Unit
@@ -115,6 +115,8 @@ class Supervisor:
         self.image_config = image_config
         # a container's /etc/hosts, resolv.conf and hostname (daemon/etcfiles.py)
         self.etc_files = etc_files
+        # where a unit's output goes unless its [exec].log_driver says (daemon/logs.py)
+        self.log_driver = unit_logs.default_driver(config.log_driver)
         self.units: dict[str, UnitRun] = {}
         self._tg: TaskGroup | None = None
         # Broadcast "some unit changed state" (dependency waits use it).
@@ -447,10 +449,21 @@ class Supervisor:
         with anyio.CancelScope(shield=True):
             status = self._classify(u, status)
             await self._cleanup(u, unit, ref)
+            await self._log_exit(u, unit, status)
         u.pid, u.cgroup, u.frozen, u.started_at = None, None, False, None
         if u.next_unit is not None:  # a definition that waited for the old process to end
             u.unit, u.next_unit = u.next_unit[0], None
         self._apply(u, lc.Exited(status))
+
+    def _log_driver(self, unit: Unit) -> str:
+        return unit_logs.driver_of(unit.exec.log_driver, self.log_driver)
+
+    async def _log_exit(self, u: UnitRun, unit: Unit, status: ExitStatus) -> None:
+        """The run's exit marker, after its relay wrote the run's last line."""
+        if u.log_relay is not None:
+            await wait_relay(self.reaper, u.log_relay)
+            u.log_relay = None
+        unit_logs.write_marker(self.config.state_dir, unit.name, self._log_driver(unit), unit_logs.exited_text(status.reason))
 
     async def _spawn(self, u: UnitRun, unit: Unit) -> tuple[int, CgroupRef | None] | None:
         """Rootfs, spawn, cgroup, go. None (and state failed) when it cannot
@@ -460,6 +473,7 @@ class Supervisor:
         pending = None
         warnings: list[str] = []
         u.effective = None
+        marked, log_driver = False, self._log_driver(unit)
         try:
             plan = None
             host_devices = self._host_devices(unit)
@@ -492,13 +506,19 @@ class Supervisor:
                 etc_files=etc_files,
             )
             await failpoints.ahit("spawn", unit.name)
-            log_fd = unit_logs.open_for_unit(self.config.state_dir, unit.name)
+            try:
+                log_fd = unit_logs.open_sink(self.config.state_dir, unit.name, log_driver)
+            except OSError as e:
+                raise StartFailure(f"{unit.file}: [exec].log_driver = {log_driver!r}: {e}") from None
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                pending = await self.spawner.start(spec, stdio=(null_fd, log_fd, log_fd))
+                pending = await self.spawner.start(
+                    spec, stdio=(null_fd, log_fd, log_fd), output=LogRequest(unit.name, log_driver)
+                )
             finally:
                 os.close(log_fd)
                 os.close(null_fd)
+            u.log_relay = pending.relay
             # Place the process in its scope while it sets itself up: the first
             # cgroup move after a quiet spell waits for an RCU grace period
             # (~10 ms here), which this overlaps with the mounts. It still
@@ -544,6 +564,9 @@ class Supervisor:
                 u.new_run_ooms(self.driver.stats(ref).oom_kills or 0)
             if self.on_launch is not None:
                 await self.on_launch(u, pending.pid, ref)
+            # before its go: no line of this run can come before its marker
+            unit_logs.write_marker(self.config.state_dir, unit.name, log_driver, unit_logs.started_text(pending.pid))
+            marked = True
             await pending.go()
             return pending.pid, ref
         except BaseException as e:
@@ -551,6 +574,8 @@ class Supervisor:
                 await self._abort_start(u, unit, pending, ref)
             if isinstance(e, (StartFailure, *START_ERRORS)):
                 message = describe_spawn_error(unit, str(e)) if isinstance(e, SpawnError) else str(e)
+                if marked:  # its exec failed: the run that was marked started ends here
+                    unit_logs.write_marker(self.config.state_dir, unit.name, log_driver, f"start failed: {message}")
                 self._apply(u, lc.StartFailed(message))
                 return None
             raise

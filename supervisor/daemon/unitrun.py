@@ -83,6 +83,8 @@ class UnitRun:
     rootfs_plan: Any = None
     # A new definition (or None: invalid) waiting for the running process to end.
     next_unit: tuple[Unit | None] | None = None
+    # The pid of its process's log relay (runtime/spawn.LogRequest), while this supd started it.
+    log_relay: int | None = None
 
     def new_run_ooms(self, counter: int) -> None:
         """A run begins on a scope whose OOM counter reads `counter`: the last

@@ -8,6 +8,10 @@ socketpair; every message is JSON, fds travel as SCM_RIGHTS.
   daemon -> spawner  {"op":"spawn","id":N,"spec":{...}}  + fds stdin, stdout, stderr
   spawner -> daemon  {"id":N,"pid":P}                    + the daemon's end of a control socket
                      {"id":N,"error":"..."}
+  With "log":{"unit":U,"driver":"file"|"journald"} in the request, stdout and
+  stderr are the unit's log sink (its file, or a socket to journald's native
+  socket); A first forks a log relay (see run_log_relay) that holds both
+  pipes the process writes to, and the reply gets "relay":R (its pid).
   child -> daemon    {"ready":true} | {"error":"..."}     (on the control socket)
   daemon -> child    {"go":true}
   exec succeeded  == the child's end (CLOEXEC) closes: the daemon reads EOF.
@@ -38,6 +42,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 
 MAX_MESSAGE = 1 << 20  # a request (a spec with many layers)
 MAX_CONTROL_MESSAGE = 1 << 16  # ready / go / error
@@ -63,6 +68,8 @@ MNT_DETACH = 0x2
 
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_NAME = 15
+F_SETPIPE_SZ = 1031
 
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 # openat2 came after the syscall tables were unified (5.1): 437 everywhere
@@ -1158,10 +1165,168 @@ def relay_exit(child):
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+# --- the log relay ----------------------------------------------------------------
+# One per unit started with a log request: holds the read ends of the unit's
+# stdout and stderr pipes and writes each line, timestamped and marked with its
+# stream, to the unit's sink (conmon's job for podman). It is forked by the
+# intermediate A (no Python start-up to pay), then leaves the session, so it
+# lives on while supd restarts (live restore) and ends by itself when the last
+# writer of both pipes is gone. The format is supervisor/logformat.py's (CRI's);
+# this module cannot import it, tests/unit/test_logformat.py checks they agree.
+
+RELAY_READ = 1 << 16
+RELAY_PIPE_SIZE = 1 << 20  # room for bursts while the relay is not scheduled
+JOURNAL_SOCKET = "/run/systemd/journal/socket"  # the relay runs on the host's root
+JOURNAL_LINE_MAX = 48 * 1024  # journald's own LineMax default: longer lines are split
+STREAM_NAMES = (b"stdout", b"stderr")
+JOURNAL_PRIORITY = (b"6", b"3")  # info for stdout, err for stderr (journald's stream defaults)
+
+
+def rfc3339_now():
+    now = time.time_ns()
+    seconds, nanos = divmod(now, 1000000000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode() + b".%09dZ" % nanos
+
+
+def cri_records(stamp, stream, data):
+    """`data` as record lines; a trailing piece without its newline is a P record."""
+    full = stamp + b" " + stream + b" F "
+    lines = data.split(b"\n")
+    rest = lines.pop()
+    out = full + (b"\n" + full).join(lines) + b"\n" if lines else b""
+    if rest:
+        out += stamp + b" " + stream + b" P " + rest + b"\n"
+    return out
+
+
+def journal_entries(unit, index, data):
+    """Native journal protocol datagrams for `data`'s lines (the stream
+    protocol cannot carry SUPD_UNIT=)."""
+    head = (b"PRIORITY=" + JOURNAL_PRIORITY[index] + b"\nSYSLOG_IDENTIFIER=" + unit
+            + b"\nSUPD_UNIT=" + unit + b"\nSUPD_STREAM=" + STREAM_NAMES[index] + b"\nMESSAGE=")
+    for line in data.split(b"\n"):
+        for start in range(0, max(len(line), 1), JOURNAL_LINE_MAX):
+            piece = line[start:start + JOURNAL_LINE_MAX]
+            if piece or not line:
+                yield head + piece + b"\n"
+
+
+def reconnect_journal(old):
+    try:
+        new = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    except OSError:
+        return old
+    try:
+        new.connect(JOURNAL_SOCKET)
+    except OSError:
+        new.close()
+        return old
+    old.close()
+    return new
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def relay_loop(pipes, sink, unit, driver):
+    """Until both pipes reach EOF. A sink that fails (disk full, journald
+    gone) loses those lines, never blocks the unit for good."""
+    import select  # here: the spawner itself never needs it
+
+    poller = select.poll()
+    for fd in pipes:
+        poller.register(fd, select.POLLIN)
+    index_of = {fd: i for i, fd in enumerate(pipes)}
+    journal = socket.socket(fileno=sink) if driver == "journald" else None
+    pending = {}  # journald: a line's start, until its newline comes (the file keeps it as a P record)
+    open_fds = len(pipes)
+    while open_fds:
+        for fd, _event in poller.poll():
+            data = os.read(fd, RELAY_READ)
+            i = index_of[fd]
+            if not data:
+                poller.unregister(fd)
+                os.close(fd)
+                open_fds -= 1
+                if journal is not None and pending.get(i):
+                    data, pending[i] = pending.pop(i), b""
+                    data += b"\n"
+                else:
+                    continue
+            try:
+                if journal is None:
+                    write_all(sink, cri_records(rfc3339_now(), STREAM_NAMES[i], data))
+                    continue
+                data = pending.pop(i, b"") + data
+                end = data.rfind(b"\n")
+                if end < 0 and len(data) < JOURNAL_LINE_MAX:
+                    pending[i] = data
+                    continue
+                if end >= 0:
+                    data, pending[i] = data[:end], data[end + 1:]
+                for entry in journal_entries(unit, i, data):
+                    journal.send(entry)
+            except OSError:
+                if journal is not None:  # journald restarted: its socket is a new one
+                    journal = reconnect_journal(journal)
+
+
+def run_log_relay(pipes, sink, unit, driver, keep):
+    try:
+        os.setsid()  # out of the terminal's process group: a Ctrl-C to supd is not ours
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ends on EOF, after the last line
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        name = ctypes.create_string_buffer(b"supd-log:" + unit[:6])  # ps shows whose relay it is
+        libc.prctl(PR_SET_NAME, ctypes.addressof(name), 0, 0, 0)
+        # nothing of the spawner's stays open here (its daemon socket, other units' pipes)
+        low = 3
+        for fd in sorted(keep):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        relay_loop(pipes, sink, unit, driver)
+    finally:
+        os._exit(0)
+
+
+def relay_pipes():
+    """stdout's and stderr's pipes: [(read, write), (read, write)]."""
+    pipes = []
+    try:
+        for _ in STREAM_NAMES:
+            pipes.append(os.pipe())
+            try:
+                fcntl.fcntl(pipes[-1][0], F_SETPIPE_SZ, RELAY_PIPE_SIZE)
+            except OSError:
+                pass  # over /proc/sys/fs/pipe-max-size: the 64 KiB default works too
+    except BaseException:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        raise
+    return pipes
+
+
+def fork_log_relay(relay):
+    """In A, before anything else: fork the relay (re-parented to the daemon,
+    a subreaper, when A exits, like a container) and keep only the pipes'
+    write ends. Returns its pid."""
+    reads, sink, log = relay
+    pid = os.fork()
+    if pid == 0:
+        run_log_relay(reads, sink, log["unit"].encode(), log["driver"], [*reads, sink])
+    for fd in reads:
+        os.close(fd)
+    return pid
+
+
 # --- the spawner ------------------------------------------------------------------
 
-def fork_child(run, spec, stdio, ctl, report):
-    """Fork B from A; B runs `run`, A reports B's pid."""
+def fork_child(run, spec, stdio, ctl, report, extra):
+    """Fork B from A; B runs `run`, A reports B's pid (and `extra`)."""
     child = os.fork()
     if child == 0:
         try:
@@ -1174,13 +1339,15 @@ def fork_child(run, spec, stdio, ctl, report):
             finally:
                 os._exit(EXIT_SETUP_FAILED)
         os._exit(EXIT_SETUP_FAILED)
-    os.write(report, json.dumps({"pid": child}).encode())
+    os.write(report, json.dumps({"pid": child, **extra}).encode())
 
 
-def run_intermediate(daemon, spec, stdio, ctl, report):
-    """A: make the namespaces (container), fork B, report, exit."""
+def run_intermediate(daemon, spec, stdio, ctl, report, relay=None):
+    """A: fork the log relay (if asked), make the namespaces (container), fork B, report, exit."""
     try:
         daemon.close()
+        # before any unshare: the relay stays in the host's namespaces
+        extra = {"relay": fork_log_relay(relay)} if relay is not None else {}
         container = spec.get("container")
         if container is not None:
             flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
@@ -1188,11 +1355,11 @@ def run_intermediate(daemon, spec, stdio, ctl, report):
                 flags |= CLONE_NEWNET
             make_userns(container)
             unshare(flags)
-            fork_child(run_container_init, spec, stdio, ctl, report)
+            fork_child(run_container_init, spec, stdio, ctl, report, extra)
         elif spec.get("join") is not None:
-            fork_child(run_join, spec, stdio, ctl, report)
+            fork_child(run_join, spec, stdio, ctl, report, extra)
         else:
-            fork_child(run_plain, spec, stdio, ctl, report)
+            fork_child(run_plain, spec, stdio, ctl, report, extra)
     except BaseException as e:  # noqa: BLE001
         os.write(report, json.dumps({"error": str(e)}).encode())
     os._exit(0)
@@ -1200,6 +1367,21 @@ def run_intermediate(daemon, spec, stdio, ctl, report):
 
 def spawn(daemon, request, stdio):
     spec = request["spec"]
+    log = request.get("log")
+    if log is None:
+        return spawn_process(daemon, request, spec, stdio)
+    # stdout and stderr are the sink: the process gets the relay's pipes instead
+    pipes = relay_pipes()
+    try:
+        relay = ([r for r, _ in pipes], stdio[1], log)
+        return spawn_process(daemon, request, spec, [stdio[0], *(w for _, w in pipes)], relay)
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+
+
+def spawn_process(daemon, request, spec, stdio, relay=None):
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     read_end, write_end = os.pipe()
     try:
@@ -1207,7 +1389,7 @@ def spawn(daemon, request, stdio):
         if intermediate == 0:
             os.close(read_end)
             parent_end.close()
-            run_intermediate(daemon, spec, stdio, child_end, write_end)
+            run_intermediate(daemon, spec, stdio, child_end, write_end, relay)
             os._exit(0)
     except BaseException:
         parent_end.close()
@@ -1225,7 +1407,10 @@ def spawn(daemon, request, stdio):
     if "pid" not in report:
         parent_end.close()
         return {"id": request["id"], "error": report["error"]}, None
-    return {"id": request["id"], "pid": report["pid"]}, parent_end
+    reply = {"id": request["id"], "pid": report["pid"]}
+    if "relay" in report:
+        reply["relay"] = report["relay"]
+    return reply, parent_end
 
 
 def serve(daemon):

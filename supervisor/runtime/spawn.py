@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ class Pending:
         self._reaper = reaper
         self._argv = argv
         self._reaped = False
+        # the pid of its log relay (LogRequest), tracked by the reaper: wait_relay()
+        self.relay: int | None = None
 
     async def wait_ready(self) -> None:
         """Wait until the process has set itself up and waits for its go;
@@ -140,6 +143,12 @@ class Pending:
             await self._reap()
 
     async def _reap(self) -> None:
+        await self._reap_process()
+        if self.relay is not None:
+            await wait_relay(self._reaper, self.relay)
+            self.relay = None
+
+    async def _reap_process(self) -> None:
         if not self._reaped:
             try:
                 await self._reaper.wait(self.pid)
@@ -151,6 +160,35 @@ class Pending:
         if self._control is not None:
             self._control.close()
             self._control = None
+
+
+@dataclass(frozen=True)
+class LogRequest:
+    """Ask the spawner for a log relay: the process's stdout and stderr become
+    pipes to it, and it writes timestamped records to the sink passed as stdout
+    (the unit's log file, or a datagram socket to journald). shim.py: run_log_relay."""
+
+    unit: str
+    driver: str  # "file" | "journald"
+
+
+# A relay ends as soon as the last writer of its pipes is gone (every process of
+# the unit): it only has lines left to write then.
+RELAY_EXIT_TIMEOUT = 5.0
+
+
+async def wait_relay(reaper: Reaper, pid: int) -> None:
+    """Until the log relay `pid` has written its last line and exited. A
+    process of the unit that escaped its cgroup and keeps the pipe open would
+    keep the relay alive: then stop waiting (it is reaped as an orphan later)."""
+    with anyio.move_on_after(RELAY_EXIT_TIMEOUT):
+        try:
+            await reaper.wait(pid)
+        except ChildProcessError:
+            pass
+        return
+    reaper.untrack(pid)
+    log.warning("log_relay_still_running", pid=pid)
 
 
 class Spawner:
@@ -219,13 +257,13 @@ class Spawner:
         """Stop the spawner (it exits when its socket closes)."""
         self._stop()
 
-    async def spawn(self, spec: SpawnSpec, stdio: tuple[int, int, int]) -> Pending:
+    async def spawn(self, spec: SpawnSpec, stdio: tuple[int, int, int], output: LogRequest | None = None) -> Pending:
         """Start `spec` up to its go. Raises SpawnError on any setup failure."""
-        pending = await self.start(spec, stdio)
+        pending = await self.start(spec, stdio, output)
         await pending.wait_ready()
         return pending
 
-    async def start(self, spec: SpawnSpec, stdio: tuple[int, int, int]) -> Pending:
+    async def start(self, spec: SpawnSpec, stdio: tuple[int, int, int], output: LogRequest | None = None) -> Pending:
         """Fork `spec`'s process and return as soon as its pid is known, while
         it is still setting up (mounts, pivot_root ...). The caller may place it
         in its cgroup meanwhile — moving a task can wait ~10 ms for an RCU grace
@@ -240,7 +278,10 @@ class Spawner:
         generation = self._generation
         try:
             async with self._send_lock:
-                await _send(self._sock, {"op": "spawn", "id": request_id, "spec": spec.to_json()}, stdio)
+                request: dict[str, Any] = {"op": "spawn", "id": request_id, "spec": spec.to_json()}
+                if output is not None:
+                    request["log"] = {"unit": output.unit, "driver": output.driver}
+                await _send(self._sock, request, stdio)
             reply, fds = await self._reply(request_id, generation)
         except (BrokenPipeError, ConnectionResetError):
             self._broken.add(generation)
@@ -251,6 +292,7 @@ class Spawner:
         if "error" in reply:
             raise SpawnError(str(reply["error"]), spec.argv)
         pending = Pending(int(reply["pid"]), socket.socket(fileno=fds[0]), self._reaper, spec.argv)
+        pending.relay = int(reply["relay"]) if "relay" in reply else None
         for fd in fds[1:]:
             os.close(fd)
         assert pending._control is not None
@@ -279,6 +321,8 @@ class Spawner:
         if "pid" in message and request_id not in self._abandoned:
             # before any await: the reaper must not reap it as an orphan
             self._reaper.track(int(message["pid"]))
+            if "relay" in message:
+                self._reaper.track(int(message["relay"]))
         if request_id in self._abandoned or not isinstance(request_id, int):
             # nobody waits: closing the control socket makes it exit, and
             # the reaper reaps it as an orphan

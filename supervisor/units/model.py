@@ -50,6 +50,8 @@ class ExecSpec:
     seccomp: str | None = None
     # None: the image's Entrypoint (none for a unit without an image); () clears it
     entrypoint: tuple[str, ...] | None = None
+    # where stdout and stderr go: "file" | "journald"; None: supd.toml's log_driver
+    log_driver: str | None = None
 
     @property
     def argv(self) -> tuple[str, ...]:

@@ -55,7 +55,7 @@ _MAX_INT: Final = 2**31 - 1
 
 SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "health", "freeze")
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
-EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp", "entrypoint")
+EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp", "entrypoint", "log_driver")
 SECCOMP_WORDS: Final = ("default", "unconfined")
 ROOTFS_KEYS: Final = (
     "layers", "image", "pull", "writable", "hostname", "network", "ports", "binds", "tmpfs", "init", "devices", "userns",
@@ -67,6 +67,7 @@ RESOURCES_KEYS: Final = (
 )  # fmt: skip
 RESTART_KEYS: Final = ("policy", "delay", "max_delay", "reset_after", "limit_burst", "limit_interval")
 STOP_KEYS: Final = ("signal", "timeout")
+LOG_DRIVERS: Final = ("file", "journald")
 HEALTH_KEYS: Final = ("command", "interval", "timeout", "retries", "start_period", "on_failure")
 FREEZE_KEYS: Final = ("near_memory_max", "on_host_pressure", "max_frozen")
 PRESSURE_RESOURCES: Final = ("memory", "cpu", "io")
@@ -438,6 +439,7 @@ def _exec_section(table: _Table, unit_dir: Path) -> ExecSpec:
         cap_add=_cap_names(table, "cap_add"),
         cap_drop=_cap_names(table, "cap_drop"),
         seccomp=table.get("seccomp", _seccomp(unit_dir), None),
+        log_driver=table.get("log_driver", _choice(LOG_DRIVERS), None),
     )
     both = capabilities.conflict(spec.cap_add, spec.cap_drop)
     if both is not None:

@@ -32,7 +32,7 @@ def test_bash_script_parses() -> None:
 
 def test_bash_completes_subcommands_and_options() -> None:
     assert bash_complete("supctl sta") == ["status", "start"]
-    assert bash_complete("supctl image p") == ["pull", "prune"]
+    assert bash_complete("supctl image p") == ["pull", "push", "prune"]
     assert "--follow" in bash_complete("supctl logs --f")
 
 

@@ -201,7 +201,7 @@ def test_userns_is_host_unless_auto() -> None:
         ),
         (
             '[exec]\ncomand = ["/bin/true"]\n',
-            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp, entrypoint",
+            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp, entrypoint, log_driver",
         ),
         (
             MINIMAL + "[servce]\nx = 1\n",
