@@ -58,7 +58,7 @@ function _shtab_supctl_using
 end
 
 set -g _shtab_supctl_commands list status start stop restart freeze thaw reload logs events tree exec image 'image import' 'image pull' 'image push' 'image list' 'image inspect' 'image rm' 'image prune' export 'export kube' import 'import kube' info
-set -g _shtab_supctl_opts_with_value --authfile --env --kind --lines --namespace --push --socket --tls-verify --units --user --workdir -e -n -u -w
+set -g _shtab_supctl_opts_with_value --authfile --env --kind --lines --namespace --push --since --socket --tls-verify --units --until --user --workdir -e -n -u -w
 
 complete -c supctl -e
 complete -c supctl -f
@@ -121,6 +121,9 @@ complete -c supctl -n '_shtab_supctl_using logs' -l json -d 'print JSON for scri
 complete -c supctl -n '_shtab_supctl_using logs' -l no-color -d 'no colours (default: colour when stdout is a terminal and NO_COLOR is unset)'
 complete -c supctl -n '_shtab_supctl_using logs' -s f -l follow -d 'keep printing new output (default: off)'
 complete -c supctl -n '_shtab_supctl_using logs' -s n -l lines -x -d 'how many lines from the end (default: 100)'
+complete -c supctl -n '_shtab_supctl_using logs' -s t -l timestamps -d 'print each line'"'"'s time (RFC 3339, UTC, ns) before it (default: off)'
+complete -c supctl -n '_shtab_supctl_using logs' -l since -x -d 'only lines from TIME on: RFC 3339 (2026-12-02T17:00:00Z) or back from now ("10m", "1h") (default: all)'
+complete -c supctl -n '_shtab_supctl_using logs' -l until -x -d 'only lines up to TIME, same forms as --since (default: no end)'
 complete -c supctl -n '_shtab_supctl_using logs; and test $_shtab_supctl_npos -eq 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a events -d 'show state changes'
 complete -c supctl -n '_shtab_supctl_using events' -s h -l help -d 'show this help message and exit'
