@@ -20,6 +20,10 @@ reports; the reported pid is already a child of the daemon, a subreaper):
              B relays C's exit status and forwards signals, because a child
              forked after setns() into a pid namespace would otherwise be
              re-parented to that namespace's init, not to the daemon.
+             With join.tty, C opens a pty inside the unit (its /dev/ptmx, so
+             the slave is one of the unit's /dev/pts), makes the slave its
+             stdio and controlling terminal (a session of its own) and sends
+             the master with {"ready":true,"tty":true}.
 
 A process that fails before its go reports {"error"} and then waits for the
 daemon to close the control socket before exiting 127, so it never exits
@@ -61,6 +65,7 @@ MS_PRIVATE = 0x40000
 MS_STRICTATIME = 0x1000000
 MNT_DETACH = 0x2
 
+PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -83,6 +88,11 @@ AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
+
+# termios ioctls (the same numbers on x86_64, aarch64, riscv64, s390x)
+TIOCSCTTY = 0x540E
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -1056,12 +1066,17 @@ def build_container(spec, container):
     return path, argv, env, identity, last_cap
 
 
-def confine_and_exec(ctl, spec, path, argv, env, identity, last_cap):
-    """After the go: capabilities, identity, no_new_privs (always), seccomp, exec."""
+def confine_and_exec(ctl, spec, path, argv, env, identity, last_cap, parent=None):
+    """After the go: capabilities, identity, no_new_privs (always), seccomp, exec.
+    With `parent` (a pid), die with it: set after the identity change, which clears it."""
     uid, gid, groups, _home = identity
     try:
         program = seccomp_program(spec)
         confine_caps(unit_caps(spec), last_cap, (uid, gid, groups))
+        if parent is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "parent death signal")
+            if os.getppid() != parent:  # it died before the line above
+                os._exit(EXIT_ABORTED)
         prctl(PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
         os.umask(0o022 if spec["umask"] is None else spec["umask"])
         install_seccomp(program)
@@ -1119,28 +1134,66 @@ def run_join(spec, stdio, ctl):
             os.close(userns_fd)
     except (ShimError, OSError) as e:
         fail_before_go(ctl, describe(e, "join"))
+    relay = os.getpid()
     child = os.fork()
     if child == 0:
         try:
-            run_join_child(spec, ctl)
+            run_join_child(spec, ctl, relay)
         finally:
             os._exit(EXIT_SETUP_FAILED)
     ctl.close()
     relay_exit(child)
 
 
-def run_join_child(spec, ctl):
+def run_join_child(spec, ctl, relay):
+    tty = spec["join"].get("tty", False)
+    master = None
     try:
         last_cap = read_last_cap()
         identity = resolve_user(spec["user"], "/")
         env = build_env(spec, identity[3])
         change_directory(spec["cwd"])
         path = find_executable(spec["argv"][0], env)
+        if tty:
+            master = open_terminal(identity[0])
     except (ShimError, OSError) as e:
         fail_before_go(ctl, describe(e, "cwd " + spec["cwd"]))
-    send(ctl, {"ready": True})
+    if master is None:
+        send(ctl, {"ready": True})
+    else:
+        send(ctl, {"ready": True, "tty": True}, [master])
+        os.close(master)
     wait_for_go(ctl)
-    confine_and_exec(ctl, spec, path, list(spec["argv"]), env, identity, last_cap)
+    # a terminal session is a session of its own, out of reach of a signal to
+    # the relay's group: it must not outlive the relay's SIGKILL
+    confine_and_exec(ctl, spec, path, list(spec["argv"]), env, identity, last_cap,
+                     parent=relay if tty else None)
+
+
+def open_terminal(uid):
+    """exec -t: a new pty from the unit's own /dev/ptmx (its devpts, so `tty`
+    names a /dev/pts/N that exists inside), the slave as stdio and controlling
+    terminal of a new session, owned by the user that will run there (as
+    login and runc do). Returns the master."""
+    try:
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ShimError(f"tty: open /dev/ptmx: {e.strerror}") from None
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        # the slave through the master, not by a path lookup in /dev/pts
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        os.setsid()
+        fcntl.ioctl(slave, TIOCSCTTY, 0)
+        for target in (0, 1, 2):
+            os.dup2(slave, target)
+        os.close(slave)
+        if uid != 0:
+            os.fchown(0, uid, -1)
+    except OSError as e:
+        os.close(master)
+        raise ShimError(f"tty: {e.strerror}") from None
+    return master
 
 
 def relay_exit(child):

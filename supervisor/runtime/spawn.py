@@ -85,6 +85,8 @@ class Pending:
         self._reaper = reaper
         self._argv = argv
         self._reaped = False
+        # exec -t: the pty master the process sent with its ready (ours to close)
+        self.tty: int | None = None
 
     async def wait_ready(self) -> None:
         """Wait until the process has set itself up and waits for its go;
@@ -96,6 +98,8 @@ class Pending:
             with anyio.CancelScope(shield=True):
                 await self.abort()
             raise
+        if message is not None and message.get("ready") and message.get("tty") and len(extra) == 1:
+            self.tty = extra.pop()
         for fd in extra:
             os.close(fd)
         if message is None or not message.get("ready"):
