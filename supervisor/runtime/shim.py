@@ -1068,7 +1068,8 @@ def build_container(spec, container):
 
 def confine_and_exec(ctl, spec, path, argv, env, identity, last_cap, parent=None):
     """After the go: capabilities, identity, no_new_privs (always), seccomp, exec.
-    With `parent` (a pid), die with it: set after the identity change, which clears it."""
+    With `parent` (getppid() as it was), die with it: set after the identity
+    change, which clears it."""
     uid, gid, groups, _home = identity
     try:
         program = seccomp_program(spec)
@@ -1134,11 +1135,12 @@ def run_join(spec, stdio, ctl):
             os.close(userns_fd)
     except (ShimError, OSError) as e:
         fail_before_go(ctl, describe(e, "join"))
-    relay = os.getpid()
     child = os.fork()
     if child == 0:
         try:
-            run_join_child(spec, ctl, relay)
+            # B as C sees it: 0, B being outside C's pid namespace (1 or
+            # another pid once C is re-parented)
+            run_join_child(spec, ctl, os.getppid())
         finally:
             os._exit(EXIT_SETUP_FAILED)
     ctl.close()

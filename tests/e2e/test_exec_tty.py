@@ -1,0 +1,186 @@
+"""issue 14, part 4: `supctl exec -it` on a real pty inside a container unit.
+
+The real supctl runs on a pty the test holds the master of (Python's
+os.openpty), with that pty as its controlling terminal, against a real supd
+and a busybox container: what a user at a terminal would type, the test
+writes; what they would see, it reads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import REPO, TIME_SCALE, Supd, wait_for
+from tests.e2e.test_containers import busybox_layer, container_unit, start_unit  # noqa: F401 - a fixture
+
+TIMEOUT = 15 * TIME_SCALE
+
+
+def set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class Terminal:
+    """supctl on a pty: `send` is typing, `expect` waits for output."""
+
+    def __init__(self, supd: Supd, *args: str, rows: int = 30, cols: int = 100, term: str = "xterm-supdtest") -> None:
+        self.master, slave = os.openpty()
+        set_size(slave, rows, cols)
+        self.slave_attrs = termios.tcgetattr(slave)
+        self.slave = slave
+        env = dict(supd.env(), TERM=term)
+
+        def controlling_terminal() -> None:  # a session of its own, the pty its terminal
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.cli.main", *args],
+            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO, preexec_fn=controlling_terminal,
+        )  # fmt: skip
+        self.output = b""
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def read_some(self, timeout: float) -> bool:
+        if not select.select([self.master], [], [], timeout)[0]:
+            return False
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: nobody has the terminal open any more
+            return False
+        self.output += data
+        return bool(data)
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[bytes]:
+        """The first match of `pattern` in what was printed; what precedes it
+        and the match are consumed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern.encode(), self.output)
+            if found:
+                self.output = self.output[found.end() :]
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {pattern!r} in the terminal's output: {self.output[-2000:]!r}")
+            self.read_some(min(left, 0.2))
+
+    def run(self, command: str, timeout: float = TIMEOUT) -> bytes:
+        """Type `command` at the shell; its output, between two markers."""
+        mark = f"m{time.monotonic_ns()}"
+        # the markers are built by the shell, so the echoed command line never matches them
+        self.send(f"echo {mark}''-begin; {command}; echo {mark}''-end\r".encode())
+        self.expect(f"{mark}-begin\r\n", timeout)
+        return self.expect(f"(?s)(.*?){mark}-end\r\n", timeout).group(1)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.read_some(0.1)  # keep its output flowing
+        return self.proc.wait(timeout=1)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def terminals() -> Iterator[list[Terminal]]:
+    made: list[Terminal] = []
+    try:
+        yield made
+    finally:
+        for t in made:
+            t.close()
+
+
+def processes(supd: Supd, unit: str, marker: str) -> list[int]:
+    return [p["pid"] for p in supd.status(unit)["processes"] if marker in p["cmdline"]]
+
+
+def test_exec_it_gives_a_shell_a_terminal(supd: Supd, busybox_layer: Path, terminals: list[Terminal]) -> None:  # noqa: F811
+    start_unit(supd, "tt", container_unit([busybox_layer]))
+    t = Terminal(supd, "exec", "-it", "tt", "--", "/bin/sh", rows=30, cols=100)
+    terminals.append(t)
+    # the pty is one of the unit's own: its name exists inside, and it is stdin, stdout and stderr
+    name = t.run("tty").strip().decode()
+    assert re.fullmatch(r"/dev/pts/\d+", name), name
+    fds = t.run(f"[ -c {name} ] && for f in 0 1 2; do readlink /proc/$$/fd/$f; done").decode().split()
+    assert fds == [name] * 3, fds
+    assert t.run("stty size").strip() == b"30 100"
+    assert t.run("echo $TERM").strip() == b"xterm-supdtest"
+    # a controlling terminal: job control is on (busybox sh would say "can't access tty")
+    assert b"can't access tty" not in t.output
+    assert t.run("cat /proc/self/stat | cut -d' ' -f7").strip() != b"0"  # tty_nr of a process on it
+    # our side is raw while the session runs: no echo or line editing of our own
+    assert not termios.tcgetattr(t.slave)[3] & termios.ECHO
+
+    # a resize reaches the command (SIGWINCH to supctl, a resize message to supd)
+    set_size(t.master, 41, 123)
+    wait_for(lambda: t.run("stty size").strip() == b"41 123", timeout=TIMEOUT, what="the new window size inside")
+
+    # Ctrl-C interrupts the foreground job, not the shell
+    t.send(b"sleep 30\r")
+    wait_for(lambda: processes(supd, "tt", "sleep 30"), timeout=TIMEOUT, what="sleep 30 in the unit")
+    t.send(b"\x03")
+    wait_for(lambda: not processes(supd, "tt", "sleep 30"), timeout=TIMEOUT, what="sleep 30 to be interrupted")
+    assert t.run("echo alive").strip() == b"alive"
+
+    # Ctrl-Z stops it; the shell's job control knows it
+    t.send(b"sleep 31\r")
+    (pid,) = wait_for(lambda: processes(supd, "tt", "sleep 31"), timeout=TIMEOUT, what="sleep 31 in the unit")
+    t.send(b"\x1a")
+    t.expect("Stopped")
+    with open(f"/proc/{pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "T"
+    t.run("kill -9 %1")
+    wait_for(lambda: not processes(supd, "tt", "sleep 31"), timeout=TIMEOUT, what="sleep 31 to be killed")
+
+    # the exit status comes back, and the terminal is as it was before
+    t.send(b"exit 3\r")
+    assert t.wait() == 3
+    assert termios.tcgetattr(t.slave) == t.slave_attrs
+
+
+def test_exec_t_without_i_and_errors(supd: Supd, busybox_layer: Path, terminals: list[Terminal]) -> None:  # noqa: F811
+    start_unit(supd, "tn", container_unit([busybox_layer]))
+    # -t alone: a terminal for the command, no stdin copied to it
+    t = Terminal(supd, "exec", "-t", "tn", "--", "/bin/sh", "-c", "tty; stty size; echo out; echo err >&2; exit 5",
+                 rows=12, cols=34)  # fmt: skip
+    terminals.append(t)
+    assert t.wait() == 5
+    t.read_some(0.5)
+    assert re.search(rb"/dev/pts/\d+\r\n12 34\r\nout\r\nerr\r\n", t.output), t.output
+    # a signal the command dies of comes back as 128+N
+    t2 = Terminal(supd, "exec", "-t", "tn", "--", "/bin/sh", "-c", "kill -9 $$")
+    terminals.append(t2)
+    assert t2.wait() == 128 + 9
+    # -it needs a terminal on stdin, like docker
+    r = supd.ctl("exec", "-it", "tn", "--", "/bin/sh", input=b"exit 0\n")
+    assert r.returncode == 2 and "stdin is not a terminal" in r.stderr, (r.returncode, r.stderr)
+    # -t with pipes around it: output through the pty all the same, no error
+    r = supd.ctl("exec", "-t", "tn", "--", "/bin/echo", "piped")
+    assert (r.returncode, r.stdout) == (0, "piped\r\n"), r
+    # errors before the command starts are plain errors
+    r = supd.ctl("exec", "-t", "tn", "--", "/bin/no-such-command")
+    assert r.returncode != 0 and "no-such-command" in r.stderr, (r.returncode, r.stderr)
+    # without -t nothing changed: pipes, exact bytes, stderr apart
+    r = supd.ctl("exec", "tn", "--", "/bin/sh", "-c", "tty; echo to-err >&2; printf 'a\\nb'", input=b"")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "not a tty\na\nb", "to-err\n"), r
