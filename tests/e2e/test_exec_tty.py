@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.api.server import EXEC_HANGUP_GRACE
 from tests.e2e.conftest import REPO, TIME_SCALE, Supd, wait_for
 from tests.e2e.test_containers import busybox_layer, container_unit, start_unit  # noqa: F401 - a fixture
 
@@ -196,3 +197,26 @@ def test_exec_t_without_i_and_errors(supd: Supd, busybox_layer: Path, terminals:
     # without -t nothing changed: pipes, exact bytes, stderr apart
     r = supd.ctl("exec", "tn", "--", "/bin/sh", "-c", "tty; echo to-err >&2; printf 'a\\nb'", input=b"")
     assert (r.returncode, r.stdout, r.stderr) == (0, "not a tty\na\nb", "to-err\n"), r
+
+
+def test_exec_it_session_ends_with_its_client(supd: Supd, busybox_layer: Path, terminals: list[Terminal]) -> None:  # noqa: F811
+    """issue 10's rule with a terminal: the command is in a session of its own,
+    beyond a signal to the relay's group, so the pty's hang-up and the relay's
+    death must end it."""
+    start_unit(supd, "th", container_unit([busybox_layer]))
+    # a shell: supd's master is the last one once supctl is gone, and closing it hangs up
+    t = Terminal(supd, "exec", "-it", "th", "--", "/bin/sh", "-c", "echo ready-1; exec sleep 4241")
+    terminals.append(t)
+    t.expect("ready-1")
+    (pid,) = wait_for(lambda: processes(supd, "th", "sleep 4241"), timeout=TIMEOUT, what="sleep 4241")
+    t.proc.kill()
+    wait_for(lambda: not processes(supd, "th", "sleep 4241"), timeout=EXEC_HANGUP_GRACE / 2, what="the hung-up sleep to end")
+    # a command that ignores SIGHUP: ended with its relay after the grace period
+    t2 = Terminal(supd, "exec", "-it", "th", "--", "/bin/sh", "-c", "trap '' HUP; echo ready-2; exec sleep 4242")
+    terminals.append(t2)
+    t2.expect("ready-2")
+    (pid,) = wait_for(lambda: processes(supd, "th", "sleep 4242"), timeout=TIMEOUT, what="sleep 4242")
+    t2.proc.kill()
+    wait_for(lambda: not processes(supd, "th", "sleep 4242"), timeout=EXEC_HANGUP_GRACE + TIMEOUT,
+             what="sleep 4242 to end with its relay")  # fmt: skip
+    assert supd.state_of("th") == "running"  # the unit is untouched
