@@ -25,6 +25,8 @@ import pytest
 from supervisor.api.server import EXEC_HANGUP_GRACE
 from tests.e2e.conftest import REPO, TIME_SCALE, Supd, wait_for
 from tests.e2e.test_containers import busybox_layer, container_unit, start_unit  # noqa: F401 - a fixture
+from tests.e2e.test_live_restore import SLEEPER
+from tests.e2e.test_userns import BLOCK, START, USERNS, use_subids
 
 TIMEOUT = 15 * TIME_SCALE
 
@@ -220,3 +222,31 @@ def test_exec_it_session_ends_with_its_client(supd: Supd, busybox_layer: Path, t
     wait_for(lambda: not processes(supd, "th", "sleep 4242"), timeout=EXEC_HANGUP_GRACE + TIMEOUT,
              what="sleep 4242 to end with its relay")  # fmt: skip
     assert supd.state_of("th") == "running"  # the unit is untouched
+
+
+def test_exec_t_as_a_user_in_a_userns_unit_and_in_a_plain_unit(
+    supd: Supd, busybox_layer: Path, terminals: list[Terminal]  # noqa: F811
+) -> None:
+    use_subids(supd, f"supd:{START}:{BLOCK}\n")
+    start_unit(supd, "tu", container_unit([busybox_layer], extra_rootfs=USERNS))
+    # the terminal belongs to the user the command runs as, inside the unit's user namespace
+    t = Terminal(supd, "exec", "-t", "-u", "65534", "tu", "--",
+                 "/bin/sh", "-c", "id -u; stat -c '%u %a' $(tty); echo written > $(tty)")  # fmt: skip
+    terminals.append(t)
+    assert t.wait() == 0, t.output
+    t.read_some(0.5)
+    assert re.search(rb"65534\r+\n65534 620\r+\nwritten\r+\n", t.output), t.output
+    # as the unit's root: its root's (a host-owned pty would be an id its namespace cannot name)
+    t0 = Terminal(supd, "exec", "-t", "tu", "--", "/bin/sh", "-c", "stat -c '%u %g' $(tty); echo written > $(tty)")
+    terminals.append(t0)
+    assert t0.wait() == 0, t0.output
+    t0.read_some(0.5)
+    assert re.search(rb"0 5\r+\nwritten\r+\n", t0.output), t0.output
+    # a plain unit: the host's /dev/ptmx, the host's /dev/pts
+    supd.write_unit("host", SLEEPER)
+    supd.wait_state("host", "running")
+    t2 = Terminal(supd, "exec", "-t", "host", "--", "/bin/sh", "-c", 'tty; [ -c "$(tty)" ] && exit 6')
+    terminals.append(t2)
+    assert t2.wait() == 6
+    t2.read_some(0.5)
+    assert re.search(rb"/dev/pts/\d+\r+\n", t2.output), t2.output
