@@ -267,10 +267,14 @@ class Client:
 
         try:
             if session is not None:  # exec -t: terminal.Session relays the pty
+                from supervisor.api.terminal import TerminalError  # loaded already, with the session
+
                 try:
                     return int(session.run(on_message))
                 except EOFError:
                     raise ProtocolError("supd closed the exec connection without an exit code") from None
+                except TerminalError as e:
+                    raise ProtocolError(str(e)) from None
             while True:
                 while b"\n" in pending:
                     line, pending = pending.split(b"\n", 1)

@@ -30,6 +30,10 @@ RECEIVE_SIZE = 64 * 1024
 DRAIN_QUIET = 0.2
 
 
+class TerminalError(Exception):
+    """The session broke in a way the exit code cannot tell (no pty came)."""
+
+
 def window_size(*fds: int) -> tuple[int, int] | None:
     """(rows, cols) of the first of `fds` that is a terminal."""
     for fd in fds:
@@ -71,6 +75,7 @@ class Session:
         self.stdout = stdout
         self.interactive = interactive
         self.master: int | None = None
+        self.stdout_open = True
 
     def send(self, message: dict[str, object]) -> None:
         try:
@@ -104,6 +109,8 @@ class Session:
                     code = on_message(message)
                     if code is not None:
                         return code
+                    if message.get("tty") and self.master is None:  # the fd was dropped (our fd limit?)
+                        raise TerminalError("supd sent the terminal but no descriptor for it arrived")
             # the terminal goes raw only once the command runs: an error
             # before (no such unit) prints on a terminal as the user left it
             raw = raw_mode(self.stdin) if self.interactive and os.isatty(self.stdin) else contextlib.nullcontext()
@@ -153,7 +160,10 @@ class Session:
             if master in readable:
                 master_open = self._copy_out(master)
             if self.stdin in readable:
-                data = os.read(self.stdin, RECEIVE_SIZE)
+                try:
+                    data = os.read(self.stdin, RECEIVE_SIZE)
+                except OSError:  # EIO: our own terminal was hung up
+                    data = b""
                 if data:
                     to_master += data
                 else:
@@ -177,7 +187,11 @@ class Session:
             return False
         if not data:
             return False
-        _write_all(self.stdout, data)
+        if self.stdout_open:
+            try:
+                _write_all(self.stdout, data)
+            except OSError:  # our terminal is gone (EIO) or nobody reads (EPIPE): keep draining, drop it
+                self.stdout_open = False
         return True
 
     def _drain(self, master: int) -> None:
