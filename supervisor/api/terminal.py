@@ -102,28 +102,29 @@ class Session:
     def run(self, on_message: Callable[[dict[str, object]], int | None]) -> int:
         """Relay until supd sends the exit code (`on_message` returns it, or
         raises for an error message); EOFError if supd hangs up first."""
+        # raw from the start, as docker does, so keys typed while the command
+        # starts are not echoed here as well; an error (no such unit, no such
+        # command) comes back after the terminal is restored
+        raw = raw_mode(self.stdin) if self.interactive and os.isatty(self.stdin) else contextlib.nullcontext()
         try:
-            while self.master is None:
-                self._receive()
-                for message in self._messages():
-                    code = on_message(message)
-                    if code is not None:
-                        return code
-                    if message.get("tty") and self.master is None:  # the fd was dropped (our fd limit?)
-                        raise TerminalError("supd sent the terminal but no descriptor for it arrived")
-            # the terminal goes raw only once the command runs: an error
-            # before (no such unit) prints on a terminal as the user left it
-            raw = raw_mode(self.stdin) if self.interactive and os.isatty(self.stdin) else contextlib.nullcontext()
-            # Python lets only the main thread handle signals (tests run us elsewhere)
-            in_main = threading.current_thread() is threading.main_thread()
-            previous = signal.signal(signal.SIGWINCH, lambda _n, _f: self._resized()) if in_main else None
-            try:
-                with raw:
+            with raw:
+                while self.master is None:
+                    self._receive()
+                    for message in self._messages():
+                        code = on_message(message)
+                        if code is not None:
+                            return code
+                        if message.get("tty") and self.master is None:  # the fd was dropped (our fd limit?)
+                            raise TerminalError("supd sent the terminal but no descriptor for it arrived")
+                # Python lets only the main thread handle signals (tests run us elsewhere)
+                in_main = threading.current_thread() is threading.main_thread()
+                previous = signal.signal(signal.SIGWINCH, lambda _n, _f: self._resized()) if in_main else None
+                try:
                     self._resized()  # it may have changed while the command started
                     return self._relay(on_message)
-            finally:
-                if in_main:
-                    signal.signal(signal.SIGWINCH, previous if previous is not None else signal.SIG_DFL)
+                finally:
+                    if in_main:
+                        signal.signal(signal.SIGWINCH, previous if previous is not None else signal.SIG_DFL)
         finally:
             if self.master is not None:
                 os.close(self.master)

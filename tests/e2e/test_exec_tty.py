@@ -196,6 +196,13 @@ def test_exec_t_without_i_and_errors(supd: Supd, busybox_layer: Path, terminals:
     # errors before the command starts are plain errors
     r = supd.ctl("exec", "-t", "tn", "--", "/bin/no-such-command")
     assert r.returncode != 0 and "no-such-command" in r.stderr, (r.returncode, r.stderr)
+    # ...and with -it, printed on our terminal as we left it (restored from raw)
+    t3 = Terminal(supd, "exec", "-it", "tn", "--", "/bin/no-such-command")
+    terminals.append(t3)
+    assert t3.wait() == 1
+    t3.read_some(0.5)
+    assert re.search(rb"supctl: exec in tn: .*no-such-command.*\r\n", t3.output), t3.output
+    assert termios.tcgetattr(t3.slave) == t3.slave_attrs
     # without -t nothing changed: pipes, exact bytes, stderr apart
     r = supd.ctl("exec", "tn", "--", "/bin/sh", "-c", "tty; echo to-err >&2; printf 'a\\nb'", input=b"")
     assert (r.returncode, r.stdout, r.stderr) == (0, "not a tty\na\nb", "to-err\n"), r
