@@ -42,6 +42,7 @@ import socket
 import stat
 import struct
 import sys
+import termios
 
 MAX_MESSAGE = 1 << 20  # a request (a spec with many layers)
 MAX_CONTROL_MESSAGE = 1 << 16  # ready / go / error
@@ -89,10 +90,11 @@ AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
 
-# termios ioctls (the same numbers on x86_64, aarch64, riscv64, s390x)
-TIOCSCTTY = 0x540E
-TIOCSPTLCK = 0x40045431
-TIOCGPTPEER = 0x5441
+# pty ioctls Python's termios does not name: _IOW('T', 0x31, int) and
+# _IO('T', 0x41), whose direction bits differ on powerpc
+TIOCSCTTY = termios.TIOCSCTTY
+TIOCSPTLCK = 0x80045431 if MACHINE.startswith("ppc") else 0x40045431
+TIOCGPTPEER = 0x20005441 if MACHINE.startswith("ppc") else 0x5441
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
