@@ -42,7 +42,6 @@ import socket
 import stat
 import struct
 import sys
-import termios
 
 MAX_MESSAGE = 1 << 20  # a request (a spec with many layers)
 MAX_CONTROL_MESSAGE = 1 << 16  # ready / go / error
@@ -90,9 +89,9 @@ AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
 
-# pty ioctls Python's termios does not name: _IOW('T', 0x31, int) and
-# _IO('T', 0x41), whose direction bits differ on powerpc
-TIOCSCTTY = termios.TIOCSCTTY
+# pty ioctls: TIOCSCTTY is one number everywhere; _IOW('T', 0x31, int) and
+# _IO('T', 0x41) carry direction bits that differ on powerpc
+TIOCSCTTY = 0x540E
 TIOCSPTLCK = 0x80045431 if MACHINE.startswith("ppc") else 0x40045431
 TIOCGPTPEER = 0x20005441 if MACHINE.startswith("ppc") else 0x5441
 

@@ -81,12 +81,12 @@ class Pending:
 
     def __init__(self, pid: int, control: socket.socket, reaper: Reaper, argv: tuple[str, ...]) -> None:
         self.pid = pid
+        # exec -t: the pty master the process sent with its ready (ours to close)
+        self.tty: int | None = None
         self._control: socket.socket | None = control
         self._reaper = reaper
         self._argv = argv
         self._reaped = False
-        # exec -t: the pty master the process sent with its ready (ours to close)
-        self.tty: int | None = None
 
     async def wait_ready(self) -> None:
         """Wait until the process has set itself up and waits for its go;
