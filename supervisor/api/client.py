@@ -216,12 +216,22 @@ class Client:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         fds: tuple[int, int, int] = (0, 1, 2),
+        tty: bool = False,
+        interactive: bool = True,
     ) -> int:
-        """Run argv in the unit with our stdio; forwards SIGINT/SIGTERM/SIGHUP; the exit code."""
+        """Run argv in the unit with our stdio; forwards SIGINT/SIGTERM/SIGHUP; the exit code.
+
+        With `tty`, on a new pty inside the unit instead, fds[0] and fds[1]
+        copied to it and from it (fds[0] only if `interactive`)."""
         from supervisor.api import commands  # its request models: only exec needs them
 
         route = routes.ROUTES_BY_COMMAND["exec"]
-        spec = commands.ExecRequest(argv=list(argv), user=user, env=dict(env or {}), cwd=cwd)
+        size = None
+        if tty:
+            from supervisor.api import terminal
+
+            size = terminal.window_size(fds[1], fds[0])
+        spec = commands.ExecRequest(argv=list(argv), user=user, env=dict(env or {}), cwd=cwd, tty=tty, size=size)
         sock = self._connect()
         reader = http1.ResponseReader(sock)
         upgrade = [("connection", "upgrade"), ("upgrade", routes.EXEC_UPGRADE_TOKEN)]
@@ -237,13 +247,17 @@ class Client:
                 raise RequestError(status, _error_message(status, data))
             if status != 101:
                 raise ProtocolError(f"supd did not switch to the exec protocol: HTTP {status}")
+            if tty:
+                sock.sendall(b"\0")
+                session = terminal.Session(sock, reader.rest(), fds[0], fds[1], interactive)
+                return self._exec_session(sock, b"", session)
             socket.send_fds(sock, [b"\0"], list(fds))
             return self._exec_session(sock, reader.rest())
         finally:
             sock.close()
 
     @staticmethod
-    def _exec_session(sock: socket.socket, pending: bytes) -> int:
+    def _exec_session(sock: socket.socket, pending: bytes, session: Any = None) -> int:
         def forward(signum: int, _frame: FrameType | None) -> None:
             try:
                 sock.sendall(json.dumps({"signal": signum}).encode() + b"\n")
@@ -255,15 +269,30 @@ class Client:
         # Python only lets the main thread handle signals; elsewhere (tests) there is nothing to forward.
         in_main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS} if in_main else {}
+
+        def on_message(message: dict[str, Any]) -> int | None:
+            if "exit" in message:
+                return int(message["exit"])
+            if "error" in message:
+                raise RequestError(int(message.get("status", 500)), str(message["error"]))
+            return None
+
         try:
+            if session is not None:  # exec -t: terminal.Session relays the pty
+                from supervisor.api.terminal import TerminalError  # loaded already, with the session
+
+                try:
+                    return int(session.run(on_message))
+                except EOFError:
+                    raise ProtocolError("supd closed the exec connection without an exit code") from None
+                except TerminalError as e:
+                    raise ProtocolError(str(e)) from None
             while True:
                 while b"\n" in pending:
                     line, pending = pending.split(b"\n", 1)
-                    message = json.loads(line)
-                    if "exit" in message:
-                        return int(message["exit"])
-                    if "error" in message:
-                        raise RequestError(int(message.get("status", 500)), str(message["error"]))
+                    code = on_message(json.loads(line))
+                    if code is not None:
+                        return code
                 data = sock.recv(RECEIVE_SIZE)
                 if not data:
                     raise ProtocolError("supd closed the exec connection without an exit code")

@@ -19,6 +19,11 @@ Wire protocol (what `curl --unix-socket` sees):
   message carrying exactly 3 fds (SCM_RIGHTS: stdin, stdout, stderr), then lines
   `{"signal": N}`; the server ends with `{"exit": code}` (or `{"error", "status"}`)
   and closes. A client that hangs up early gets its process SIGHUP, then SIGKILL.
+  With `"tty": true` in the body the client's one message carries no fds: the
+  process gets a new pty inside the unit as its controlling terminal and the
+  server's first line, `{"tty": true}`, carries the pty's master (SCM_RIGHTS),
+  which the client reads and writes itself; it sends `{"resize": [rows, cols]}`
+  lines when its window changes (the body's `size` is the first one).
 """
 
 from __future__ import annotations
@@ -128,6 +133,20 @@ class ExecHandle(Protocol):
         """Signal the whole process group; ProcessLookupError when none is left."""
         ...
 
+    @property
+    def tty(self) -> int | None:
+        """The pty master the process has as its terminal (exec -t), else None."""
+        ...
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the pty's window size (the process gets SIGWINCH); no-op without one."""
+        ...
+
+    def close(self) -> None:
+        """Let go of the pty master: once the client's copy is closed too, the
+        kernel hangs up the terminal (SIGHUP to its session). Idempotent."""
+        ...
+
 
 class Controller(Protocol):
     """What the API needs from the daemon. Implemented by `daemon.supervisor`."""
@@ -165,8 +184,11 @@ class Controller(Protocol):
         user: str | None,
         env: dict[str, str],
         cwd: str | None,
+        tty: bool = False,
+        size: tuple[int, int] | None = None,
     ) -> ExecHandle:
-        """Start argv inside the unit with `fds` as its stdin/stdout/stderr.
+        """Start argv inside the unit with `fds` as its stdin/stdout/stderr, or,
+        with `tty`, with a new pty (window `size`, rows and columns) as all three.
 
         The fds stay owned by the caller (the server closes them once this returns)."""
         ...
@@ -278,15 +300,25 @@ def parse_json_body(raw: bytes) -> Any:
         raise BadRequestError(f"malformed JSON body: {e}") from e
 
 
+# a window size the kernel keeps (struct winsize: unsigned short)
+MAX_WINDOW = 0xFFFF
+
+
 @dataclass(frozen=True)
 class ExecRequest:
     argv: list[str]
     user: str | None = None
     env: dict[str, str] | None = None
     cwd: str | None = None
+    tty: bool = False
+    size: tuple[int, int] | None = None  # rows, cols; only with tty
 
     def to_json(self) -> dict[str, Any]:
-        return {"argv": self.argv, "user": self.user, "env": self.env or {}, "cwd": self.cwd}
+        body: dict[str, Any] = {"argv": self.argv, "user": self.user, "env": self.env or {}, "cwd": self.cwd}
+        if self.tty:  # a pipes exec sends the same body as before
+            body["tty"] = True
+            body["size"] = None if self.size is None else list(self.size)
+        return body
 
 
 def _expect_object(body: Any, what: str) -> dict[str, Any]:
@@ -305,18 +337,38 @@ def _optional_str(body: Mapping[str, Any], key: str, what: str) -> str | None:
 def parse_exec_body(body: Any) -> ExecRequest:
     what = "exec request"
     obj = _expect_object(body, what)
-    unknown = set(obj) - {"argv", "user", "env", "cwd"}
+    unknown = set(obj) - {"argv", "user", "env", "cwd", "tty", "size"}
     if unknown:
-        raise BadRequestError(f"{what}: unknown keys {sorted(unknown)}; expected argv, user, env, cwd")
+        raise BadRequestError(f"{what}: unknown keys {sorted(unknown)}; expected argv, user, env, cwd, tty, size")
     argv = obj.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise BadRequestError(f"{what}.argv: expected a non-empty list of strings, got {argv!r}")
     env = obj.get("env") or {}
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise BadRequestError(f"{what}.env: expected an object of strings, got {env!r}")
+    tty = obj.get("tty", False)
+    if not isinstance(tty, bool):
+        raise BadRequestError(f"{what}.tty: expected true or false, got {tty!r}")
+    size = obj.get("size")
+    if size is not None:
+        if not tty:
+            raise BadRequestError(f"{what}.size: a window size needs tty true")
+        size = window_size(size, f"{what}.size")
     return ExecRequest(
-        argv=argv, user=_optional_str(obj, "user", what), env=env, cwd=_optional_str(obj, "cwd", what)
+        argv=argv, user=_optional_str(obj, "user", what), env=env, cwd=_optional_str(obj, "cwd", what),
+        tty=tty, size=size,
     )
+
+
+def window_size(value: Any, what: str) -> tuple[int, int]:
+    """[rows, cols], each 0..65535 (0: unknown, as the kernel has it)."""
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_WINDOW for n in value)
+    ):
+        raise BadRequestError(f"{what}: expected [rows, cols], each 0..{MAX_WINDOW}, got {value!r}")
+    return value[0], value[1]
 
 
 @dataclass(frozen=True)
@@ -449,6 +501,28 @@ def parse_signal_message(line: bytes) -> int:
     if not isinstance(sig, int) or isinstance(sig, bool) or not 1 <= sig <= 64:
         raise BadRequestError(f'exec control message: expected {{"signal": 1..64}}, got {line[:100]!r}')
     return sig
+
+
+@dataclass(frozen=True)
+class Resize:
+    rows: int
+    cols: int
+
+
+def parse_exec_message(line: bytes) -> int | Resize:
+    """A line the exec client sends after the upgrade: `{"signal": N}` (the
+    signal number) or `{"resize": [rows, cols]}` (exec -t: its window changed)."""
+    obj = parse_json_body(line)
+    if isinstance(obj, dict) and "resize" in obj:
+        if len(obj) != 1:
+            raise BadRequestError(f'exec resize message: expected only {{"resize": [rows, cols]}}, got {line[:100]!r}')
+        return Resize(*window_size(obj["resize"], "exec resize message"))
+    try:
+        return parse_signal_message(line)
+    except BadRequestError:
+        raise BadRequestError(
+            f'exec control message: expected {{"signal": 1..64}} or {{"resize": [rows, cols]}}, got {line[:100]!r}'
+        ) from None
 
 
 def encode_json(obj: Any) -> bytes:

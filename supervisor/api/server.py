@@ -521,36 +521,60 @@ class _Connection:
             return "closed"
         fds: list[int] = []
         try:
-            with anyio.move_on_after(self.limits.request_timeout):
+            with anyio.move_on_after(self.limits.request_timeout) as waited:
                 _msg, fds = await self.stream.receive_fds(1, 3)  # type: ignore[attr-defined]
-            if len(fds) != 3:
+            if waited.cancelled_caught:
+                await self._exec_fail(BadRequestError("exec: no message after the 101 response"))
+                return "closed"
+            if spec.tty and fds:
+                await self._exec_fail(BadRequestError(f"exec: expected no file descriptors with tty, got {len(fds)}"))
+                return "closed"
+            if not spec.tty and len(fds) != 3:
                 await self._exec_fail(BadRequestError(f"exec: expected 3 file descriptors (stdin, stdout, stderr), got {len(fds)}"))
                 return "closed"
+            if spec.tty:
+                # the relay's stdio; the command itself gets the pty
+                fds = [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)] * 3
             try:
                 handle = await self.controller.start_exec(
-                    name, spec.argv, (fds[0], fds[1], fds[2]), user=spec.user, env=spec.env or {}, cwd=spec.cwd
+                    name, spec.argv, (fds[0], fds[1], fds[2]), user=spec.user, env=spec.env or {}, cwd=spec.cwd,
+                    **({"tty": True, "size": spec.size} if spec.tty else {}),
                 )
             except ApiError as e:
                 await self._exec_fail(e)
                 return "closed"
         finally:
-            for fd in fds:
+            for fd in set(fds):
                 os.close(fd)
-        log.info("api_exec", unit=name, pid=handle.pid, argv=spec.argv, uid=self.peer.uid if self.peer else None)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._forward_signals, handle)
-            code = await handle.wait()
-            tg.cancel_scope.cancel()
+        log.info("api_exec", unit=name, pid=handle.pid, argv=spec.argv, tty=spec.tty, uid=self.peer.uid if self.peer else None)
+        try:
+            if handle.tty is not None:
+                await self._send_tty(handle)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._read_exec_messages, handle)
+                code = await handle.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            handle.close()
         try:
             await self.stream.send(commands.encode_json({"exit": code}))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         return "closed"
 
+    async def _send_tty(self, handle: commands.ExecHandle) -> None:
+        """The pty master to the client, which reads and writes it itself: the
+        terminal's bytes never pass through supd."""
+        assert handle.tty is not None
+        try:
+            await self.stream.send_fds(commands.encode_json({"tty": True}), [handle.tty])  # type: ignore[attr-defined]
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass  # gone already: _read_exec_messages sees it and hangs up
+
     async def _exec_fail(self, err: ApiError) -> None:
         await self.stream.send(commands.encode_json({"error": err.message, "status": err.status}))
 
-    async def _forward_signals(self, handle: commands.ExecHandle) -> None:
+    async def _read_exec_messages(self, handle: commands.ExecHandle) -> None:
         buffer = b""
         try:
             while True:
@@ -559,16 +583,24 @@ class _Connection:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
                         try:
-                            handle.kill(commands.parse_signal_message(line))
+                            message = commands.parse_exec_message(line)
+                            if isinstance(message, commands.Resize):
+                                handle.resize(message.rows, message.cols)
+                            else:
+                                handle.kill(message)
                         except BadRequestError as e:
                             log.warning("api_exec_bad_message", pid=handle.pid, error=e.message)
                         except ProcessLookupError:
                             pass
+                        except OSError as e:  # a resize on a pty the kernel hung up already
+                            log.warning("api_exec_resize_failed", pid=handle.pid, error=e.strerror)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         # The client went away: hang up on the session's process group like a
         # closed terminal would, and end what ignores that after the grace period.
+        # With a pty, our master is the last one: closing it is the hang-up itself.
         log.info("api_exec_client_gone", pid=handle.pid, grace=EXEC_HANGUP_GRACE)
+        handle.close()
         for sig, wait in ((signal.SIGHUP, EXEC_HANGUP_GRACE), (signal.SIGKILL, None)):
             try:
                 handle.kill_group(sig)

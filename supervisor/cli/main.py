@@ -257,8 +257,16 @@ def cmd_exec(client: Client, args: argparse.Namespace, out: Output) -> int:
     argv = list(args.cmd)
     if not argv:
         raise UsageError("exec: expected a command after the unit, e.g. supctl exec web -- /bin/sh")
+    env = parse_env(args.env)
+    if args.tty:
+        if args.interactive and not os.isatty(0):
+            raise UsageError("exec -it: stdin is not a terminal; drop -t to use pipes")
+        # the terminal type is the client's, as with ssh and docker
+        env.setdefault("TERM", os.environ.get("TERM") or "xterm")
     out.stdout.flush()
-    return client.exec(args.unit, argv, user=args.user, env=parse_env(args.env), cwd=args.workdir)
+    return client.exec(
+        args.unit, argv, user=args.user, env=env, cwd=args.workdir, tty=args.tty, interactive=args.interactive
+    )
 
 
 def split_image_ref(ref: str) -> tuple[str, str]:
@@ -578,6 +586,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="add or override a variable of the unit's environment, repeatable (default: none)",
     )
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the unit (default: the unit's)")
+    p.add_argument(
+        "-i", "--interactive", action="store_true",
+        help="with -t, copy stdin to the terminal; without -t stdin is always passed (default: off)",
+    )
+    p.add_argument(
+        "-t", "--tty", action="store_true",
+        help="run on a new terminal inside the unit, ours in raw mode meanwhile, TERM passed (default: off, pipes)",
+    )
     p.add_argument("cmd", nargs="*", metavar="-- CMD", help="the command and its arguments")
     p = add("image", cmd_image, "pull, push, import, list, inspect, remove or prune OCI images")
     image_sub = p.add_subparsers(dest="image_command", metavar="ACTION", required=True)

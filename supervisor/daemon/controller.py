@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import os
+import struct
+import termios
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -36,11 +40,26 @@ from supervisor.runtime.spawn import SpawnError
 
 
 class ExecSession:
-    """A command running inside a unit, waited on through the reaper."""
+    """A command running inside a unit, waited on through the reaper; with
+    exec -t, the master of its pty (held for resizes until `close`)."""
 
-    def __init__(self, pid: int, wait: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(self, pid: int, wait: Callable[[], Awaitable[Any]], tty: int | None = None) -> None:
         self.pid = pid
         self._wait = wait
+        self._tty = tty
+
+    @property
+    def tty(self) -> int | None:
+        return self._tty
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self._tty is not None:
+            set_window_size(self._tty, rows, cols)
+
+    def close(self) -> None:
+        if self._tty is not None:
+            os.close(self._tty)
+            self._tty = None
 
     async def wait(self) -> int:
         status = await self._wait()
@@ -60,6 +79,12 @@ class ExecSession:
         whatever they started (a command that ignores SIGHUP must not outlive
         its client, reparented to supd). ProcessLookupError once it is empty."""
         os.killpg(self.pid, sig)
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    """TIOCSWINSZ on a pty master: the kernel tells the terminal's foreground
+    process group (SIGWINCH) when the size changes."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 class DaemonController:
@@ -171,6 +196,8 @@ class DaemonController:
         user: str | None,
         env: dict[str, str],
         cwd: str | None,
+        tty: bool = False,
+        size: tuple[int, int] | None = None,
     ) -> ExecSession:
         u = self._unit(name)
         if u.pid is None or u.unit is None or u.state not in (states.UnitState.RUNNING,):
@@ -185,12 +212,29 @@ class DaemonController:
         # the image's Env, User and WorkingDir apply to exec as to the process
         ran = u.effective or u.unit
         spec = build_exec_spec(ran, u.pid, procs, argv, user=user, env=env, cwd=cwd, seccomp=seccomp)
+        if tty and spec.join is not None:
+            spec = dataclasses.replace(spec, join=dataclasses.replace(spec.join, tty=True))
+        pending = None
         try:
             pending = await self.sup.spawner.spawn(spec, stdio=fds)
+            if tty and pending.tty is None:
+                await pending.abort()
+                raise SpawnError("tty: the process sent no terminal")
+            if pending.tty is not None and size is not None:
+                # before its exec: the command sees its size from the start
+                set_window_size(pending.tty, *size)
             await pending.go()
         except SpawnError as e:
+            if pending is not None and pending.tty is not None:
+                os.close(pending.tty)
             raise ConflictError(f"exec in {name}: {e}") from None
-        return ExecSession(pending.pid, lambda: self.sup.reaper.wait(pending.pid))
+        except BaseException:
+            if pending is not None and pending.tty is not None:
+                with anyio.CancelScope(shield=True):
+                    await pending.abort()
+                os.close(pending.tty)
+            raise
+        return ExecSession(pending.pid, lambda: self.sup.reaper.wait(pending.pid), pending.tty)
 
     async def images(self) -> list[dict[str, Any]]:
         if self._images is None:

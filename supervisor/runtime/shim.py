@@ -24,6 +24,10 @@ reports; the reported pid is already a child of the daemon, a subreaper):
              B relays C's exit status and forwards signals, because a child
              forked after setns() into a pid namespace would otherwise be
              re-parented to that namespace's init, not to the daemon.
+             With join.tty, B opens a pty inside the unit (its /dev/ptmx, so
+             the slave is one of the unit's /dev/pts); C makes the slave its
+             stdio and controlling terminal (a session of its own) and sends
+             the master with {"ready":true,"tty":true}.
 
 A process that fails before its go reports {"error"} and then waits for the
 daemon to close the control socket before exiting 127, so it never exits
@@ -66,6 +70,7 @@ MS_PRIVATE = 0x40000
 MS_STRICTATIME = 0x1000000
 MNT_DETACH = 0x2
 
+PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_NAME = 15
@@ -90,6 +95,12 @@ AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_IDMAP = 0x00100000
+
+# pty ioctls: TIOCSCTTY is one number everywhere; _IOW('T', 0x31, int) and
+# _IO('T', 0x41) carry direction bits that differ on powerpc
+TIOCSCTTY = 0x540E
+TIOCSPTLCK = 0x80045431 if MACHINE.startswith("ppc") else 0x40045431
+TIOCGPTPEER = 0x20005441 if MACHINE.startswith("ppc") else 0x5441
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -1063,12 +1074,18 @@ def build_container(spec, container):
     return path, argv, env, identity, last_cap
 
 
-def confine_and_exec(ctl, spec, path, argv, env, identity, last_cap):
-    """After the go: capabilities, identity, no_new_privs (always), seccomp, exec."""
+def confine_and_exec(ctl, spec, path, argv, env, identity, last_cap, parent=None):
+    """After the go: capabilities, identity, no_new_privs (always), seccomp, exec.
+    With `parent` (getppid() as it was), die with it: set after the identity
+    change, which clears it."""
     uid, gid, groups, _home = identity
     try:
         program = seccomp_program(spec)
         confine_caps(unit_caps(spec), last_cap, (uid, gid, groups))
+        if parent is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "parent death signal")
+            if os.getppid() != parent:  # it died before the line above
+                os._exit(EXIT_ABORTED)
         prctl(PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
         os.umask(0o022 if spec["umask"] is None else spec["umask"])
         install_seccomp(program)
@@ -1111,6 +1128,8 @@ def run_join(spec, stdio, ctl):
             except OSError as e:
                 raise ShimError(f"join cgroup {procs}: {e.strerror}") from None
         userns_fd = open_userns(join["pid"])
+        tty = join.get("tty", False)
+        owner = userns_root(join["pid"]) if tty and userns_fd is not None else None
         fds = []
         for ns in JOIN_NAMESPACES:
             path = f"/proc/{join['pid']}/ns/{ns}"
@@ -1121,6 +1140,8 @@ def run_join(spec, stdio, ctl):
         for ns, fd in fds:
             setns(fd, f"{ns} of pid {join['pid']}")
             os.close(fd)
+        # in the unit's mount namespace, before its user namespace takes host root's powers
+        terminal = open_terminal(owner) if tty else None
         if userns_fd is not None:  # last: the others belong to the host's user namespace
             setns(userns_fd, f"user of pid {join['pid']}")
             os.close(userns_fd)
@@ -1129,25 +1150,101 @@ def run_join(spec, stdio, ctl):
     child = os.fork()
     if child == 0:
         try:
-            run_join_child(spec, ctl)
+            # B as C sees it: 0, B being outside C's pid namespace (1 or
+            # another pid once C is re-parented)
+            run_join_child(spec, ctl, os.getppid(), terminal)
         finally:
             os._exit(EXIT_SETUP_FAILED)
+    for fd in terminal or ():
+        os.close(fd)
     ctl.close()
     relay_exit(child)
 
 
-def run_join_child(spec, ctl):
+def run_join_child(spec, ctl, relay, terminal):
+    master = None
     try:
         last_cap = read_last_cap()
         identity = resolve_user(spec["user"], "/")
         env = build_env(spec, identity[3])
         change_directory(spec["cwd"])
         path = find_executable(spec["argv"][0], env)
+        if terminal is not None:
+            master = take_terminal(terminal, identity[0])
     except (ShimError, OSError) as e:
+        # (a master left open: closing it would hang up on us before we report)
         fail_before_go(ctl, describe(e, "cwd " + spec["cwd"]))
-    send(ctl, {"ready": True})
+    if master is None:
+        send(ctl, {"ready": True})
+    else:
+        send(ctl, {"ready": True, "tty": True}, [master])
+        os.close(master)
     wait_for_go(ctl)
-    confine_and_exec(ctl, spec, path, list(spec["argv"]), env, identity, last_cap)
+    # a terminal session is a session of its own, out of reach of a signal to
+    # the relay's group: it must not outlive the relay's SIGKILL
+    confine_and_exec(ctl, spec, path, list(spec["argv"]), env, identity, last_cap,
+                     parent=relay if terminal is not None else None)
+
+
+def userns_root(pid):
+    """The host uid of root in pid's user namespace (from its uid_map)."""
+    path = f"/proc/{pid}/uid_map"
+    try:
+        with open(path) as f:
+            for line in f:
+                inside, outside, _count = line.split()
+                if inside == "0":
+                    return int(outside)
+    except (OSError, ValueError) as e:
+        raise ShimError(f"read {path}: {getattr(e, 'strerror', None) or e}") from None
+    raise ShimError(f"{path}: no mapping for root")
+
+
+def open_terminal(owner):
+    """B, exec -t, in the unit's mount namespace and still host root: a new
+    pty from the unit's own /dev/ptmx (its devpts, so `tty` names a
+    /dev/pts/N that exists inside). The slave comes through the master
+    (TIOCGPTPEER), not a path in /dev/pts. With a user namespace it is given
+    to the unit's root first (`owner`), so that C, root in there, may give it
+    to the exec user. Returns (master, slave)."""
+    try:
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ShimError(f"tty: open /dev/ptmx: {e.strerror}") from None
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        os.close(master)
+        raise ShimError(f"tty: {e.strerror}") from None
+    try:
+        if owner is not None:
+            os.fchown(slave, owner, -1)
+    except OSError as e:
+        os.close(master)
+        os.close(slave)
+        raise ShimError(f"tty: chown: {e.strerror}") from None
+    return master, slave
+
+
+def take_terminal(terminal, uid):
+    """C: the slave as stdio and controlling terminal of a new session, owned
+    by the user that will run there (as login and runc do). Returns the master."""
+    master, slave = terminal
+    if uid != 0:
+        try:
+            os.fchown(slave, uid, -1)
+        except OSError as e:
+            raise ShimError(f"tty: chown to uid {uid}: {e.strerror}") from None
+    try:
+        os.setsid()
+        fcntl.ioctl(slave, TIOCSCTTY, 0)
+        for target in (0, 1, 2):
+            os.dup2(slave, target)
+        os.close(slave)
+    except OSError as e:
+        raise ShimError(f"tty: {e.strerror}") from None
+    return master
 
 
 def relay_exit(child):

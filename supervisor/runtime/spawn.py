@@ -82,6 +82,8 @@ class Pending:
 
     def __init__(self, pid: int, control: socket.socket, reaper: Reaper, argv: tuple[str, ...]) -> None:
         self.pid = pid
+        # exec -t: the pty master the process sent with its ready (ours to close)
+        self.tty: int | None = None
         self._control: socket.socket | None = control
         self._reaper = reaper
         self._argv = argv
@@ -99,6 +101,8 @@ class Pending:
             with anyio.CancelScope(shield=True):
                 await self.abort()
             raise
+        if message is not None and message.get("ready") and message.get("tty") and len(extra) == 1:
+            self.tty = extra.pop()
         for fd in extra:
             os.close(fd)
         if message is None or not message.get("ready"):

@@ -240,13 +240,20 @@ class JoinSpec:
 
     pid: int
     cgroup_procs: tuple[str, ...] = ()
+    # exec -t: the process opens a pty inside (its /dev/ptmx), makes the slave
+    # its controlling terminal and stdio, and hands the master to the daemon
+    tty: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "cgroup_procs": list(self.cgroup_procs)}
+        return {"pid": self.pid, "cgroup_procs": list(self.cgroup_procs), "tty": self.tty}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JoinSpec:
-        return cls(pid=int(data["pid"]), cgroup_procs=tuple(str(p) for p in data.get("cgroup_procs", ())))
+        return cls(
+            pid=int(data["pid"]),
+            cgroup_procs=tuple(str(p) for p in data.get("cgroup_procs", ())),
+            tty=bool(data.get("tty", False)),
+        )
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,14 @@ class SpawnedProcess:
     def kill_group(self, sig: int) -> None:
         os.killpg(self.pid, sig)
 
+    tty = None  # exec -t is tested end to end (tests/e2e/test_exec_tty.py)
+
+    def resize(self, rows: int, cols: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 class FakeController:
     """Stands in for the daemon; records what the API asked of it."""

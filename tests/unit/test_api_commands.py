@@ -114,13 +114,22 @@ def test_exec_body() -> None:
     spec = commands.parse_exec_body({"argv": ["/bin/sh"], "env": {"A": "1"}, "user": None, "cwd": "/"})
     assert spec == commands.ExecRequest(argv=["/bin/sh"], user=None, env={"A": "1"}, cwd="/")
     assert commands.parse_exec_body(spec.to_json()) == spec
+    assert "tty" not in spec.to_json()  # a pipes exec sends the body it always did
+    tty = commands.parse_exec_body({"argv": ["sh"], "tty": True, "size": [40, 120]})
+    assert (tty.tty, tty.size) == (True, (40, 120))
+    assert commands.parse_exec_body(tty.to_json()) == tty
+    assert commands.parse_exec_body({"argv": ["sh"], "tty": True, "size": None}).size is None
     for bad, message in [
         ([], "expected a JSON object"),
         ({"argv": []}, "argv: expected a non-empty list of strings"),
         ({"argv": ["sh", 1]}, "argv: expected a non-empty list of strings"),
         ({"argv": ["sh"], "env": {"A": 1}}, "env: expected an object of strings"),
         ({"argv": ["sh"], "user": 0}, "user: expected a string or null"),
-        ({"argv": ["sh"], "tty": True}, "unknown keys"),
+        ({"argv": ["sh"], "pty": True}, "unknown keys"),
+        ({"argv": ["sh"], "tty": 1}, "tty: expected true or false"),
+        ({"argv": ["sh"], "size": [24, 80]}, "size: a window size needs tty true"),
+        ({"argv": ["sh"], "tty": True, "size": [24]}, r"size: expected \[rows, cols\]"),
+        ({"argv": ["sh"], "tty": True, "size": [24, 70000]}, r"size: expected \[rows, cols\]"),
     ]:
         with pytest.raises(BadRequestError, match=message):
             commands.parse_exec_body(bad)
@@ -140,6 +149,14 @@ def test_signal_message() -> None:
     for bad in (b'{"signal": 0}', b'{"signal": true}', b'{"sig": 1}', b"[]", b'{"signal": "TERM"}'):
         with pytest.raises(BadRequestError, match="expected"):
             commands.parse_signal_message(bad)
+
+
+def test_exec_message() -> None:
+    assert commands.parse_exec_message(b'{"signal": 2}') == 2
+    assert commands.parse_exec_message(b'{"resize": [50, 132]}') == commands.Resize(50, 132)
+    for bad in (b'{"resize": [50]}', b'{"resize": [-1, 80]}', b'{"resize": [1, 80], "signal": 2}', b'{"resize": "50x80"}'):
+        with pytest.raises(BadRequestError, match="expected"):
+            commands.parse_exec_message(bad)
 
 
 def test_command_path_rejects_unknown_verbs() -> None:

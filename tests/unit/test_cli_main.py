@@ -29,6 +29,15 @@ def test_exec_takes_everything_after_double_dash_verbatim() -> None:
     assert parse_args(["exec", "web", "sh"]).cmd == ["sh"]
 
 
+def test_exec_takes_docker_s_i_and_t() -> None:
+    args = parse_args(["exec", "-it", "web", "--", "sh"])
+    assert (args.interactive, args.tty, args.cmd) == (True, True, ["sh"])
+    args = parse_args(["exec", "web", "-t", "--", "-i"])  # after "--" it is the command's
+    assert (args.interactive, args.tty, args.cmd) == (False, True, ["-i"])
+    args = parse_args(["exec", "web", "sh"])
+    assert (args.interactive, args.tty) == (False, False)
+
+
 def test_json_and_socket_go_before_or_after_the_command() -> None:
     assert parse_args(["--json", "list"]).json is True
     assert parse_args(["list", "--json"]).json is True
