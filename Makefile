@@ -9,7 +9,7 @@ APT_PACKAGES := busybox-static tini crun runc podman conmon umoci skopeo stress-
                 systemd systemd-container dbus util-linux iproute2 curl dpkg-dev python3-venv \
                 libseccomp2 gcc libc6-dev containernetworking-plugins iptables \
                 qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client \
-                docker-registry apache2-utils pandoc man-db zsh fish
+                docker-registry apache2-utils pandoc man-db zsh fish lintian
 # (libseccomp2: the daemon compiles seccomp filters with it; gcc, libc6-dev:
 # tests build static C probes; containernetworking-plugins, iptables: the CNI
 # plugins supd runs for container networks. The fourth line: the host side of the pure

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.deb import built_deb
 from tests.systemd.sandbox import Sandbox, boot, nspawn_binary
 
 # Building the .deb and booting + installing into the sandbox take two minutes
@@ -30,7 +31,6 @@ from tests.systemd.sandbox import Sandbox, boot, nspawn_binary
 pytestmark = [pytest.mark.systemd, pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD_TIMEOUT = 1200.0  # a ceiling for a hang: ~20 s here, minutes in a loaded TCG VM
 SERVICE = "supd.service"
 HOST_LEFTOVERS = (
     "/etc/supd",
@@ -57,20 +57,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = ""
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("dpkg-deb") is None:
-        pytest.skip("dpkg-deb is missing")
-    out = tmp_path_factory.mktemp("dist")
-    built = subprocess.run(
-        ["sh", str(REPO / "packaging" / "build-deb.sh"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    assert built.returncode == 0, f"build-deb.sh failed:\n{built.stderr[-4000:]}"
-    path = Path(built.stdout.strip().splitlines()[-1])
-    assert path.is_file() and path.name.startswith("supd_") and path.suffix == ".deb"
-    return path
+    return built_deb(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

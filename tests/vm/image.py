@@ -34,15 +34,16 @@ BOOT_PACKAGES = (
 )
 # What the project's tests and benchmarks run, as the Makefile's APT_PACKAGES
 # installs them on a host. Left out on purpose: podman and conmon (no test needs
-# them; the v2 bench compares with crun) and dpkg-dev (build-deb.sh only calls
-# dpkg-deb, which is in the essential dpkg). gcc and libc6-dev build the
+# them; the v2 bench compares with crun). dpkg-dev: build-deb.sh computes the
+# package's libc dependency with its dpkg-shlibdeps (tests/systemd/test_service.py
+# builds the .deb here). gcc and libc6-dev build the
 # static probes the container-boundary tests run inside containers.
 # containernetworking-plugins and iptables: the CNI plugins supd runs for
 # container networks (bridge, host-local, portmap, firewall, loopback).
 PROJECT_PACKAGES = (
     "python3", "python3-venv", "busybox-static", "tini", "crun", "runc", "umoci",
     "skopeo", "stress-ng", "systemd-container", "curl", "gcc", "libc6-dev", "libseccomp2",
-    "containernetworking-plugins", "iptables",
+    "containernetworking-plugins", "iptables", "dpkg-dev",
 )
 PACKAGES = BOOT_PACKAGES + PROJECT_PACKAGES
 
