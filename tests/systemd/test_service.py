@@ -249,16 +249,25 @@ def test_readme_container_example_runs_on_a_fresh_install(inside: Inside, tmp_pa
     inside.ok("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:/var/tmp/busybox-layout:1.36", f"docker://{ref}")
     pulled = inside.run("supctl", "image", "pull", ref, timeout=300)
     assert pulled.returncode == 0, f"supctl image pull:\n{pulled.stdout}\n{pulled.stderr}\n{inside.journal()}"
+    # The sandbox's root is an overlay of the host's, and overlayfs refuses an
+    # upper layer on overlayfs: the units' writable layers get a tmpfs here
+    # (on a real install they are on the host's disk). Removed again below.
+    inside.ok("mount", "-t", "tmpfs", "-o", "mode=0700", "supdtest-upper", "/var/lib/supd/units")
     inside.path("/etc/supd/units/web.toml").write_text(readme_unit(ref))
     try:
-        wait_for(lambda: (inside.unit_status("web") or {}).get("state") == "running", timeout=90,
-                 what=f"the README's web unit to run: {inside.unit_status('web')}\n{inside.journal()}")
-        page = wait_for(lambda: (r := inside.run("curl", "-sf", "http://127.0.0.1:8080/")).returncode == 0 and r.stdout,
-                        timeout=30, what="the web unit to answer on 8080")
+        try:
+            wait_for(lambda: (inside.unit_status("web") or {}).get("state") == "running", timeout=90, what="web to run")
+            page = wait_for(lambda: (r := inside.run("curl", "-sf", "http://127.0.0.1:8080/")).returncode == 0 and r.stdout,
+                            timeout=30, what="the web unit to answer on 8080")
+        except AssertionError as e:
+            status = inside.run("supctl", "status", "web")
+            logs = inside.run("supctl", "logs", "web")
+            raise AssertionError(f"{e}\n{status.stdout}{status.stderr}\n{logs.stdout}{logs.stderr}\n{inside.journal()}") from None
         assert page == INDEX_HTML, page
     finally:
         inside.path("/etc/supd/units/web.toml").unlink()
         wait_for(lambda: inside.unit_status("web") is None, timeout=60, what="the web unit to go away")
+        inside.ok("umount", "/var/lib/supd/units")
 
 
 @pytest.fixture(scope="module")
