@@ -62,9 +62,11 @@ def licence_of(meta: Message, where: Path) -> str:
     expression = meta.get("License-Expression")
     if expression:
         return dep5_expression(expression)
-    field = (meta.get("License") or "").strip()
-    if field and "\n" not in field and len(field) < 40:  # a name, not a pasted text
-        return dep5_expression(field)
+    declared = (meta.get("License") or "").strip()
+    if declared and "\n" not in declared and len(declared) < 40:  # a name, not a pasted text
+        return dep5_expression(declared)
+    # several licence classifiers: read as a choice, as PyPI projects use them
+    # (structlog's "MIT OR Apache-2.0"); the texts all go in the paragraph
     names = sorted({CLASSIFIERS[c] for c in meta.get_all("Classifier") or [] if c in CLASSIFIERS})
     if names:
         return " or ".join(names)
@@ -72,9 +74,8 @@ def licence_of(meta: Message, where: Path) -> str:
 
 
 def licence_files(dist_info: Path, meta: Message) -> list[Path]:
-    named = [n for n in meta.get_all("License-File") or []]
     found: list[Path] = []
-    for name in named:
+    for name in meta.get_all("License-File") or []:
         for candidate in (dist_info / "licenses" / name, dist_info / name):
             if candidate.is_file():
                 found.append(candidate)
