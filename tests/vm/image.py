@@ -32,18 +32,17 @@ BOOT_PACKAGES = (
     "iproute2", "netbase", "ca-certificates", "openssh-server", "e2fsprogs",
     "linux-image-cloud-amd64", "initramfs-tools",
 )
-# What the project's tests and benchmarks run, as the Makefile's APT_PACKAGES
+# What the project's tests and benchmarks run, as the Makefile's RUN_PACKAGES and TEST_PACKAGES
 # installs them on a host. Left out on purpose: podman and conmon (no test needs
-# them; the v2 bench compares with crun). dpkg-dev: build-deb.sh computes the
-# package's libc dependency with its dpkg-shlibdeps (tests/systemd/test_service.py
-# builds the .deb here). gcc and libc6-dev build the
+# them; the v2 bench compares with crun) and dpkg-dev (build-deb.sh only calls
+# dpkg-deb, which is in the essential dpkg). gcc and libc6-dev build the
 # static probes the container-boundary tests run inside containers.
 # containernetworking-plugins and iptables: the CNI plugins supd runs for
 # container networks (bridge, host-local, portmap, firewall, loopback).
 PROJECT_PACKAGES = (
     "python3", "python3-venv", "busybox-static", "tini", "crun", "runc", "umoci",
     "skopeo", "stress-ng", "systemd-container", "curl", "gcc", "libc6-dev", "libseccomp2",
-    "containernetworking-plugins", "iptables", "dpkg-dev",
+    "containernetworking-plugins", "iptables",
 )
 PACKAGES = BOOT_PACKAGES + PROJECT_PACKAGES
 
@@ -132,7 +131,7 @@ def build(cache: Path, *, rebuild: bool = False) -> Image:
 def _build_into(image: Image) -> None:
     for tool in ("mmdebstrap", "mkfs.ext4", "ssh-keygen"):
         if shutil.which(tool) is None:
-            raise SystemExit(f"purev2: {tool} is missing (make setup installs mmdebstrap, qemu-utils, e2fsprogs)")
+            raise SystemExit(f"purev2: {tool} is missing (make test installs mmdebstrap, qemu-utils, e2fsprogs)")
     work = image.folder.with_name(image.folder.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
