@@ -41,13 +41,12 @@ PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 PYTHON_VERSIONED=$(dirname "$(readlink -f "$PYTHON")")/python$PYVER
 [ -x "$PYTHON_VERSIONED" ] || PYTHON_VERSIONED=$PYTHON
 # version, maintainer and homepage have one source: pyproject.toml
-project() {
-    "$PYTHON" -c 'import sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]; print(eval(sys.argv[2], {"p": p}))' \
-        "$REPO/pyproject.toml" "$1"
-}
-VERSION=$(project 'p["version"]')
-MAINTAINER=$(project '"%s <%s>" % (p["authors"][0]["name"], p["authors"][0]["email"])')
-HOMEPAGE=$(project 'p["urls"]["Homepage"]')
+{ read -r VERSION; read -r MAINTAINER; read -r HOMEPAGE; } <<EOF
+$("$PYTHON" -c 'import sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+author = p["authors"][0]
+print(p["version"], "%s <%s>" % (author["name"], author["email"]), p["urls"]["Homepage"], sep="\n")' "$REPO/pyproject.toml")
+EOF
 # the Debian changelog's newest entry must be this version (dpkg and lintian read it)
 CHANGELOG_VERSION=$(sed -n '1s/^supd (\([^)]*\)).*/\1/p' "$REPO/packaging/changelog")
 if [ "$CHANGELOG_VERSION" != "$VERSION" ]; then
@@ -71,7 +70,6 @@ cp -a "$REPO/pyproject.toml" "$REPO/supervisor" "$SRC/"
 find "$SRC" -name __pycache__ -prune -exec rm -rf {} +
 # shellcheck disable=SC2086
 "$ROOT$PREFIX/bin/python" -m pip install --quiet --no-cache-dir --no-compile ${PIP_ARGS:-} "$SRC"
-mkdir -p "$OUT"
 "$ROOT$PREFIX/bin/python" -m pip freeze --quiet --exclude supd >"$WORK/constraints.txt"
 # pip is a build tool: the runtime venv does not need it (nor its scripts
 # with build-time paths in their shebangs)
@@ -161,9 +159,9 @@ SOS=$(find "$ROOT$PREFIX" -type f -name '*.so')
 if [ -n "$SOS" ]; then
     mkdir -p "$WORK/shlibdeps/debian"
     printf 'Source: supd\n\nPackage: supd\nArchitecture: any\n' >"$WORK/shlibdeps/debian/control"
-    # shellcheck disable=SC2086
     # (its warnings are about the staging layout and the wheels' linking:
     # shown only if it fails)
+    # shellcheck disable=SC2086
     SHLIBS=$(cd "$WORK/shlibdeps" && dpkg-shlibdeps -O --warnings=0 $SOS 2>"$WORK/shlibdeps.log") \
         || { cat "$WORK/shlibdeps.log" >&2; exit 1; }
     SHLIBS=$(echo "$SHLIBS" | sed -n 's/^shlibs:Depends=//p')
@@ -198,6 +196,7 @@ for script in postinst prerm postrm; do
     install -m 0755 "$REPO/packaging/deb/$script" "$ROOT/DEBIAN/$script"
 done
 
+mkdir -p "$OUT"
 DEB="$OUT/supd_${VERSION}_${ARCH}.deb"
 cp "$WORK/constraints.txt" "$OUT/supd_${VERSION}_${ARCH}.constraints.txt"
 # --root-owner-group: files are root's in the package even when built by a user
