@@ -17,13 +17,13 @@ RUN_PACKAGES := python3-venv libseccomp2 busybox-static tini \
 # `make test`, on top of RUN_PACKAGES: the peers the tests compare with,
 # systemd for the sandbox tier, gcc and libc6-dev for the static C probes,
 # a registry for the pull tests, pandoc, man-db, zsh and fish for the man
-# page and completion tests, and the host side of the pure cgroup v2 VM tier
+# page and completion tests, lintian for the .deb's check, and the host side of the pure cgroup v2 VM tier
 # (tests/vm/README.md: qemu, mmdebstrap...).
 TEST_PACKAGES := crun runc podman conmon umoci stress-ng \
                  systemd systemd-container dbus util-linux iproute2 \
                  gcc libc6-dev dpkg-dev \
                  docker-registry apache2-utils \
-                 pandoc man-db zsh fish \
+                 pandoc man-db zsh fish lintian \
                  qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client
 # `make bench`, on top of RUN_PACKAGES: the peers it measures supd against.
 BENCH_PACKAGES := crun runc podman conmon umoci stress-ng

@@ -12,8 +12,14 @@
 # Architecture is "all" only if the venv has no compiled extension; watchfiles
 # ships one (Rust), so in practice it is the build machine's (amd64 here).
 #
+# lintian (tests/packaging/test_deb.py) reports nothing on the result but the
+# venv's place under /opt, overridden in packaging/lintian-overrides.
+#
 # Usage: packaging/build-deb.sh [--python /usr/bin/python3.11] [--out DIR]
 # Env:   PIP_ARGS   extra pip arguments (an index, --constraint, --no-index ...)
+# Writes the .deb and, beside it, supd_<version>_<arch>.constraints.txt: the
+# exact dependency versions it bundled (PIP_ARGS="--constraint FILE" rebuilds
+# with the same ones).
 set -eu
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +29,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --python) PYTHON=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "build-deb.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -34,7 +40,19 @@ PREFIX=/opt/supd
 PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 PYTHON_VERSIONED=$(dirname "$(readlink -f "$PYTHON")")/python$PYVER
 [ -x "$PYTHON_VERSIONED" ] || PYTHON_VERSIONED=$PYTHON
-VERSION=$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO/pyproject.toml")
+# version, maintainer and homepage have one source: pyproject.toml
+{ read -r VERSION; read -r MAINTAINER; read -r HOMEPAGE; } <<EOF
+$("$PYTHON" -c 'import sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+author = p["authors"][0]
+print(p["version"], "%s <%s>" % (author["name"], author["email"]), p["urls"]["Homepage"], sep="\n")' "$REPO/pyproject.toml")
+EOF
+# the Debian changelog's newest entry must be this version (dpkg and lintian read it)
+CHANGELOG_VERSION=$(sed -n '1s/^supd (\([^)]*\)).*/\1/p' "$REPO/packaging/changelog")
+if [ "$CHANGELOG_VERSION" != "$VERSION" ]; then
+    echo "build-deb: packaging/changelog's newest entry is $CHANGELOG_VERSION, pyproject.toml says $VERSION" >&2
+    exit 1
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/supd-deb.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -52,10 +70,19 @@ cp -a "$REPO/pyproject.toml" "$REPO/supervisor" "$SRC/"
 find "$SRC" -name __pycache__ -prune -exec rm -rf {} +
 # shellcheck disable=SC2086
 "$ROOT$PREFIX/bin/python" -m pip install --quiet --no-cache-dir --no-compile ${PIP_ARGS:-} "$SRC"
+"$ROOT$PREFIX/bin/python" -m pip freeze --quiet --exclude supd >"$WORK/constraints.txt"
 # pip is a build tool: the runtime venv does not need it (nor its scripts
 # with build-time paths in their shebangs)
 "$ROOT$PREFIX/bin/python" -m pip uninstall --quiet --yes pip setuptools >/dev/null 2>&1 || true
 rm -f "$ROOT$PREFIX"/bin/pip* "$ROOT$PREFIX"/bin/Activate.ps1
+# the dependencies' own commands (idna, watchfiles): supd does not use them,
+# and /opt/supd/bin holds what /usr/bin/supd and /usr/bin/supctl run
+for f in "$ROOT$PREFIX"/bin/*; do
+    case "$(basename "$f")" in
+        supd|supctl|python*|activate*) ;;
+        *) rm -f "$f" ;;
+    esac
+done
 
 # the venv was built under $ROOT; its scripts must name the installed path
 for f in "$ROOT$PREFIX"/bin/*; do
@@ -73,9 +100,11 @@ if grep -rIl "$ROOT" "$ROOT$PREFIX" >/dev/null 2>&1; then
     grep -rIl "$ROOT" "$ROOT$PREFIX" >&2
     exit 1
 fi
-# byte-compile now, with the installed paths, so that nothing under /opt/supd
-# is written at run time (dpkg would not know those files)
-"$ROOT$PREFIX/bin/python" -m compileall -q -s "$ROOT" -p / "$ROOT$PREFIX/lib" >/dev/null
+# No byte-code in the package (lintian: package-installs-python-pycache-dir):
+# postinst compiles the venv where it is installed, prerm removes the result.
+find "$ROOT$PREFIX" -depth -type d -name __pycache__ -exec rm -rf {} +
+# compiled extensions stripped of debugging symbols, as dh_strip does
+find "$ROOT$PREFIX" -type f -name '*.so' -exec strip --strip-unneeded --remove-section=.comment --remove-section=.note {} +
 
 # commands
 mkdir -p "$ROOT/usr/bin"
@@ -95,7 +124,17 @@ install -D -m 0644 "$REPO/packaging/supd.toml" "$ROOT/etc/supd/supd.toml"
 mkdir -p "$ROOT/etc/supd/units"
 # the default network (network = "bridge"); supd writes the same file on first use if it is missing
 install -D -m 0644 "$REPO/packaging/supd.conflist" "$ROOT/etc/supd/networks/supd.conflist"
-install -D -m 0644 "$REPO/packaging/README.md" "$ROOT/usr/share/doc/supd/README.md"
+# documentation: the README, docs/ (the README links to docs/*.md), the
+# packaging notes as README.Debian, the changelog and the copyright file
+DOC="$ROOT/usr/share/doc/supd"
+install -D -m 0644 "$REPO/README.md" "$DOC/README.md"
+install -D -m 0644 -t "$DOC/docs" "$REPO"/docs/*.md
+install -D -m 0644 "$REPO/packaging/README.md" "$DOC/README.Debian"
+install -D -m 0644 "$REPO/packaging/changelog" "$DOC/changelog"
+gzip -9n "$DOC/changelog"
+"$PYTHON" "$REPO/packaging/copyright.py" "$(echo "$ROOT$PREFIX"/lib/python*/site-packages)" "$ROOT" "$REPO/pyproject.toml" >"$DOC/copyright"
+chmod 0644 "$DOC/copyright"
+install -D -m 0644 "$REPO/packaging/lintian-overrides" "$ROOT/usr/share/lintian/overrides/supd"
 # man pages and supctl's shell completions, checked in (packaging/manpages.py,
 # packaging/completion.py regenerate them), so this build needs neither pandoc nor shtab
 for page in "$REPO"/packaging/man/*.[0-9]; do
@@ -112,19 +151,37 @@ if find "$ROOT$PREFIX" -name '*.so' | grep -q .; then
     ARCH=$(dpkg --print-architecture)
 fi
 
+# the C libraries the compiled extensions link (libc6 (>= 2.x)), as
+# dpkg-shlibdeps computes them; it wants a debian/control to read, so it runs
+# in a scratch folder with a minimal one
+SHLIBS=""
+SOS=$(find "$ROOT$PREFIX" -type f -name '*.so')
+if [ -n "$SOS" ]; then
+    mkdir -p "$WORK/shlibdeps/debian"
+    printf 'Source: supd\n\nPackage: supd\nArchitecture: any\n' >"$WORK/shlibdeps/debian/control"
+    # (its warnings are about the staging layout and the wheels' linking:
+    # shown only if it fails)
+    # shellcheck disable=SC2086
+    SHLIBS=$(cd "$WORK/shlibdeps" && dpkg-shlibdeps -O --warnings=0 $SOS 2>"$WORK/shlibdeps.log") \
+        || { cat "$WORK/shlibdeps.log" >&2; exit 1; }
+    SHLIBS=$(echo "$SHLIBS" | sed -n 's/^shlibs:Depends=//p')
+    [ -n "$SHLIBS" ] || { echo "build-deb: dpkg-shlibdeps found no library dependency for $SOS" >&2; exit 1; }
+    SHLIBS="$SHLIBS, "
+fi
+
 mkdir -p "$ROOT/DEBIAN"
 INSTALLED_KB=$(du -sk --exclude=DEBIAN "$ROOT" | cut -f1)
 cat > "$ROOT/DEBIAN/control" <<EOF
 Package: supd
 Version: $VERSION
 Architecture: $ARCH
-Maintainer: supd developers <supd@localhost>
+Maintainer: $MAINTAINER
 Installed-Size: $INSTALLED_KB
-Depends: python$PYVER, util-linux, mount, containernetworking-plugins, iptables
-Recommends: systemd
+Depends: ${SHLIBS}python$PYVER, mount, containernetworking-plugins, iptables, skopeo
+Recommends: systemd, tini
 Section: admin
 Priority: optional
-Homepage: https://example.invalid/supd
+Homepage: $HOMEPAGE
 Description: small, fast container supervisor for one Linux host
  supd reads TOML unit files, gives each unit a systemd-style cgroup (a scope
  in a slice, through systemd's D-Bus API or cgroupfs), mounts its layered
@@ -132,12 +189,16 @@ Description: small, fast container supervisor for one Linux host
  to the running daemon. Runs as supd.service (Type=notify, Delegate=yes).
 EOF
 printf "%s\n" /etc/supd/supd.toml /etc/supd/networks/supd.conflist > "$ROOT/DEBIAN/conffiles"
+# checksums of every file but the conffiles, for debsums and dpkg --verify
+(cd "$ROOT" && find . -path ./DEBIAN -prune -o -path ./etc -prune -o -type f -print | sed 's|^\./||' | LC_ALL=C sort \
+    | xargs md5sum) >"$ROOT/DEBIAN/md5sums"
 for script in postinst prerm postrm; do
     install -m 0755 "$REPO/packaging/deb/$script" "$ROOT/DEBIAN/$script"
 done
 
 mkdir -p "$OUT"
 DEB="$OUT/supd_${VERSION}_${ARCH}.deb"
+cp "$WORK/constraints.txt" "$OUT/supd_${VERSION}_${ARCH}.constraints.txt"
 # --root-owner-group: files are root's in the package even when built by a user
 dpkg-deb --build -Zxz --root-owner-group "$ROOT" "$DEB" >/dev/null
 echo "$DEB"

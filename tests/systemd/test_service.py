@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.busybox import make_busybox_rootfs
+from tests.helpers.deb import REPO, built_deb
+from tests.helpers.oci import umoci
 from tests.systemd.sandbox import Sandbox, boot, nspawn_binary
 
 # Building the .deb and booting + installing into the sandbox take two minutes
@@ -29,15 +32,23 @@ from tests.systemd.sandbox import Sandbox, boot, nspawn_binary
 # beyond the suite's 120 s default: the first test pays for the module fixtures.
 pytestmark = [pytest.mark.systemd, pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD_TIMEOUT = 1200.0  # a ceiling for a hang: ~20 s here, minutes in a loaded TCG VM
 SERVICE = "supd.service"
 HOST_LEFTOVERS = (
     "/etc/supd",
     "/etc/systemd/system/supd.service",
     "/etc/systemd/system/supd.service.d",
     "/etc/tmpfiles.d/supd.conf",
+    # a container image's "start no service" policy (this host is one): the
+    # maintainer scripts honour it through deb-systemd-invoke, as they should,
+    # but the sandbox is a booted system where postinst must start supd
+    "/usr/sbin/policy-rc.d",
 )
+SITE_PACKAGES = "/opt/supd/lib/python3.11/site-packages"
+# the README's container example, its image served by a registry inside the
+# sandbox (its network namespace is its own: nothing reaches the host's)
+# (not 5000: Debian's docker-registry.service, enabled on this host, boots in the sandbox too)
+REGISTRY_PORT = 5123
+IMAGE_NAME = "library/busybox:1.36"
 LIVE_RESTORE_CONFIG = """\
 # written by tests/systemd/test_service.py: the packaged defaults (live_restore = true)
 socket_group = "supd"
@@ -57,20 +68,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = ""
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("dpkg-deb") is None:
-        pytest.skip("dpkg-deb is missing")
-    out = tmp_path_factory.mktemp("dist")
-    built = subprocess.run(
-        ["sh", str(REPO / "packaging" / "build-deb.sh"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    assert built.returncode == 0, f"build-deb.sh failed:\n{built.stderr[-4000:]}"
-    path = Path(built.stdout.strip().splitlines()[-1])
-    assert path.is_file() and path.name.startswith("supd_") and path.suffix == ".deb"
-    return path
+    return built_deb(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +190,84 @@ def test_package_installs_man_pages_and_completions(inside: Inside) -> None:
     assert inside.ok("bash", "-n", "/usr/share/bash-completion/completions/supctl") == ""
     assert inside.path("/usr/share/zsh/vendor-completions/_supctl").read_text().startswith("#compdef supctl")
     assert "complete -c supctl" in inside.path("/usr/share/fish/vendor_completions.d/supctl.fish").read_text()
+
+
+def test_postinst_compiled_the_venv_and_nothing_else_was_shipped_compiled(inside: Inside, deb: Path) -> None:
+    # the package has no __pycache__ (lintian); postinst compiled the venv
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    assert "__pycache__" not in listing
+    compiled = list(inside.path(f"{SITE_PACKAGES}/supervisor/cli/__pycache__").glob("*.cpython-311.pyc"))
+    assert compiled, "postinst did not byte-compile the venv"
+
+
+INDEX_HTML = "<h1>supd's README example</h1>\n"
+
+
+def busybox_image(work: Path) -> Path:
+    """An OCI layout tagged 1.36: busybox (with /etc/passwd's nobody) and
+    /var/www/index.html, what the README's example serves."""
+    layout, bundle = work / "layout", work / "bundle"
+    umoci("init", "--layout", str(layout))
+    umoci("new", "--image", f"{layout}:1.36")
+    umoci("unpack", "--image", f"{layout}:1.36", str(bundle))
+    make_busybox_rootfs(bundle / "rootfs")
+    (bundle / "rootfs/var/www").mkdir(parents=True, exist_ok=True)
+    (bundle / "rootfs/var/www/index.html").write_text(INDEX_HTML)
+    umoci("repack", "--image", f"{layout}:1.36", str(bundle))
+    return layout
+
+
+def readme_unit(image: str) -> str:
+    """The unit file of the README's "What a unit looks like", its image swapped."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## What a unit looks like", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    assert 'image = "busybox:1.36"' in block, block
+    return block.replace('image = "busybox:1.36"', f'image = "{image}"')
+
+
+def test_readme_container_example_runs_on_a_fresh_install(inside: Inside, tmp_path: Path) -> None:
+    """The README's example unit, its image got with `supctl image pull` (skopeo
+    is a dependency of the package), serving HTTP on its published port."""
+    layout = busybox_image(tmp_path)
+    shutil.copytree(layout, inside.path("/var/tmp/busybox-layout"))
+    reg = "/var/tmp/registry"
+    inside.path(reg).mkdir()
+    inside.path(f"{reg}/config.json").write_text(json.dumps({
+        "version": 0.1, "log": {"level": "warn"},
+        "storage": {"filesystem": {"rootdirectory": f"{reg}/storage"}},
+        "http": {"addr": f"127.0.0.1:{REGISTRY_PORT}"},
+    }))
+    # a transient service of the sandbox's systemd: it ends with the sandbox
+    inside.ok("systemd-run", "--unit=supdtest-registry", "/usr/bin/docker-registry", "serve", f"{reg}/config.json")
+    try:
+        wait_for(lambda: inside.run("curl", "-sf", f"http://127.0.0.1:{REGISTRY_PORT}/v2/").returncode == 0,
+                 timeout=30, what="the registry in the sandbox")
+    except AssertionError as e:
+        log = inside.run("journalctl", "-u", "supdtest-registry", "--no-pager").stdout
+        raise AssertionError(f"{e}\n{log}") from None
+    ref = f"127.0.0.1:{REGISTRY_PORT}/{IMAGE_NAME}"
+    inside.ok("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:/var/tmp/busybox-layout:1.36", f"docker://{ref}")
+    pulled = inside.run("supctl", "image", "pull", ref, timeout=300)
+    assert pulled.returncode == 0, f"supctl image pull:\n{pulled.stdout}\n{pulled.stderr}\n{inside.journal()}"
+    # The sandbox's root is an overlay of the host's, and overlayfs refuses an
+    # upper layer on overlayfs: the units' writable layers get a tmpfs here
+    # (on a real install they are on the host's disk). Removed again below.
+    inside.ok("mount", "-t", "tmpfs", "-o", "mode=0700", "supdtest-upper", "/var/lib/supd/units")
+    inside.path("/etc/supd/units/web.toml").write_text(readme_unit(ref))
+    try:
+        try:
+            wait_for(lambda: (inside.unit_status("web") or {}).get("state") == "running", timeout=90, what="web to run")
+            page = wait_for(lambda: (r := inside.run("curl", "-sf", "http://127.0.0.1:8080/")).returncode == 0 and r.stdout,
+                            timeout=30, what="the web unit to answer on 8080")
+        except AssertionError as e:
+            status = inside.run("supctl", "status", "web")
+            logs = inside.run("supctl", "logs", "web")
+            raise AssertionError(f"{e}\n{status.stdout}{status.stderr}\n{logs.stdout}{logs.stderr}\n{inside.journal()}") from None
+        assert page == INDEX_HTML, page
+    finally:
+        inside.path("/etc/supd/units/web.toml").unlink()
+        wait_for(lambda: inside.unit_status("web") is None, timeout=60, what="the web unit to go away")
+        inside.ok("umount", "/var/lib/supd/units")
 
 
 @pytest.fixture(scope="module")
@@ -344,3 +420,16 @@ def test_reboot_with_the_state_folder_kept_brings_every_unit_back(inside: Inside
         )
         assert status["restarts"] == 0, status
         assert pid_alive_inside(inside, int(status["pid"]))
+
+
+def test_purge_removes_the_venv_and_its_byte_code_and_keeps_the_data(inside: Inside) -> None:
+    # last: the package leaves the sandbox. prerm stops supd and drops the
+    # byte-code postinst wrote, postrm removes what is left under /opt/supd
+    assert inside.path(SITE_PACKAGES).is_dir()
+    purged = inside.run("dpkg", "--purge", "supd", timeout=300)
+    assert purged.returncode == 0, f"dpkg --purge failed:\n{purged.stdout}\n{purged.stderr}"
+    assert not inside.path("/opt/supd").exists()
+    assert not inside.path("/lib/systemd/system/supd.service").exists()
+    assert inside.show("ActiveState")["ActiveState"] == "inactive"
+    assert not inside.path("/etc/systemd/system/multi-user.target.wants/supd.service").exists()
+    assert inside.path("/var/lib/supd").is_dir()  # data, kept even on purge
