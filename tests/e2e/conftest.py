@@ -29,6 +29,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # tier runs the cgroup e2e tests a second time with it). systemd puts every
 # scope in the one supd.slice, so tests under it run one at a time.
 DRIVER = os.environ.get("SUPD_TEST_CGROUP_DRIVER", "cgroupfs")
+# The file driver unless told: "auto" would pick journald in the pure-v2 VM
+# (systemd as PID 1) and nowhere else, so the same test would read its units'
+# output from different places; tests/systemd/test_journald_logs.py covers journald.
+LOG_DRIVER = os.environ.get("SUPD_TEST_LOG_DRIVER", "file")
 # Every wait is stretched by this factor where the machine is slow by design:
 # the pure-v2 VM tier emulates its CPUs (TCG), where starting a Python process
 # alone takes seconds. The waits are upper bounds, so a fast run is unchanged.
@@ -148,6 +152,8 @@ class Supd:
             *where,
             "--log-format",
             "json",
+            "--log-driver",
+            LOG_DRIVER,
             "--networks-dir",
             str(self.networks_dir),
             *self.extra_args,

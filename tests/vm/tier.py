@@ -74,6 +74,8 @@ EXCLUDED: dict[str, str] = {
     "tests/e2e/test_image_push.py": "pushes to a registry the tests start (OCI layout, skopeo): " + _SAME_EVERYWHERE,
     "tests/e2e/test_kube.py": "Kubernetes manifests out of and into unit files: " + _SAME_EVERYWHERE,
     "tests/integration/test_rootfs_layertar.py": "layer folders tarred for a push: " + _SAME_EVERYWHERE,
+    "tests/e2e/test_exec_tty.py": "exec with a terminal (ptys, raw mode, resize): " + _SAME_EVERYWHERE,
+    "tests/integration/test_exec_terminal.py": "supctl's end of a terminal session: " + _SAME_EVERYWHERE,
     "tests/e2e/test_image_store.py": "image list, rm, prune and removal killed half way (store files only): " + _SAME_EVERYWHERE,
     "tests/e2e/test_sessions.py": "exec sessions and follow streams (process groups, inotify): " + _SAME_EVERYWHERE,
     "tests/e2e/test_logs.py": "unit output records, run markers, since/until (the log relay, files): " + _SAME_EVERYWHERE,
