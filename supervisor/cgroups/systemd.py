@@ -19,7 +19,8 @@ containerd and conmon, the driver follows each scope's memory.events while it
 lives (the kernel raises oom_kill before it sends the SIGKILL, and marks the
 file modified, which wakes an inotify watch; while the scope is at its memory
 limit the file is also read every millisecond, because that notification can
-be lost) and `stats()` reports the last count seen once the file is gone.
+be lost, and the kernel log's record of each OOM kill counts too) and
+`stats()` reports the last count seen once the file is gone.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import anyio
 import structlog
 
 from supervisor import inotify
-from supervisor.cgroups import dbus, devices, layout, ownership, translate, tree
+from supervisor.cgroups import dbus, devices, kmsg, layout, ownership, translate, tree
 from supervisor.cgroups.dbus import MANAGER, Connection, DBusConnectionError, DBusError
 from supervisor.cgroups.driver import UNIFIED, CgroupError, CgroupRef, CgroupStats, ScopeSpec
 from supervisor.cgroups.layout import DEFAULT_ROOT, MOUNTINFO, Hierarchy, Layout
@@ -264,13 +265,21 @@ class OomWatch:
     moment a file shows the cgroup at its limit ("max" or "oom" rising),
     the thread also reads it every millisecond, until it has been quiet for
     HOT_SECONDS or is gone. A unit that lives at its limit costs one small
-    read per millisecond while it does; any other costs nothing."""
+    read per millisecond while it does; any other costs nothing.
+
+    A kill that comes at once, before the file was ever read at its limit,
+    can still be lost that way (seen under the VM too). The thread therefore
+    also reads the kernel's log, where every OOM kill is written, naming the
+    scope, before the victim gets its SIGKILL (`kmsg`): the count is the
+    higher of what memory.events said and what the kernel logged."""
 
     POLL_SECONDS = 0.001
     HOT_SECONDS = 0.5
 
-    def __init__(self) -> None:
+    def __init__(self, *, kernel_log: str | None = kmsg.KMSG) -> None:
         self.fd: int | None = None
+        self._kernel_log = kernel_log
+        self._kmsg: int | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop_r = self._stop_w = -1
@@ -278,6 +287,7 @@ class OomWatch:
         self._kills: dict[Path, int] = {}
         self._counts: dict[Path, dict[str, int]] = {}  # the last reading, to see pressure rise
         self._hot: dict[Path, float] = {}  # file at its limit -> monotonic time its polling ends
+        self._logged: dict[Path, int] = {}  # the count at watch() plus the kills the kernel logged since
 
     def watching(self, file: Path) -> bool:
         with self._lock:
@@ -294,12 +304,12 @@ class OomWatch:
                 self._start()
             assert self.fd is not None
             counts = _read_memory_events(file) or {}
-            self._kills[file] = counts.get("oom_kill", 0)
+            self._kills[file] = self._logged[file] = counts.get("oom_kill", 0)
             self._counts[file] = counts
             try:
                 wd = inotify.add_watch(self.fd, file, inotify.IN_MODIFY)
             except OSError as e:
-                del self._kills[file], self._counts[file]
+                del self._kills[file], self._counts[file], self._logged[file]
                 raise CgroupError(file, None, f"inotify_add_watch failed: {e.strerror}") from e
             self._files[wd] = file
         self._refresh(file)  # a kill between the first read and the watch
@@ -310,6 +320,11 @@ class OomWatch:
         except OSError as e:
             raise CgroupError("inotify", None, f"inotify_init1 failed: {e.strerror}") from e
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        if self._kernel_log is not None:
+            self._kmsg = kmsg.open_reader(self._kernel_log)
+            if self._kmsg is None:
+                log.info("kernel_log_unreadable", path=self._kernel_log,
+                         effect="OOM kills counted from memory.events only")
         self._thread = threading.Thread(target=self._run, name="supd-oom-watch", daemon=True)
         self._thread.start()
 
@@ -319,6 +334,7 @@ class OomWatch:
             self._kills.pop(file, None)
             self._counts.pop(file, None)
             self._hot.pop(file, None)
+            self._logged.pop(file, None)
             for wd in [wd for wd, f in self._files.items() if f == file]:
                 del self._files[wd]
                 if self.fd is not None:
@@ -347,6 +363,26 @@ class OomWatch:
         if seen:
             log.info("scope_oom_kill_seen", file=str(file), oom_kills=kills)
 
+    def kernel_record(self, record: str) -> None:
+        """A /dev/kmsg record: an OOM kill the kernel logged counts for the
+        scope it names (the one over its limit, or the victim's: a scope's
+        own sub-cgroups included), whether or not memory.events still
+        exists to say so."""
+        cgroups = kmsg.oom_kill_cgroups(record)
+        if not cgroups:
+            return
+        parts = {part for path in cgroups for part in path.strip("/").split("/")}
+        seen: list[tuple[Path, int]] = []
+        with self._lock:
+            for file in self._logged:
+                if file.parent.name in parts:
+                    self._logged[file] += 1
+                    if self._logged[file] > self._kills[file]:
+                        self._kills[file] = self._logged[file]
+                        seen.append((file, self._kills[file]))
+        for file, kills in seen:
+            log.info("scope_oom_kill_seen", file=str(file), oom_kills=kills, source="kernel log")
+
     def _hot_files(self) -> list[Path]:
         """The files to read now without a notification, dropping those quiet
         long enough."""
@@ -361,12 +397,23 @@ class OomWatch:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         poller.register(self._stop_r, select.POLLIN)
+        if self._kmsg is not None:
+            poller.register(self._kmsg, select.POLLIN)
         while True:
             hot = self._hot_files()
             timeout_ms = max(1, round(self.POLL_SECONDS * 1000)) if hot else None
             ready = {fd for fd, _ev in poller.poll(timeout_ms)}
             if self._stop_r in ready:
                 return
+            if self._kmsg is not None and self._kmsg in ready:
+                try:
+                    records = kmsg.read_records(self._kmsg)
+                except OSError as e:
+                    log.warning("kernel_log_read_failed", error=str(e))
+                    poller.unregister(self._kmsg)
+                    records = []
+                for record in records:
+                    self.kernel_record(record)
             touched: list[Path] = []
             if self.fd in ready:
                 try:
@@ -392,14 +439,15 @@ class OomWatch:
             os.write(self._stop_w, b"x")
             thread.join()
         with self._lock:
-            for fd in (self.fd, self._stop_r, self._stop_w):
+            for fd in (self.fd, self._stop_r, self._stop_w, self._kmsg):
                 if fd is not None and fd >= 0:
                     os.close(fd)
-            self.fd, self._stop_r, self._stop_w = None, -1, -1
+            self.fd, self._stop_r, self._stop_w, self._kmsg = None, -1, -1, None
             self._files.clear()
             self._kills.clear()
             self._counts.clear()
             self._hot.clear()
+            self._logged.clear()
 
 
 # ---------------------------------------------------------------- the driver
