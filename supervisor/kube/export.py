@@ -309,6 +309,8 @@ def _security(doc: _Doc, ids: tuple[int, int | None] | None) -> dict[str, Any]:
         security["seccompProfile"] = {"type": "Unconfined"}
     else:
         doc.unmapped("exec", "seccomp", mode, "a profile file must be installed on each node (seccompProfile Localhost)")
+    if spec.log_driver is not None:
+        doc.unmapped("exec", "log_driver", spec.log_driver, "a container's output is the kubelet's to keep (kubectl logs)")
     return security
 
 
