@@ -145,6 +145,8 @@ complete -c supctl -n '_shtab_supctl_using exec' -l no-color -d 'no colours (def
 complete -c supctl -n '_shtab_supctl_using exec' -l user -s u -x -d 'user name or uid[:gid] inside the unit (default: the unit'"'"'s user)'
 complete -c supctl -n '_shtab_supctl_using exec' -s e -l env -x -d 'add or override a variable of the unit'"'"'s environment, repeatable (default: none)'
 complete -c supctl -n '_shtab_supctl_using exec' -s w -l workdir -x -d 'working directory inside the unit (default: the unit'"'"'s)'
+complete -c supctl -n '_shtab_supctl_using exec' -s i -l interactive -d 'with -t, copy stdin to the terminal; without -t stdin is always passed (default: off)'
+complete -c supctl -n '_shtab_supctl_using exec' -s t -l tty -d 'run on a new terminal inside the unit, ours in raw mode meanwhile, TERM passed (default: off, pipes)'
 complete -c supctl -n '_shtab_supctl_using exec; and test $_shtab_supctl_npos -eq 0' -ka "(__supctl_unit_names)" -d UNIT
 complete -c supctl -n '_shtab_supctl_using; and test $_shtab_supctl_npos -eq 0' -a image -d 'pull, push, import, list, inspect, remove or prune OCI images'
 complete -c supctl -n '_shtab_supctl_using image' -s h -l help -d 'show this help message and exit'
