@@ -293,24 +293,31 @@ def pull_image(client: Client, args: argparse.Namespace, out: Output) -> int:
     if is_layout(source):
         raise UsageError(f'image pull {args.ref}: that is an OCI layout; use "supctl image import {args.ref}"')
     authfile = os.path.abspath(args.authfile) if args.authfile else None
-    progress = sys.stderr.isatty() and not args.json
-    if progress:
-        sys.stderr.write(f"pulling {source} …")
-    elif not args.json:
-        sys.stderr.write(f"pulling {source}\n")
-    sys.stderr.flush()
-    try:
-        body = _commands().PullImageRequest(source, authfile).to_json()
-        result = client.call("POST", routes.ROUTES_BY_COMMAND["pull_image"].path(), body)
-    finally:
-        if progress:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+    body = _commands().PullImageRequest(source, authfile).to_json()
+    result = _call_with_progress(client, "pull_image", body, f"pulling {source}", quiet=args.json)
     if args.json:
         out.json(result)
     else:
         out.write(f"{source} {result.get('digest', '')}\n")
     return EXIT_OK
+
+
+def _call_with_progress(client: Client, command: str, body: dict[str, Any], what: str, *, quiet: bool) -> Any:
+    """A long request (a pull, a push) announced on stderr: on a terminal as
+    "WHAT …", erased when it ends; elsewhere as a plain line; nothing with
+    --json."""
+    progress = sys.stderr.isatty() and not quiet
+    if progress:
+        sys.stderr.write(f"{what} …")
+    elif not quiet:
+        sys.stderr.write(f"{what}\n")
+    sys.stderr.flush()
+    try:
+        return client.call("POST", routes.ROUTES_BY_COMMAND[command].path(), body)
+    finally:
+        if progress:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
 
 def parse_bool(text: str) -> bool:
@@ -329,19 +336,9 @@ def push_image(client: Client, args: argparse.Namespace, out: Output) -> int:
         head, sep, tag = source.rpartition(":")
         source = f"{os.path.abspath(head)}:{tag}" if sep and "/" not in tag else os.path.abspath(source)
     authfile = os.path.abspath(args.authfile) if args.authfile else None
-    progress = sys.stderr.isatty() and not args.json
-    if progress:
-        sys.stderr.write(f"pushing {source} to {args.destination} …")
-    elif not args.json:
-        sys.stderr.write(f"pushing {source} to {args.destination}\n")
-    sys.stderr.flush()
-    try:
-        body = _commands().PushImageRequest(source, args.destination, authfile, args.tls_verify).to_json()
-        result = client.call("POST", routes.ROUTES_BY_COMMAND["push_image"].path(), body)
-    finally:
-        if progress:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+    body = _commands().PushImageRequest(source, args.destination, authfile, args.tls_verify).to_json()
+    what = f"pushing {source} to {args.destination}"
+    result = _call_with_progress(client, "push_image", body, what, quiet=args.json)
     if args.json:
         out.json(result)
     else:

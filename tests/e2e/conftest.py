@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.cni import TestNetwork
+from tests.helpers.waiting import TIME_SCALE, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -36,7 +36,6 @@ LOG_DRIVER = os.environ.get("SUPD_TEST_LOG_DRIVER", "file")
 # Every wait is stretched by this factor where the machine is slow by design:
 # the pure-v2 VM tier emulates its CPUs (TCG), where starting a Python process
 # alone takes seconds. The waits are upper bounds, so a fast run is unchanged.
-TIME_SCALE = float(os.environ.get("SUPD_TEST_TIME_SCALE", "1"))
 SYSTEMD_SLICE = "supd.slice"
 
 
@@ -54,18 +53,6 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
-    timeout *= TIME_SCALE
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})")
 
 
 @dataclass

@@ -14,13 +14,13 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import waiting
 from tests.systemd.sandbox import Sandbox, boot, nspawn_binary
 
 pytestmark = [pytest.mark.systemd, pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -32,14 +32,7 @@ STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return waiting.wait_for(predicate, timeout, 0.2, what)  # a sandbox answers in tenths of seconds
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import waiting
 from tests.helpers.busybox import make_busybox_rootfs
 from tests.helpers.deb import REPO, built_deb
 from tests.helpers.oci import umoci
@@ -56,14 +57,7 @@ socket_group = "supd"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return waiting.wait_for(predicate, timeout, 0.2, what)  # a sandbox answers in tenths of seconds
 
 
 @pytest.fixture(scope="module")
