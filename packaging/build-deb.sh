@@ -103,6 +103,11 @@ fi
 # No byte-code in the package (lintian: package-installs-python-pycache-dir):
 # postinst compiles the venv where it is installed, prerm removes the result.
 find "$ROOT$PREFIX" -depth -type d -name __pycache__ -exec rm -rf {} +
+# PyYAML's wheel carries a static copy of libyaml in its C extension (lintian:
+# embedded-library; Debian's security fixes to libyaml would not reach it).
+# supd reads and writes Kubernetes manifests with PyYAML's pure-Python
+# safe_load/safe_dump, which PyYAML falls back to when the extension is absent.
+find "$ROOT$PREFIX" -path '*/site-packages/yaml/_yaml.*.so' -delete
 # compiled extensions stripped of debugging symbols, as dh_strip does
 find "$ROOT$PREFIX" -type f -name '*.so' -exec strip --strip-unneeded --remove-section=.comment --remove-section=.note {} +
 
