@@ -19,28 +19,31 @@ read as stdout text with no time. Stdlib only and cheap to import: supctl uses i
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 STREAMS = ("stdout", "stderr", "supd")
 FULL, PARTIAL = "F", "P"
 
 _RECORD = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) (stdout|stderr|supd) ([FP]) ")
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,9}))?)?)?(Z|[+-]\d\d:\d\d)?$", re.IGNORECASE
-)
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)$")
+# --since/--until's patterns, compiled on first use: supctl's `status` and
+# `logs` parse records (the fixed layout of _RECORD, read by slicing) on every
+# call, times given by a person rarely.
+_RFC3339 = r"^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,9}))?)?)?(Z|[+-]\d\d:\d\d)?$"
+_RELATIVE = r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)$"
 _UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
-@dataclass(frozen=True)
-class Record:
-    time_ns: int | None  # None: a line without a time (an older log)
-    stream: str
-    partial: bool
-    text: bytes  # without the newline
+# A named tuple, not the frozen dataclass a model would be: supctl imports
+# this module for every `status` and `logs`, and importing dataclasses costs
+# about 20 ms of its start-up (inspect, ast), more than all the rest it needs.
+class Record(namedtuple("Record", ("time_ns", "stream", "partial", "text"))):
+    """One line of a unit's log. time_ns: int, or None for a line without a
+    time (an older log); stream: "stdout", "stderr" or "supd"; partial: bool,
+    the line had no newline yet; text: bytes, without the newline."""
+
+    __slots__ = ()
 
 
 def format_time(time_ns: int) -> bytes:
@@ -58,20 +61,38 @@ def marker(time_ns: int, text: str) -> bytes:
     return format_record(time_ns, "supd", f"-- {text} --".encode())
 
 
+# calendar.timegm and monthrange by arithmetic: importing calendar (locale,
+# datetime) costs supctl about a millisecond of start-up on every `status`.
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _days_in_month(year: int, month: int) -> int:
+    return 29 if month == 2 and _is_leap(year) else (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]
+
+
+def _days_since_epoch(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a date of the proleptic Gregorian calendar."""
+    years = year - 1
+    before_year = years * 365 + years // 4 - years // 100 + years // 400  # days from 0001-01-01
+    before_month = sum(_days_in_month(year, m) for m in range(1, month))
+    return before_year + before_month + day - 1 - 719162  # 719162: days from 0001-01-01 to 1970-01-01
+
+
 def parse_time_ns(text: str) -> int:
     """RFC 3339 (a date alone, or without an offset, is UTC) to epoch ns. ValueError if not."""
-    m = _RFC3339.match(text.strip())
+    m = re.match(_RFC3339, text.strip(), re.IGNORECASE)
     if m is None:
         raise ValueError(text)
     year, month, day, hour, minute, second, frac, offset = m.groups()
     fields = (int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
     if not (
         1 <= fields[1] <= 12
-        and 1 <= fields[2] <= calendar.monthrange(fields[0], fields[1])[1]
+        and 1 <= fields[2] <= _days_in_month(fields[0], fields[1])
         and fields[3] < 24 and fields[4] < 60 and fields[5] <= 60
     ):  # fmt: skip
         raise ValueError(text)
-    seconds = calendar.timegm((*fields, 0, 0, 0))
+    seconds = _days_since_epoch(*fields[:3]) * 86400 + fields[3] * 3600 + fields[4] * 60 + fields[5]
     if offset and offset.upper() != "Z":
         sign = 1 if offset[0] == "+" else -1
         seconds -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60)
@@ -82,7 +103,7 @@ def parse_since(text: str, now_ns: int) -> int:
     """`--since`/`--until`: RFC 3339, a Unix time in seconds, or a duration
     back from now like docker's ("10m", "1h", "1.5h", "30s"). ValueError if none."""
     value = text.strip()
-    m = _RELATIVE.match(value)
+    m = re.match(_RELATIVE, value)
     if m is not None:
         return now_ns - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
     if re.fullmatch(r"\d+(?:\.\d+)?", value) and len(value.split(".")[0]) > 8:
@@ -96,13 +117,26 @@ def parse_since(text: str, now_ns: int) -> int:
         ) from None
 
 
+def _record_time_ns(stamp: bytes) -> int:
+    """A record's time. supd writes one layout, 2026-12-02T17:00:00.123456789Z,
+    read here by position; any other that _RECORD lets through goes the long way."""
+    if len(stamp) == 30 and stamp[19:20] == b"." and stamp[29:30] == b"Z":
+        year, month, day = int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10])
+        hour, minute, second = int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19])
+        if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month) and hour < 24 and minute < 60 and second <= 60):
+            raise ValueError(stamp)
+        days = _days_since_epoch(year, month, day)
+        return ((days * 24 + hour) * 60 + minute) * 60 * 10**9 + second * 10**9 + int(stamp[20:29])
+    return parse_time_ns(stamp.decode())
+
+
 def parse_record(line: bytes) -> Record:
     """One line (without its newline) of a log file."""
     m = _RECORD.match(line)
     if m is None:
         return Record(None, "stdout", False, line)
     try:
-        when: int | None = parse_time_ns(m.group(1).decode())
+        when: int | None = _record_time_ns(m.group(1))
     except ValueError:  # e.g. month 13: not ours after all
         return Record(None, "stdout", False, line)
     return Record(when, m.group(2).decode(), m.group(3) == b"P", line[m.end() :])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import socket
 from collections.abc import Iterator
 
@@ -26,7 +25,7 @@ SOCKET_ENV = "SUPD_SOCKET"
 # no packaged supd's socket exists, so `supctl` finds the dev supd unexported.
 CHECKOUT_SOCKET: str | None = None
 RECEIVE_SIZE = 64 * 1024
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # by name: `signal` is imported by exec alone
 _UNREACHABLE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR)
 
 
@@ -264,11 +263,13 @@ class Client:
             except OSError:
                 pass
 
-        import threading  # exec's alone: the rest of supctl runs in one thread
+        import signal  # exec's alone, as threading: ~1 ms of every other command's start-up
+        import threading  # the rest of supctl runs in one thread
 
         # Python only lets the main thread handle signals; elsewhere (tests) there is nothing to forward.
         in_main = threading.current_thread() is threading.main_thread()
-        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS} if in_main else {}
+        signals = [getattr(signal, name) for name in FORWARDED_SIGNALS]
+        previous = {sig: signal.signal(sig, forward) for sig in signals} if in_main else {}
 
         def on_message(message: dict[str, Any]) -> int | None:
             if "exit" in message:

@@ -6,10 +6,13 @@ beyond a temp folder."""
 from __future__ import annotations
 
 import calendar
+import datetime
 import importlib.util
 import json
 from pathlib import Path
 
+import hypothesis
+import hypothesis.strategies
 import pytest
 
 from supervisor import logformat
@@ -212,3 +215,17 @@ def test_log_driver_keys(tmp_path: Path) -> None:
     with pytest.raises(UnitFileError) as info:
         parse_unit("web", tomllib.loads('[exec]\ncommand = ["/bin/true"]\nlog_driver = "syslog"\n'), Path("u/web.toml"))
     assert str(info.value) == 'u/web.toml: [exec].log_driver: expected one of "file", "journald", got "syslog"'
+
+
+@hypothesis.given(hypothesis.strategies.dates(), hypothesis.strategies.integers(0, 86399))
+def test_times_convert_as_calendar_timegm_does(day: datetime.date, second: int) -> None:
+    hour, rest = divmod(second, 3600)
+    text = f"{day.isoformat()}T{hour:02d}:{rest // 60:02d}:{rest % 60:02d}Z"
+    expected = calendar.timegm((day.year, day.month, day.day, hour, rest // 60, rest % 60, 0, 0, 0))
+    assert logformat.parse_time_ns(text) == expected * 10**9
+
+
+@hypothesis.given(hypothesis.strategies.integers(0, 2**63 // 4))
+def test_a_written_time_reads_back_to_the_nanosecond(time_ns: int) -> None:
+    record = logformat.parse_record(logformat.format_record(time_ns, "stdout", b"x")[:-1])
+    assert record.time_ns == time_ns
