@@ -82,7 +82,7 @@ def run(rounds: int = 30) -> Table:
             # supd's own part: the same requests from this process, no start-up (status asks for 10 log lines too)
             asks: dict[str, list[tuple[str, str]]] = {
                 "supd answers `list` (raw HTTP, in-process)": [("GET", "/v1/units")],
-                "supd answers `status u0` (raw HTTP, in-process)": [("GET", "/v1/units/u0"), ("GET", "/v1/units/u0/logs?n=10&follow=0")],
+                "supd answers `status u0` (raw HTTP, in-process)": [("GET", "/v1/units/u0?logs=10")],
             }
             samples: dict[str, list[float]] = {name: [] for name in [*commands, *asks]}
             for name, argv in commands.items():  # warm the page cache once

@@ -26,7 +26,7 @@ from collections import namedtuple
 STREAMS = ("stdout", "stderr", "supd")
 FULL, PARTIAL = "F", "P"
 
-_RECORD = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) (stdout|stderr|supd) ([FP]) ")
+_RECORD = rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) (stdout|stderr|supd) ([FP]) "  # compiled on first use
 # --since/--until's patterns, compiled on first use: supctl's `status` and
 # `logs` parse records (the fixed layout of _RECORD, read by slicing) on every
 # call, times given by a person rarely.
@@ -130,9 +130,17 @@ def _record_time_ns(stamp: bytes) -> int:
     return parse_time_ns(stamp.decode())
 
 
+_STREAMS = {b"stdout": "stdout", b"stderr": "stderr", b"supd": "supd"}
+_DIGITS = frozenset(b"0123456789")
+_STAMP_SEPARATORS = ((4, b"-"), (7, b"-"), (10, b"T"), (13, b":"), (16, b":"), (19, b"."), (29, b"Z"), (30, b" "))
+
+
 def parse_record(line: bytes) -> Record:
     """One line (without its newline) of a log file."""
-    m = _RECORD.match(line)
+    fast = _parse_written_record(line)
+    if fast is not None:
+        return fast
+    m = re.match(_RECORD, line)
     if m is None:
         return Record(None, "stdout", False, line)
     try:
@@ -140,6 +148,25 @@ def parse_record(line: bytes) -> Record:
     except ValueError:  # e.g. month 13: not ours after all
         return Record(None, "stdout", False, line)
     return Record(when, m.group(2).decode(), m.group(3) == b"P", line[m.end() :])
+
+
+def _parse_written_record(line: bytes) -> Record | None:
+    """The layout supd writes, by position: `STAMP STREAM F|P TEXT` with a
+    30-byte nanosecond UTC stamp. None for anything else (parse_record's
+    pattern then decides), so both ways read a line the same."""
+    if len(line) < 31 or any(line[i : i + 1] != sep for i, sep in _STAMP_SEPARATORS):
+        return None
+    if not all(line[i] in _DIGITS for i in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, *range(20, 29))):
+        return None
+    stream, _sp, rest = line[31:].partition(b" ")
+    flag, sep, text = rest.partition(b" ")
+    if stream not in _STREAMS or flag not in (b"F", b"P") or not sep:
+        return None
+    try:
+        when = _record_time_ns(line[:30])
+    except ValueError:
+        return Record(None, "stdout", False, line)
+    return Record(when, _STREAMS[stream], flag == b"P", text)
 
 
 def in_window(record: Record, since_ns: int | None, until_ns: int | None) -> bool:

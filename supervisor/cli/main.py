@@ -113,8 +113,11 @@ def cmd_list(client: Client, args: argparse.Namespace, out: Output) -> int:
 def _status_text(client: Client, status: dict[str, Any], out: Output, with_logs: bool) -> str:
     logs: list[str] = []
     if with_logs:
+        text = status.get("log_text")  # asked for with the status (?logs=N)
+        raw = text.encode() if isinstance(text, str) else None
         try:
-            raw = client.text("GET", routes.logs_path(status["name"], STATUS_LOG_LINES, follow=False))
+            if raw is None:  # journald, or a supd from before ?logs=N: the logs route
+                raw = client.text("GET", routes.logs_path(status["name"], STATUS_LOG_LINES, follow=False))
             logs = _log_text(raw.splitlines(), timestamps=False).decode(errors="replace").splitlines()
         except RequestError:
             logs = []
@@ -128,9 +131,11 @@ def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> int:
         names = [u["name"] for u in client.call("GET", routes.ROUTES_BY_COMMAND["list_units"].path())]
     code = EXIT_OK
     found: list[dict[str, Any]] = []
+    # the unit's last log lines come in the same answer when they are shown
+    query = f"?logs={STATUS_LOG_LINES}" if args.units and not args.json else ""
     for name in names:
         try:
-            found.append(client.call("GET", route.path(name=name)))
+            found.append(client.call("GET", route.path(name=name) + query))
         except RequestError as e:
             out.error(e.message)
             code = max(code, exit_code_for(e))
@@ -532,10 +537,20 @@ class _Skipped:
         return lambda *args, **kwargs: self
 
 
+def _untranslated(message: str) -> str:
+    return message
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """supctl's parser; with `only`, that command's alone (the others are
     skipped: each subparser costs argparse a dozen gettext look-ups, in all
     about as long as supd takes to answer `list`)."""
+    # argparse looks each of its own words ("usage: ", "options"...) up in a
+    # message catalogue, and every look-up stats the locale folders: 2 ms of
+    # each supctl call. Python ships no catalogue for argparse and supctl's
+    # own texts are English, so its words are taken as they are.
+    if getattr(argparse, "_", None) is not None:
+        argparse._ = _untranslated  # type: ignore[attr-defined]
     common = _Parser(add_help=False)
     # SUPPRESS: the flag may come before or after the command without one hiding the other.
     common.add_argument("--socket", default=argparse.SUPPRESS, help="supd's control socket (default: $SUPD_SOCKET, else /run/supd/supd.sock; "

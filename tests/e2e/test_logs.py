@@ -10,6 +10,7 @@ import re
 import time
 from datetime import datetime, timezone
 
+from supervisor.api.client import Client
 from tests.e2e.conftest import Supd, wait_for
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"
@@ -48,6 +49,14 @@ def test_lines_are_timestamped_and_marked_by_stream(supd: Supd) -> None:
     stamped = supd.ctl("logs", "-t", "talk").stdout.splitlines()
     assert all(re.fullmatch(rf"{STAMP} .+", line) for line in stamped), stamped
     assert [line.split(" ", 1)[1] for line in stamped] == out
+
+    # `status UNIT` gets the last lines with the status, in one request (?logs=N)
+    with Client(str(supd.socket)) as client:
+        with_logs = client.call("GET", "/v1/units/talk?logs=2")
+        assert with_logs["log_text"] == "\n".join(lines[-2:]) + "\n"
+        assert "log_text" not in client.call("GET", "/v1/units/talk")
+    status = supd.ctl("status", "talk").stdout
+    assert "no-newline" in status and "-- exited: exit 3 --" in status, status
 
     as_json = [json.loads(line) for line in supd.ctl("logs", "--json", "talk").stdout.splitlines()]
     assert {(o["stream"], o["line"], o["partial"]) for o in as_json} >= {

@@ -9,6 +9,7 @@ import calendar
 import datetime
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import hypothesis
@@ -229,3 +230,28 @@ def test_times_convert_as_calendar_timegm_does(day: datetime.date, second: int) 
 def test_a_written_time_reads_back_to_the_nanosecond(time_ns: int) -> None:
     record = logformat.parse_record(logformat.format_record(time_ns, "stdout", b"x")[:-1])
     assert record.time_ns == time_ns
+
+
+@hypothesis.given(
+    hypothesis.strategies.integers(0, 2**63 // 4),
+    hypothesis.strategies.sampled_from(["stdout", "stderr", "supd", "stdin", "std"]),
+    hypothesis.strategies.sampled_from(["F", "P", "X", ""]),
+    hypothesis.strategies.binary(max_size=20),
+    hypothesis.strategies.integers(0, 40),
+    hypothesis.strategies.binary(min_size=1, max_size=1),
+)
+def test_the_fast_reading_agrees_with_the_pattern(
+    time_ns: int, stream: str, flag: str, text: bytes, at: int, byte: bytes
+) -> None:
+    line = logformat.format_time(time_ns) + f" {stream} {flag} ".encode() + text
+    damaged = line[:at] + byte + line[at + 1 :]  # one byte changed anywhere in the head
+    for candidate in (line, damaged):
+        m = re.match(logformat._RECORD, candidate)
+        expected = logformat.Record(None, "stdout", False, candidate)  # not a record, or a date like month 13
+        if m is not None:
+            try:
+                when = logformat.parse_time_ns(m.group(1).decode())
+                expected = logformat.Record(when, m.group(2).decode(), m.group(3) == b"P", candidate[m.end():])
+            except ValueError:
+                pass
+        assert logformat.parse_record(candidate) == expected
