@@ -396,9 +396,17 @@ def reset_process(stdio, spec):
     for fd in set(stdio):
         if fd > 2:
             os.close(fd)
-    # Python ignores these at start-up and ignored signals survive exec
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
+    # Every signal back to its default, as systemd does before an exec:
+    # ignored signals survive exec, and whatever started supd may have ignored
+    # some (Python ignores SIGPIPE and SIGXFSZ; `nohup` SIGHUP; a shell's
+    # background job SIGINT and SIGQUIT), which would make a unit deaf to its
+    # stop signal or a terminal's hang-up.
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):  # numbers the C library keeps for itself (32, 33)
+                pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     if spec["setsid"]:
         os.setsid()

@@ -249,3 +249,23 @@ async def test_wait_on_a_process_that_is_not_our_child(spawner: Spawner, reaper:
         assert (status.code, status.signal) == (None, None)
         assert "not our child" in status.reason
         assert (await reaper.wait(pending.pid)).code == 0
+
+
+@pytest.mark.asyncio
+async def test_signals_ignored_where_supd_was_started_are_not_passed_on(reaper: Reaper, no_leaks: None) -> None:
+    """`nohup supd &` ignores SIGHUP, and a shell's background job SIGINT and
+    SIGQUIT; ignored signals survive exec, so a unit would not hear its stop
+    signal. Every signal is back to its default in what supd starts."""
+    ignored = (signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in ignored}
+    try:
+        spawner = Spawner.launch(reaper)  # inherits the ignored signals, as from nohup
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    try:
+        status, out = await run(spawner, reaper, sh("grep -E '^Sig(Ign|Blk)' /proc/self/status"))
+    finally:
+        spawner.close()
+    assert status.code == 0
+    assert out.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16], out
