@@ -403,14 +403,19 @@ class PullImageRequest:
         return body
 
 
+def _check_authfile(authfile: Any, what: str) -> None:
+    """A pull's or a push's `authfile`: absent, or an absolute path."""
+    if authfile is not None and (not isinstance(authfile, str) or not authfile.startswith("/")):
+        raise BadRequestError(f"{what}.authfile: expected an absolute path, got {authfile!r}")
+
+
 def parse_pull_image_body(body: Any) -> PullImageRequest:
     what = "image pull request"
     obj = _expect_object(body, what)
     source, authfile = obj.get("source"), obj.get("authfile")
     if not isinstance(source, str) or not source:
         raise BadRequestError(f"{what}.source: expected an image reference like busybox:1.36, got {source!r}")
-    if authfile is not None and (not isinstance(authfile, str) or not authfile.startswith("/")):
-        raise BadRequestError(f"{what}.authfile: expected an absolute path, got {authfile!r}")
+    _check_authfile(authfile, what)
     return PullImageRequest(source, authfile)
 
 
@@ -442,8 +447,7 @@ def parse_push_image_body(body: Any) -> PushImageRequest:
         raise BadRequestError(f"{what}.source: expected a unit name or a stored image, got {source!r}")
     if not isinstance(destination, str) or not destination:
         raise BadRequestError(f"{what}.destination: expected REGISTRY/NAME:TAG, got {destination!r}")
-    if authfile is not None and (not isinstance(authfile, str) or not authfile.startswith("/")):
-        raise BadRequestError(f"{what}.authfile: expected an absolute path, got {authfile!r}")
+    _check_authfile(authfile, what)
     if tls_verify is not None and not isinstance(tls_verify, bool):
         raise BadRequestError(f"{what}.tls_verify: expected true or false, got {tls_verify!r}")
     return PushImageRequest(source, destination, authfile, tls_verify)
