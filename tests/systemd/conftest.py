@@ -13,11 +13,13 @@ cgroup v2 VM); `SUPD_TEST_HOST_SYSTEMD=0` leaves the host's systemd alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers import waiting
 from tests.systemd.sandbox import (
     HostSystemd,
     Sandbox,
@@ -31,19 +33,31 @@ from tests.systemd.sandbox import (
 HOST_OPT_OUT = "SUPD_TEST_HOST_SYSTEMD"
 
 
-@pytest.fixture(scope="session")
-def systemd_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+def booted(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Sandbox]:
+    """A sandbox for a fixture to yield (skipped without root or nspawn).
+    Halting it at the end ends its whole PID namespace, supd and any unit
+    it left running (live restore) included; anything left is a failure."""
     if os.geteuid() != 0:
         pytest.skip("the systemd sandbox needs root")
     if nspawn_binary() is None:
         pytest.skip("systemd-nspawn is missing (install the Debian package systemd-container)")
-    base: Path = tmp_path_factory.mktemp("sandbox")
+    base: Path = tmp_path_factory.mktemp(name)
     sandbox = boot(base)
     try:
         yield sandbox
     finally:
         problems = sandbox.down()
         assert not problems, f"sandbox teardown left: {problems}"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    """waiting.wait_for at a sandbox's pace: it answers in tenths of seconds."""
+    return waiting.wait_for(predicate, timeout, 0.2, what)
+
+
+@pytest.fixture(scope="session")
+def systemd_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    yield from booted(tmp_path_factory, "sandbox")
 
 
 @pytest.fixture(scope="session")

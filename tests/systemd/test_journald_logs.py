@@ -11,17 +11,16 @@ units of its systemd, which must not disturb other systemd tests.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import waiting
-from tests.systemd.sandbox import Sandbox, boot, nspawn_binary
+from tests.systemd.conftest import booted, wait_for
+from tests.systemd.sandbox import Sandbox
 
 pytestmark = [pytest.mark.systemd, pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -31,22 +30,9 @@ SERVICE = "supdtest-logs.service"
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    return waiting.wait_for(predicate, timeout, 0.2, what)  # a sandbox answers in tenths of seconds
-
-
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    if os.geteuid() != 0:
-        pytest.skip("the systemd sandbox needs root")
-    if nspawn_binary() is None:
-        pytest.skip("systemd-nspawn is missing (install the Debian package systemd-container)")
-    sandbox = boot(tmp_path_factory.mktemp("journald"))
-    try:
-        yield sandbox
-    finally:
-        problems = sandbox.down()  # ends supd and its units with the sandbox's PID namespace
-        assert not problems, f"sandbox teardown left: {problems}"
+    yield from booted(tmp_path_factory, "journald")
 
 
 class Inside:

@@ -16,17 +16,17 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import waiting
 from tests.helpers.busybox import make_busybox_rootfs
 from tests.helpers.deb import REPO, built_deb
 from tests.helpers.oci import umoci
-from tests.systemd.sandbox import Sandbox, boot, nspawn_binary
+from tests.systemd.conftest import booted, wait_for
+from tests.systemd.sandbox import Sandbox
 
 # Building the .deb and booting + installing into the sandbox take two minutes
 # and more (10+ on a loaded host) under the pure-v2 VM's software emulation,
@@ -56,10 +56,6 @@ socket_group = "supd"
 """
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    return waiting.wait_for(predicate, timeout, 0.2, what)  # a sandbox answers in tenths of seconds
-
-
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built_deb(tmp_path_factory)
@@ -67,18 +63,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    if os.geteuid() != 0:
-        pytest.skip("the systemd sandbox needs root")
-    if nspawn_binary() is None:
-        pytest.skip("systemd-nspawn is missing (install the Debian package systemd-container)")
-    box = boot(tmp_path_factory.mktemp("service"))
-    try:
-        yield box
-    finally:
-        # supd may have left units running (live-restore): halting the
-        # sandbox ends its whole PID namespace, units included
-        problems = box.down()
-        assert not problems, f"sandbox teardown left: {problems}"
+    yield from booted(tmp_path_factory, "service")
 
 
 class Inside:
