@@ -109,6 +109,10 @@ IFF_UP = 0x1
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 SECCOMP_SET_MODE_FILTER = 1
+# rt_sigaction, for the signals glibc keeps to itself (32 and 33: its
+# sigaction() refuses them, so Python's signal module cannot touch them)
+SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
+KERNEL_NSIG = 64
 SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -401,15 +405,36 @@ def reset_process(stdio, spec):
     # some (Python ignores SIGPIPE and SIGXFSZ; `nohup` SIGHUP; a shell's
     # background job SIGINT and SIGQUIT), which would make a unit deaf to its
     # stop signal or a terminal's hang-up.
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):  # numbers the C library keeps for itself (32, 33)
-                pass
+    valid = signal.valid_signals()
+    for sig in range(1, KERNEL_NSIG + 1):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        if sig in valid:
+            signal.signal(sig, signal.SIG_DFL)
+        else:
+            # 32 and 33 are glibc's own, but only inside glibc programs: to the
+            # kernel and to musl or Go binaries they are ordinary real-time
+            # signals, and one ignored by whatever started supd stays ignored
+            set_raw_disposition(sig, int(signal.SIG_DFL))
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     if spec["setsid"]:
         os.setsid()
+
+
+def set_raw_disposition(sig, handler):
+    """rt_sigaction(sig, {handler, no flags, empty mask}); returns the old
+    handler. Only SIG_DFL (0) and SIG_IGN (1) are meant: no restorer is set.
+    A zeroed kernel struct sigaction is the same on every architecture apart
+    from where the handler sits, and it is the first word on all of ours."""
+    number = SYS_RT_SIGACTION.get(MACHINE)
+    if number is None:
+        return None  # an architecture we have no number for keeps glibc's limits
+    new = (ctypes.c_ulong * 8)(handler)  # larger than any kernel struct sigaction
+    old = (ctypes.c_ulong * 8)()
+    if libc.syscall(ctypes.c_long(number), ctypes.c_int(sig), new, old, ctypes.c_size_t(KERNEL_NSIG // 8)) != 0:
+        err = ctypes.get_errno()
+        raise ShimError(f"rt_sigaction({sig}): {os.strerror(err)}")
+    return old[0]
 
 
 def wait_for_go(ctl):
