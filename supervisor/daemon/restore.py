@@ -10,7 +10,6 @@ and the unit's restart policy decides.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from supervisor.daemon.unitrun import UnitRun
 from supervisor.policy.restart import ExitStatus
 from supervisor.policy.resume import SHUTDOWN_REASON, Process
 from supervisor.policy.state import UnitState
+from supervisor.units.fingerprint import fingerprint, is_comparable
 from supervisor.units.model import Resources, Unit
 
 log = structlog.get_logger()
@@ -40,7 +40,7 @@ PROCESS: dict[str, Process] = {"adopt": "adopt", "ended": "ended", "fresh": "non
 
 
 def definition_hash(unit: Unit) -> str:
-    return hashlib.sha256(repr(unit).encode()).hexdigest()[:16]
+    return fingerprint(unit)
 
 
 def record_for(u: UnitRun, boot_id: str, launch: tuple[int, CgroupRef | None] | None = None) -> UnitRecord:
@@ -94,12 +94,19 @@ def recorded_oom_kills(record: UnitRecord) -> int:
 
 def definition_it_ran_on(unit: Unit, record: UnitRecord) -> Unit | None:
     """The definition an adopted process runs on, when its unit file changed
-    while supd was away (None: it did not change). The file now differs from
+    while supd was away (None: it did not, or that cannot be told). The file now differs from
     the recorded one in [resources] only if putting back the recorded
     resources gives the recorded hash; then that is the old definition, and
     the change applies live. Otherwise the old one is unknown: the new one
     stands in, and the change needs a restart (as an edit while running)."""
     if not record.definition or record.definition == definition_hash(unit):
+        return None
+    if not is_comparable(record.definition):
+        # A record of supd 0.1, whose hash was of its own model's repr: any
+        # upgrade changed it. Whether the file changed too cannot be told, and
+        # restarting every container over an upgrade is what live restore is
+        # for avoiding: the process stays, the file's definition stands in.
+        log.info("unit_definition_not_comparable", unit=unit.name, recorded=record.definition)
         return None
     if record.resources is not None:
         try:
