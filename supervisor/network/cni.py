@@ -4,7 +4,9 @@ A plugin is an executable in CNI_PATH that reads its configuration on stdin,
 takes the operation and the container from its environment, and prints a
 result (or an error object) on stdout. For a network configuration list the
 runtime runs the plugins in order for ADD and CHECK, and in reverse for DEL,
-handing each the previous result.
+handing each the previous result; a plugin known to do nothing without a
+runtime value it is not given (portmap for a container that publishes no
+port) is not started at all.
 
 The daemon is multi-threaded and a child subreaper with its own Reaper: a
 plugin is started with posix_spawn (no Python between fork and exec) and its
@@ -26,7 +28,7 @@ from typing import Any
 import anyio
 import structlog
 
-from supervisor.network.conflist import NetworkConfig, plugin_input
+from supervisor.network.conflist import NetworkConfig, plugin_has_work, plugin_input
 from supervisor.runtime.reaper import Reaper
 
 DEFAULT_CNI_PATH: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")
@@ -101,6 +103,8 @@ class CniRunner:
         """ADD every plugin in order; the last one's result is the network's."""
         result: dict[str, Any] | None = None
         for index, kind in enumerate(network.plugin_types):
+            if result is not None and not plugin_has_work(network, index, runtime_config):
+                continue  # it would hand `result` on as it is
             stdin = plugin_input(network, index, result, runtime_config)
             try:
                 out = await self._exec(network, kind, "ADD", box, stdin)
@@ -117,6 +121,8 @@ class CniRunner:
         self, network: NetworkConfig, box: Sandbox, runtime_config: dict[str, Any], result: dict[str, Any]
     ) -> None:
         for index, kind in enumerate(network.plugin_types):
+            if not plugin_has_work(network, index, runtime_config):
+                continue
             stdin = plugin_input(network, index, result, runtime_config)
             try:
                 await self._exec(network, kind, "CHECK", box, stdin)
@@ -132,6 +138,8 @@ class CniRunner:
         returns the errors (empty: all of it is gone)."""
         errors: list[str] = []
         for index in reversed(range(len(network.plugins))):
+            if not plugin_has_work(network, index, runtime_config):
+                continue
             kind = network.plugin_types[index]
             stdin = plugin_input(network, index, result, runtime_config)
             try:

@@ -102,6 +102,28 @@ def plugin_input(
     return json.dumps(conf).encode()
 
 
+# containernetworking-plugins' portmap acts on runtimeConfig.portMappings
+# alone: without any, its ADD hands the previous result on unchanged and its
+# CHECK and DEL return at once (every release since 0.8). A runtime that does
+# not start it then saves a Go binary's start at each end of the life of
+# every container that publishes nothing.
+IDLE_WITHOUT = {"portmap": "portMappings"}
+
+
+def plugin_has_work(network: NetworkConfig, index: int, runtime_config: dict[str, Any]) -> bool:
+    """False only for a plugin known to do nothing without a runtime value
+    it is not given (its own static runtimeConfig counts as given)."""
+    conf = network.plugin(index)
+    key = IDLE_WITHOUT.get(conf["type"])
+    if key is None:
+        return True
+    static = conf.get("runtimeConfig")
+    if isinstance(static, dict) and static.get(key):
+        return True
+    caps = conf.get("capabilities") or {}
+    return bool(caps.get(key)) and bool(runtime_config.get(key))
+
+
 def default_conflist(
     name: str = DEFAULT_NETWORK, bridge: str = DEFAULT_BRIDGE, subnet: str = DEFAULT_SUBNET, data_dir: str | None = None
 ) -> str:

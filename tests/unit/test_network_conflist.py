@@ -11,6 +11,7 @@ from supervisor.network.conflist import (
     ConflistError,
     default_conflist,
     parse_conflist,
+    plugin_has_work,
     plugin_input,
     result_addresses,
 )
@@ -35,6 +36,26 @@ def test_plugin_input_carries_name_version_prev_result_and_only_wanted_capabilit
     prev = {"cniVersion": "1.0.0", "ips": [{"address": "10.123.0.2/16"}]}
     second = json.loads(plugin_input(network, 1, prev, ports))
     assert second["runtimeConfig"] == ports and second["prevResult"] == prev and "capabilities" not in second
+
+
+def test_portmap_is_left_out_only_where_it_has_no_port_to_map() -> None:
+    network = parse_conflist(default_conflist(), FILE)
+    ports = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+    assert [plugin_has_work(network, i, {}) for i in range(3)] == [True, False, True]
+    assert [plugin_has_work(network, i, {"portMappings": []}) for i in range(3)] == [True, False, True]
+    assert [plugin_has_work(network, i, ports) for i in range(3)] == [True, True, True]
+    # a portmap that does not take the capability is never given ports by supd...
+    plain = parse_conflist(
+        '{"name": "supd", "cniVersion": "1.0.0", "plugins": [{"type": "bridge"}, {"type": "portmap"}]}', FILE
+    )
+    assert not plugin_has_work(plain, 1, ports)
+    # ...but one with its own static mappings has work whatever the unit publishes
+    static = parse_conflist(
+        '{"name": "supd", "cniVersion": "1.0.0", "plugins": [{"type": "bridge"}, '
+        '{"type": "portmap", "runtimeConfig": {"portMappings": [{"hostPort": 1, "containerPort": 1}]}}]}',
+        FILE,
+    )
+    assert plugin_has_work(static, 1, {})
 
 
 @pytest.mark.parametrize(
