@@ -420,8 +420,14 @@ PUSH_PATH = "/v1/images/push"
 def cmd_export(client: Client, args: argparse.Namespace, out: Output) -> int:
     """Every unit's manifests first, then all of them at once: one unit that
     cannot be exported prints nothing (no half a cluster's worth of YAML)."""
+    from supervisor.kube.export import name_clash
+
+    units = list(dict.fromkeys(args.units))
+    clash = name_clash(units)  # before anything is pushed
+    if clash is not None:
+        raise UsageError(f"export kube: {clash}")
     results: list[dict[str, Any]] = []
-    for name in args.units:
+    for name in units:
         result = client.call("GET", routes.export_kube_path(name, args.kind, args.namespace, None))
         if "needs_push" in result:
             if not args.push:

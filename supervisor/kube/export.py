@@ -63,6 +63,21 @@ class KubeExport:
         }
 
 
+def name_clash(units: list[str]) -> str | None:
+    """Two units of one export whose objects get the same name ("web_1" and
+    "web.1" both become Pod and Service "web-1": applied together, the second
+    would replace the first), as a message; None when every name is its own."""
+    owner: dict[str, str] = {}
+    for unit in units:
+        first = owner.setdefault(m.kube_name(unit), unit)
+        if first != unit:
+            return (
+                f"units {first} and {unit} would both be named {m.kube_name(unit)!r} in Kubernetes "
+                "(its names have no '_' or '.'): export them one at a time, or rename one"
+            )
+    return None
+
+
 def needs_push(unit: Unit) -> str | None:
     """Why a cluster could not pull this unit's root filesystem (then it must
     be pushed to a registry first), or None."""

@@ -126,6 +126,10 @@ def test_a_unit_from_layers_needs_push(supd: Supd, tmp_path: Path) -> None:
     validate(answer["documents"])
     r = supd.ctl("export", "kube", "nope")
     assert r.returncode == 4 and "no such unit: nope" in r.stderr
+    # two units that would be one Pod: refused before anything is asked or pushed
+    r = supd.ctl("export", "kube", "lay", "lay_x", "lay.x", "--push", "127.0.0.1:1")
+    assert r.returncode == 2 and r.stdout == "" and "pushing" not in r.stderr
+    assert "units lay_x and lay.x would both be named 'lay-x'" in r.stderr
 
 
 @pytest.fixture(scope="module")

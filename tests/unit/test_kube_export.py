@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from supervisor.kube import mapping as m
-from supervisor.kube.export import ExportError, ExportOptions, KubeExport, export_unit, needs_push
+from supervisor.kube.export import ExportError, ExportOptions, KubeExport, export_unit, name_clash, needs_push
 from supervisor.kube.imports import import_manifests
 from supervisor.units import parse
 from supervisor.units.model import Unit
@@ -289,6 +289,14 @@ def test_a_deployment_forces_always() -> None:
     assert deployment["spec"]["template"]["metadata"]["labels"] == {m.UNIT_LABEL: "app"}
     always = export_unit(unit_of('[restart]\npolicy = "always"'), ExportOptions(kind="deployment"))
     assert not any("[restart].policy" in w for w in always.warnings)
+
+
+def test_units_whose_kubernetes_names_clash_are_not_exported_together() -> None:
+    assert name_clash(["web", "db", "web_1"]) is None
+    message = name_clash(["web_1", "db", "web.1"])
+    assert message is not None and "web_1" in message and "web.1" in message and "'web-1'" in message
+    # a unit named twice is one unit (supctl drops the repeat)
+    assert name_clash(["web", "web"]) is None
 
 
 def test_namespace_and_names_kubernetes_accepts() -> None:
