@@ -370,3 +370,26 @@ def test_unit_file_edited_while_supd_was_away_is_taken_after_adoption(supd: Supd
     assert Path(f"/proc/{st['pid']}/cmdline").read_bytes().split(b"\0")[1] == b"200000"
     wait_for(lambda: gone(again), what=f"the old process of again (pid {again}) ended")
     shut_down_for_real(supd)
+
+
+def test_an_upgrade_from_supd_0_1_keeps_the_units_running(supd: Supd) -> None:
+    """supd 0.1 recorded a hash of its own model's repr, which any upgrade
+    changes: read as an edit of every unit file, it restarted every adopted
+    unit. A record like that now keeps its process."""
+    supd.extra_args = ["--live-restore"]
+    supd.write_unit("kept", SLEEPER)
+    supd.start()
+    pid = supd.wait_state("kept", "running")["pid"]
+    assert supd.stop(signal.SIGTERM) == 0
+    path = supd.state / "state" / "kept.json"
+    record = json.loads(path.read_text())
+    assert record["unit"]["definition"].startswith("v2:")
+    record["unit"]["definition"] = "3f1c0a9d5e7b2c48"  # as supd 0.1 wrote it
+    path.write_text(json.dumps(record))
+    supd.start()
+    st = supd.wait_state("kept", "running")
+    assert (st["pid"], st["restarts"]) == (pid, 0)
+    time.sleep(1)  # no restart follows the adoption
+    assert supd.status("kept")["pid"] == pid
+    assert "unit_definition_not_comparable" in supd.daemon_log()
+    shut_down_for_real(supd)
