@@ -201,7 +201,9 @@ def outside(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def supd_resident(supd: SupdInstance) -> dict[str, Any]:
-    """Processes supd keeps outside a running container's cgroup, and supd's memory growth per container."""
+    """Processes supd keeps outside a running container's cgroup (its log
+    relays), per container as the peers' figures are (they run one), and
+    supd's memory growth per container."""
     spawner = supd.spawner_pid()
     base = {supd.pid} | ({spawner} if spawner else set())
     before = sum(procfs.rss_kb(p) for p in base)
@@ -211,11 +213,17 @@ def supd_resident(supd: SupdInstance) -> dict[str, Any]:
     pids = procfs.descendants(supd.pid)
     cgroups = {procfs.memory_cgroup(p) for p in pids if "sleep 100000" in " ".join(procfs.cmdline(p))}
     extra = [p for p in pids if p not in base and procfs.memory_cgroup(p) not in cgroups]
+    # read while they run: a stopped unit's relay ends with it
+    comms = sorted({procfs.comm(p).split(":")[0] for p in extra})
+    rss = sum(procfs.rss_kb(p) for p in extra)
+    pss = sum(procfs.pss_kb(p) or 0 for p in extra)
     after = sum(procfs.rss_kb(p) for p in base)
     for i in range(SLEEPERS):
         rawhttp.request_json(supd.socket, "POST", f"/v1/units/s{i}/stop")
-    return {"count": len(extra), "comms": sorted({procfs.comm(p) for p in extra}), "rss_mb": 0.0, "pss_mb": 0.0,
-            "containers": len(cgroups), "supd_rss_growth_per_container_kb": (after - before) / SLEEPERS}
+    containers = max(len(cgroups), 1)
+    return {"count": len(extra) / containers, "comms": comms, "rss_mb": rss / containers / 1024,
+            "pss_mb": pss / containers / 1024, "containers": len(cgroups),
+            "supd_rss_growth_per_container_kb": (after - before) / containers}
 
 
 def bench_network(work: Path) -> Path:
