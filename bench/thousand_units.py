@@ -8,7 +8,7 @@ starts a self-contained supd (cgroupfs driver, unique cgroup root) and measures:
 - time from launching supd until `GET /v1/units` (what `supctl list --json`
   prints) shows all N `running` (asked once supd has N children, which is
   polled every 0.25 s in /proc, so the polling costs supd nothing);
-- VmRSS of supd and of its spawner;
+- VmRSS of supd and of its spawner, and the PSS of all the units' log relays;
 - CPU of supd (and spawner) while idle: utime+stime over --idle seconds;
 - `supctl list --json` latency, median of --list-runs: the whole supctl
   process, and one raw HTTP request over the socket (no client start-up);
@@ -128,6 +128,12 @@ def run(count: int = 1000, idle: float = 30.0, list_runs: int = 20, start_timeou
             rows.append(("spawner VmRSS", spawner_rss, "MB", None, None))
             total = supd_rss + (spawner_rss or 0)
             rows.append(("supd + spawner VmRSS", total, "MB", f"< {TARGET_RSS_MB:g}", total < TARGET_RSS_MB))
+            # each unit's log relay (a fork of the spawner, outside the unit's
+            # cgroup, as podman's conmon): what they cost all together
+            relays = [p for p in procfs.descendants(supd.pid) if procfs.comm(p).startswith("supd-log")]
+            relay_pss = sum(procfs.pss_kb(p) or 0 for p in relays) / 1024
+            raw.update(log_relays=len(relays), log_relays_pss_mb=relay_pss)
+            rows.append((f"log relays ({len(relays)}), PSS all together", relay_pss, "MB", None, None))
             cpu = idle_cpu_percent([supd.pid] + ([spawner] if spawner else []), idle)
             raw.update(idle_cpu_pct=cpu)
             rows.append((f"supd CPU while idle ({idle:g} s)", cpu[0], "% of a core", f"< {TARGET_IDLE_CPU_PCT:g}", cpu[0] < TARGET_IDLE_CPU_PCT))
