@@ -32,7 +32,7 @@ from supervisor.daemon.config import ConfigError, DaemonConfig, load_config
 from supervisor.daemon.controller import DaemonController
 from supervisor.daemon.etcfiles import EtcFiles
 from supervisor.daemon.events import EventBus
-from supervisor.daemon.networking import Networks, known_networks, uses_cni
+from supervisor.daemon.networking import Networks, network_problems
 from supervisor.daemon.notify import Notifier
 from supervisor.daemon.resilient import keep_running
 from supervisor.daemon.state_store import StateStore, UnitRecord
@@ -160,15 +160,10 @@ class Daemon:
         for name, problem in deps.check(units).items():
             entry = loaded[name]
             loaded[name] = unitdir.Loaded(entry.name, entry.file, None, f"{entry.file}: [unit]: {problem}")
-        networks = known_networks(self.config.networks_dir)
-        for name, entry in list(loaded.items()):
-            unit = entry.unit
-            if unit is not None and uses_cni(unit) and unit.rootfs.network != "bridge" and unit.rootfs.network not in networks:
-                problem = (
-                    f'{entry.file}: [rootfs].network: expected "bridge", "host", "none" or a network in '
-                    f'{self.config.networks_dir} ({", ".join(sorted(networks))}), got "{unit.rootfs.network}"'
-                )
-                loaded[name] = unitdir.Loaded(entry.name, entry.file, None, problem)
+        units = {n: entry.unit for n, entry in loaded.items() if entry.unit is not None}
+        for name, problem in network_problems(self.config.networks_dir, units).items():
+            entry = loaded[name]
+            loaded[name] = unitdir.Loaded(entry.name, entry.file, None, f"{entry.file}: [rootfs].network: {problem}")
         return loaded
 
     async def reload(self) -> dict[str, Any]:

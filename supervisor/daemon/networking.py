@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,56 @@ def known_networks(networks_dir: Path) -> set[str]:
     return names
 
 
+def read_conflist(path: Path) -> NetworkConfig:
+    """The network configured in `path`; NetworkError naming the file (and
+    the key) when it cannot be read or does not parse. FileNotFoundError
+    passes: whether a missing file is an error is the caller's to say."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as e:
+        raise NetworkError(f"{path}: cannot read it ({e})") from None
+    try:
+        return parse_conflist(text, path)
+    except ConflistError as e:
+        raise NetworkError(str(e)) from None
+
+
+def network_problems(networks_dir: Path, units: Mapping[str, Unit]) -> dict[str, str]:
+    """Unit name -> what is wrong with the network its file names (one that
+    is not configured, or a conflist that does not parse): the unit-file
+    error at `[rootfs].network`, found when the file is loaded rather than
+    at its start. A conflist can still change after that; a start reads it
+    again."""
+    known = known_networks(networks_dir)
+    verdicts: dict[str, str | None] = {}
+    problems: dict[str, str] = {}
+    for name, unit in units.items():
+        if not uses_cni(unit):
+            continue
+        assert unit.rootfs is not None
+        network = network_name(unit)
+        if network not in known:
+            problems[name] = (
+                f'expected "bridge", "host", "none" or a network in {networks_dir} '
+                f'({", ".join(sorted(known))}), got "{unit.rootfs.network}"'
+            )
+            continue
+        if network not in verdicts:
+            try:
+                read_conflist(networks_dir / f"{network}{CONFLIST_SUFFIX}")
+                verdicts[network] = None
+            except FileNotFoundError:
+                verdicts[network] = None  # the default network, written on first use
+            except NetworkError as e:
+                verdicts[network] = str(e)
+        verdict = verdicts[network]
+        if verdict is not None:
+            problems[name] = verdict
+    return problems
+
+
 def _container_id(unit_name: str) -> str:
     # unique per start: a DEL left over from an earlier run never meets a new ADD
     return f"supd-{re.sub(r'[^A-Za-z0-9_.-]', '-', unit_name)}-{uuid.uuid4().hex[:12]}"
@@ -142,16 +192,13 @@ class Networks:
     def load(self, name: str) -> NetworkConfig:
         path = self.networks_dir / f"{name}{CONFLIST_SUFFIX}"
         try:
-            text = path.read_text(encoding="utf-8")
+            return read_conflist(path)
         except FileNotFoundError:
             if name != DEFAULT_NETWORK:
                 raise NetworkError(f"{path}: no such network configuration") from None
-            text = self._write_default(path)
-        except (OSError, UnicodeDecodeError) as e:
-            raise NetworkError(f"{path}: cannot read it ({e})") from None
         try:
-            return parse_conflist(text, path)
-        except ConflistError as e:
+            return parse_conflist(self._write_default(path), path)
+        except ConflistError as e:  # not ours: default_conflist() parses
             raise NetworkError(str(e)) from None
 
     def _write_default(self, path: Path) -> str:
@@ -170,7 +217,10 @@ class Networks:
     def prepare(self, unit: Unit) -> NetworkConfig:
         """Before the spawn: the network, its plugins, the host ports held."""
         assert unit.rootfs is not None
-        network = self.load(network_name(unit))
+        try:
+            network = self.load(network_name(unit))
+        except NetworkError as e:  # changed or gone since the unit file was loaded
+            raise NetworkError(f"{unit.file}: [rootfs].network: {e}") from None
         try:
             self.runner.check_plugins(network)
         except CniError as e:

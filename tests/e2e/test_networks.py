@@ -279,17 +279,26 @@ def test_unknown_network_is_a_unit_file_error(supd: Supd, web_layer: Path) -> No
     assert '"nosuchnet"' in st["error"] and str(supd.networks_dir) in st["error"]
 
 
-def test_conflist_that_does_not_parse_fails_the_start_naming_file_and_key(supd: Supd, web_layer: Path) -> None:
+def test_conflist_that_does_not_parse_is_a_unit_file_error_then_fails_the_start(supd: Supd, web_layer: Path) -> None:
     bad = supd.networks_dir / "broken.conflist"
     bad.write_text('{"cniVersion": "1.0.0", "name": "broken", "plugins": [{"bridge": "x"}]}')
-    supd.write_unit("web", web_unit(web_layer, network="broken"))
+    path = supd.write_unit("web", web_unit(web_layer, network="broken"))
     supd.start()
-    st = supd.wait_state("web", "failed", timeout=30)
-    assert f"{bad}: plugins[0].type: expected" in st["error"], st["error"]
+    st = supd.wait_state("web", "error", timeout=30)
+    assert st["error"].startswith(f"{path}: [rootfs].network: {bad}: plugins[0].type: expected"), st["error"]
+    # fixed and reloaded, the unit loads; broken again after that, its start
+    # reads it again and fails, naming the file and what is wrong
+    good = supd.add_network("g")
+    conflist = json.loads((supd.networks_dir / f"{good.name}.conflist").read_text())
+    bad.write_text(json.dumps({**conflist, "name": "broken"}))  # good's bridge and store, under this name
+    assert supd.ctl("reload").returncode == 0
+    wait_for(lambda: supd.status("web")["state"] not in ("error",), what="web loaded")
+    supd.ctl("stop", "web")
+    supd.wait_state("web", "inactive", timeout=30)
     bad.write_text("{ not json")
     supd.ctl("start", "web")
     st = supd.wait_state("web", "failed", timeout=30)
-    assert f"{bad}: expected a JSON object" in st["error"], st["error"]
+    assert st["error"].startswith(f"{path}: [rootfs].network: {bad}: expected a JSON object"), st["error"]
     assert attachment_state(supd) == []
 
 
