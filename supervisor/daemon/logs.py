@@ -59,9 +59,12 @@ def _journal_socket(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(str(path))
-    except OSError:
+    except OSError as e:
         sock.close()
-        raise
+        raise OSError(
+            e.errno, f"cannot reach journald's socket {path} ({e.strerror}): is systemd-journald running? "
+            '(log_driver = "file" keeps the output in supd\'s state folder)'
+        ) from None
     return sock
 
 

@@ -509,7 +509,7 @@ class Supervisor:
             try:
                 log_fd = unit_logs.open_sink(self.config.state_dir, unit.name, log_driver)
             except OSError as e:
-                raise StartFailure(f"{unit.file}: [exec].log_driver = {log_driver!r}: {e}") from None
+                raise StartFailure(f"{unit.file}: [exec].log_driver = {log_driver!r}: {e.strerror or e}") from None
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 pending = await self.spawner.start(

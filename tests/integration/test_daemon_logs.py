@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from supervisor.daemon import logs
 
 
@@ -25,3 +27,12 @@ def test_rotation_keeps_appending_writer_and_old_content(tmp_path: Path) -> None
     assert path.with_name("web.log.2").exists()  # the older rotation moved down
     assert path.with_name("web.log.1").read_bytes().startswith(b"after\n")
     os.close(fd)
+
+
+def test_a_journal_socket_that_is_not_there_is_named_with_what_to_do(tmp_path: Path) -> None:
+    missing = tmp_path / "journal" / "socket"
+    with pytest.raises(OSError) as info:
+        logs.open_sink(tmp_path, "web", "journald", journal_socket=missing)
+    message = info.value.strerror
+    assert message.startswith(f"cannot reach journald's socket {missing} (No such file or directory)"), message
+    assert "is systemd-journald running?" in message and 'log_driver = "file"' in message
