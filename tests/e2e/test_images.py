@@ -75,6 +75,9 @@ def test_import_errors_are_clear(supd: Supd, two_tags: BuiltImage, tmp_path: Pat
     r = supd.ctl("image", "import", f"{two_tags.layout}:nope")
     assert r.returncode == 1
     assert 'tag "nope" not found' in r.stderr and "v1" in r.stderr and "v2" in r.stderr, r.stderr
+    # the words docs/supctl.md shows
+    layout = two_tags.layout
+    assert r.stderr.startswith(f'supctl: image import {layout}:nope: {layout}/index.json: tag "nope" not found; available tags: '), r.stderr
     r = supd.ctl("image", "import", f"{tmp_path / 'no-such-layout'}:v1")
     assert r.returncode == 1 and "no-such-layout" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
