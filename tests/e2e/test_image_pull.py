@@ -203,17 +203,21 @@ def test_manifest_list_picks_this_platform_and_other_platforms_only_fail(
     assert image_list(supd) == before and list((supd.state / "pulls").iterdir()) == []
 
 
-def test_docker_archive_and_oci_archive(supd: Supd, image: BuiltImage, tmp_path: Path) -> None:
+def test_docker_archive_oci_archive_and_dir(supd: Supd, image: BuiltImage, tmp_path: Path) -> None:
     tar = tmp_path / "saved.tar"
     subprocess.run(["skopeo", "copy", "--quiet", f"oci:{image.layout}:v1", f"docker-archive:{tar}:test/bb:v1"], check=True)
     oci_tar = tmp_path / "oci.tar"
     subprocess.run(["skopeo", "copy", "--quiet", f"oci:{image.layout}:v1", f"oci-archive:{oci_tar}:v1"], check=True)
+    folder = tmp_path / "dir"
+    subprocess.run(["skopeo", "copy", "--quiet", f"oci:{image.layout}:v1", f"dir:{folder}"], check=True)
     start_unit(supd, "fromtar", container_unit(image=f"docker-archive:{tar}"))
     assert sh(supd, "fromtar", "cat /opt/old/c") == "c\n"
     r = pulled(supd, f"oci-archive:{oci_tar}:v1")
     assert r.returncode == 0, r.stderr
+    start_unit(supd, "fromdir", container_unit(image=f"dir:{folder}"))
+    assert sh(supd, "fromdir", "cat /opt/old/c") == "c\n"
     refs = {ref for img in image_list(supd) for ref in img["refs"]}  # type: ignore[attr-defined]
-    assert {f"docker-archive:{tar}", f"oci-archive:{oci_tar}:v1"} <= refs, refs
+    assert {f"docker-archive:{tar}", f"oci-archive:{oci_tar}:v1", f"dir:{folder}"} <= refs, refs
 
 
 def test_bad_pulls_are_clear_and_leave_nothing(supd: Supd, registry: Registry, tmp_path: Path) -> None:
