@@ -104,7 +104,7 @@ EXCLUDED: dict[str, str] = {
     ),
     **{f"tests/e2e/test_containers.py::{name}": "rootfs, identity and network setup: " + _SAME_EVERYWHERE for name in (
         "test_image_unit_whiteouts_and_opaque_dir", "test_persistent_upper_survives_restart_ephemeral_does_not",
-        "test_readonly_writable_and_binds", "test_user_nobody_no_new_privs_and_docker_caps",
+        "test_readonly_writable_and_binds", "test_user_nobody_no_new_privs_and_podman_caps",
         "test_network_none_has_only_loopback", "test_web_example_serves_the_host")},
     **{f"tests/e2e/test_live_restore.py::{name}": "state records and their checks: " + _SAME_EVERYWHERE for name in (
         "test_reused_pid_is_not_adopted", "test_corrupt_and_future_state_files_are_reported_not_fatal",
@@ -129,7 +129,7 @@ EXCLUDED: dict[str, str] = {
         "test_supd_killed_then_restarted_removes_what_ended_meanwhile", "test_reboot_reconciles_at_the_next_start",
         "test_port_taken_by_a_host_process_fails_clearly_and_leaves_nothing",
         "test_unknown_network_is_a_unit_file_error",
-        "test_conflist_that_does_not_parse_fails_the_start_naming_file_and_key",
+        "test_conflist_that_does_not_parse_is_a_unit_file_error_then_fails_the_start",
         "test_missing_plugin_names_it_and_the_package", "test_two_containers_on_one_network_reach_each_other")},
     "tests/e2e/test_networks.py::test_two_containers_on_the_same_network_talk_by_name": (
         "names in /etc/hosts over a CNI network: " + _SAME_EVERYWHERE + "; and its Debian rootfs would cost "
