@@ -858,6 +858,8 @@ class Supervisor:
         for name in unit.unit.requires:
             dep = self.units.get(name)
             if dep is not None and not dep.want_running and dep.unit is not None and dep.state is not UnitState.FAILED:
+                if _oneshot_ended(dep):
+                    continue  # it ran to its end: done, or failed (`supctl start` runs it again)
                 self.events.emit(name, "start", f"required by {u.name}")
                 self._post(dep, lc.Start())
         while True:
@@ -902,15 +904,23 @@ class Supervisor:
         dep = self.units.get(name)
         if dep is None:
             return True  # unknown names are unit-file errors, reported by deps.check
+        if dep.unit is not None and dep.unit.exec.oneshot:
+            return _oneshot_done(dep)  # what comes after an init step waits for its end
         if dep.state not in (UnitState.RUNNING, UnitState.FROZEN):
             return False
         return dep.unit is None or dep.unit.health is None or dep.health == "healthy"
 
     def _dependency_failed(self, name: str) -> bool:
         dep = self.units.get(name)
-        return dep is not None and dep.state in (UnitState.FAILED, UnitState.ERROR)
+        if dep is None:
+            return False
+        if dep.state in (UnitState.FAILED, UnitState.ERROR):
+            return True
+        return _oneshot_ended(dep) and not _oneshot_done(dep)
 
     def _stop_dependents(self, u: UnitRun) -> None:
+        if _oneshot_done(u):
+            return  # it did what its dependents waited for, and ended as it should
         for other in self.units.values():
             if other is u or other.unit is None or u.name not in other.unit.unit.requires:
                 continue
@@ -936,3 +946,15 @@ def _kill_quietly(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _oneshot_ended(u: UnitRun) -> bool:
+    """A `[exec].type = "oneshot"` unit whose process ran to its end, and
+    that no restart will run again."""
+    return u.unit is not None and u.unit.exec.oneshot and u.state is UnitState.EXITED
+
+
+def _oneshot_done(u: UnitRun) -> bool:
+    """...and it exited 0. An adopted process's status is unknown (it was not
+    supd's child): that is not a success."""
+    return _oneshot_ended(u) and u.last_exit is not None and u.last_exit.code == 0

@@ -326,6 +326,9 @@ def _security(doc: _Doc, ids: tuple[int, int | None] | None) -> dict[str, Any]:
         doc.unmapped("exec", "seccomp", mode, "a profile file must be installed on each node (seccompProfile Localhost)")
     if spec.log_driver is not None:
         doc.unmapped("exec", "log_driver", spec.log_driver, "a container's output is the kubelet's to keep (kubectl logs)")
+    if spec.oneshot:
+        doc.unmapped("exec", "type", spec.type, "a step that runs to its end before others is an init container of their pod; "
+                     "exported alone it is a container its restartPolicy runs once")
     return security
 
 

@@ -321,8 +321,10 @@ def _pod(spec: _Node, metadata: _Node, name: str, labels: dict[str, str], annota
         sections = {s: dict(v) for s, v in shared.items()}
         sections["restart"]["policy"] = m.RESTART_FROM_KUBE[restart]
         if is_init:
-            # an init container runs to its end: again only on a failure
+            # an init container runs to its end (again only on a failure), and
+            # what comes after it waits for that end
             sections["restart"]["policy"] = "no" if restart == "Never" else "on-failure"
+            sections["exec"]["type"] = "oneshot"
         if slice_name is not None:
             sections["unit"]["slice"] = slice_name
         if m.DESCRIPTION_ANNOTATION in annotations:
@@ -331,7 +333,6 @@ def _pod(spec: _Node, metadata: _Node, name: str, labels: dict[str, str], annota
             sections["unit"]["after"] = [previous]
             sections["unit"]["requires"] = [previous]
         if is_init:
-            container.warn("name", "an init container becomes a unit the next ones start after: supd starts them once it runs, not once it has finished")
             previous = unit_name
         ports = _container(container, sections, pod_security, volumes)
         found.append(_Pending(unit_name, spec.where, sections, labels, ports, host_network, overrides=unmapped))

@@ -52,6 +52,14 @@ class ExecSpec:
     entrypoint: tuple[str, ...] | None = None
     # where stdout and stderr go: "file" | "journald"; None: supd.toml's log_driver
     log_driver: str | None = None
+    # "simple": the unit is up while its process runs. "oneshot" (systemd's
+    # Type=oneshot, Kubernetes' init containers): it is done once its process
+    # has exited 0, and that is what units `after` it wait for.
+    type: str = "simple"
+
+    @property
+    def oneshot(self) -> bool:
+        return self.type == "oneshot"
 
     @property
     def argv(self) -> tuple[str, ...]:

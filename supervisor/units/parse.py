@@ -55,7 +55,7 @@ _MAX_INT: Final = 2**31 - 1
 
 SECTIONS: Final = ("unit", "exec", "rootfs", "resources", "restart", "stop", "health", "freeze")
 UNIT_KEYS: Final = ("description", "slice", "after", "requires", "enabled", "priority")
-EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp", "entrypoint", "log_driver")
+EXEC_KEYS: Final = ("command", "environment", "working_directory", "user", "cap_add", "cap_drop", "seccomp", "entrypoint", "log_driver", "type")
 SECCOMP_WORDS: Final = ("default", "unconfined")
 ROOTFS_KEYS: Final = (
     "layers", "image", "pull", "writable", "hostname", "network", "ports", "binds", "tmpfs", "init", "devices", "userns",
@@ -68,6 +68,9 @@ RESOURCES_KEYS: Final = (
 RESTART_KEYS: Final = ("policy", "delay", "max_delay", "reset_after", "limit_burst", "limit_interval")
 STOP_KEYS: Final = ("signal", "timeout")
 LOG_DRIVERS: Final = ("file", "journald")
+EXEC_TYPES: Final = ("simple", "oneshot")
+# a oneshot runs once, to its end: "always" would start it again after a success
+ONESHOT_POLICIES: Final = ("no", "on-failure", "on-abnormal")
 HEALTH_KEYS: Final = ("command", "interval", "timeout", "retries", "start_period", "on_failure")
 FREEZE_KEYS: Final = ("near_memory_max", "on_host_pressure", "max_frozen")
 PRESSURE_RESOURCES: Final = ("memory", "cpu", "io")
@@ -352,6 +355,9 @@ def parse_unit(name: str, data: Mapping[str, object], file: Path) -> Unit:
         raise UnitFileError(file, "[exec].command", ARGV_EXPECTED, MISSING)
     resources = _resources_section(_Table(file, "[resources]", top.data["resources"], RESOURCES_KEYS)) if top.has("resources") else Resources()
     restart = _restart_section(_Table(file, "[restart]", top.data["restart"], RESTART_KEYS)) if top.has("restart") else RestartSpec()
+    if exec_spec.oneshot and restart.policy not in ONESHOT_POLICIES:
+        expected = " or ".join(f'"{p}"' for p in ONESHOT_POLICIES) + ' ([exec].type = "oneshot" runs once, to its end)'
+        raise UnitFileError(file, "[restart].policy", expected, restart.policy)
     stop = _stop_section(_Table(file, "[stop]", top.data["stop"], STOP_KEYS)) if top.has("stop") else StopSpec()
     health = _health_section(_Table(file, "[health]", top.data["health"], HEALTH_KEYS)) if top.has("health") else None
     freeze = _freeze_section(_Table(file, "[freeze]", top.data["freeze"], FREEZE_KEYS), resources) if top.has("freeze") else None
@@ -440,6 +446,7 @@ def _exec_section(table: _Table, unit_dir: Path) -> ExecSpec:
         cap_drop=_cap_names(table, "cap_drop"),
         seccomp=table.get("seccomp", _seccomp(unit_dir), None),
         log_driver=table.get("log_driver", _choice(LOG_DRIVERS), None),
+        type=table.get("type", _choice(EXEC_TYPES), "simple"),
     )
     both = capabilities.conflict(spec.cap_add, spec.cap_drop)
     if both is not None:

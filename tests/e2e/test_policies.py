@@ -257,6 +257,38 @@ def test_dependency_chain_starts_in_order_and_stops_together(supd: Supd) -> None
     assert {(e["unit"], e["reason"]) for e in stops} >= {("api", "requires db"), ("web", "requires api")}
 
 
+def test_a_oneshot_is_done_when_it_exits_0_and_what_needs_it_runs_on(supd: Supd) -> None:
+    """An init step (`[exec].type = "oneshot"`, a Kubernetes init container):
+    what comes after it starts once it has exited 0, and its end stops
+    nothing; one that fails fails what requires it."""
+    done = supd.root / "schema-done"
+    supd.write_unit("schema", '[exec]\ntype = "oneshot"\ncommand = ["/bin/sh", "-c", "sleep 1; touch %s"]\n'
+                    '[restart]\npolicy = "on-failure"\n' % done)
+    # exits 1 if it were started before the step had ended
+    supd.write_unit("app", '[unit]\nafter = ["schema"]\nrequires = ["schema"]\n'
+                    '[exec]\ncommand = ["/bin/sh", "-c", "test -f %s && exec sleep 100000"]\n' % done)
+    supd.write_unit("broken", '[unit]\nenabled = false\n[exec]\ntype = "oneshot"\ncommand = ["/bin/sh", "-c", "exit 3"]\n')
+    supd.write_unit("needs_broken", '[unit]\nrequires = ["broken"]\n[exec]\ncommand = ["/bin/sleep", "100000"]\n')
+    supd.start()
+    app = supd.wait_state("app", "running", timeout=30)
+    schema = supd.status("schema")
+    assert (schema["state"], schema["last_exit"]["reason"]) == ("exited", "exit 0"), schema
+    time.sleep(1.5)  # its end stopped nothing
+    assert supd.status("app")["pid"] == app["pid"] and supd.status("app")["state"] == "running"
+    # app restarting (a restart by hand here) does not run the step again
+    assert supd.ctl("restart", "app").returncode == 0
+    supd.wait_state("app", "running", timeout=30)
+    assert len([e for e in supd.events("schema") if e["event"] == "running"]) == 1
+
+    # whichever comes first: its wait sees the step failed, or the step's end stops it
+    ended = supd.wait_state("needs_broken", "failed", "inactive", timeout=30)
+    if ended["state"] == "failed":
+        assert ended["error"] == "required unit broken is not running", ended
+    else:
+        assert ("stop", "requires broken") in {(e["event"], e["reason"]) for e in supd.events("needs_broken")}
+    assert ended["pid"] is None and supd.status("broken")["last_exit"]["reason"] == "exit 3"
+
+
 def test_dependency_cycle_is_a_unit_file_error(supd: Supd) -> None:
     supd.write_unit("a", chain_unit("b"))
     supd.write_unit("b", chain_unit("a"))

@@ -96,6 +96,7 @@ EXAMPLES: list[tuple[str, str, Check]] = [
      lambda e: (container(e)["securityContext"]["runAsUser"] == 1000 and container(e)["securityContext"]["runAsGroup"] == 100) or fail()),
     ("exec.user", '[exec]\nuser = "33"', lambda e: (container(e)["securityContext"]["runAsUser"] == 33 and "runAsGroup" not in container(e)["securityContext"]) or fail()),
     ("exec.log_driver", '[exec]\nlog_driver = "journald"', lambda e: unmapped(e, "exec.log_driver") == "journald" or fail()),
+    ("exec.type", '[exec]\ntype = "oneshot"', lambda e: unmapped(e, "exec.type") == "oneshot" or fail()),
     ("exec.cap_add", '[exec]\ncap_add = ["NET_RAW"]', lambda e: container(e)["securityContext"]["capabilities"] == {"add": ["NET_RAW"]} or fail()),
     ("exec.cap_drop", '[exec]\ncap_drop = ["ALL"]', lambda e: container(e)["securityContext"]["capabilities"] == {"drop": ["ALL"]} or fail()),
     ("exec.seccomp", '[exec]\nseccomp = "default"', lambda e: container(e)["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"} or fail()),

@@ -201,7 +201,7 @@ def test_userns_is_host_unless_auto() -> None:
         ),
         (
             '[exec]\ncomand = ["/bin/true"]\n',
-            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp, entrypoint, log_driver",
+            "units/web.toml: [exec].comand: unknown key, expected one of: command, environment, working_directory, user, cap_add, cap_drop, seccomp, entrypoint, log_driver, type",
         ),
         (
             MINIMAL + "[servce]\nx = 1\n",
@@ -250,6 +250,9 @@ KEY_ERRORS = [
     ('[exec]\ncommand = ["/bin/true"]\nentrypoint = "/bin/sh"', "[exec].entrypoint", "list of strings", "/bin/sh"),
     ('[exec]\ncommand = ["/bin/true"]\nentrypoint = ["/bin/sh", 2]', "[exec].entrypoint[1]", "a string without NUL bytes", 2),
     ('[exec]\nentrypoint = []', "[exec].command", "non-empty list", None),
+    ('[exec]\ncommand = ["/bin/true"]\ntype = "forking"', "[exec].type", '"simple", "oneshot"', "forking"),
+    ('[exec]\ncommand = ["/bin/true"]\ntype = "oneshot"\n[restart]\npolicy = "always"', "[restart].policy",
+     '"no" or "on-failure" or "on-abnormal" ([exec].type = "oneshot" runs once, to its end)', "always"),
     ('[rootfs]\nlayers = ["/l"]\ntmpfs = "/tmp"', "[rootfs].tmpfs", "a list like", "/tmp"),
     ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/run", "tmp"]', "[rootfs].tmpfs[1]", "the path: an absolute path", "tmp"),
     ('[rootfs]\nlayers = ["/l"]\ntmpfs = ["/"]', "[rootfs].tmpfs[0]", "not on / itself", "/"),
@@ -353,6 +356,12 @@ def test_key_errors(extra: str, key: str, expected: str, got: object) -> None:
     if got is not None:
         assert error.got == got
     assert str(error).startswith(f"{FILE}: {key}: ")
+
+
+def test_exec_type_is_simple_unless_oneshot() -> None:
+    assert parse(MINIMAL).exec.type == "simple" and not parse(MINIMAL).exec.oneshot
+    unit = parse('[exec]\ncommand = ["/bin/true"]\ntype = "oneshot"\n[restart]\npolicy = "on-failure"\n')
+    assert unit.exec.oneshot and unit.restart.policy == "on-failure"
 
 
 def test_valid_variants() -> None:
