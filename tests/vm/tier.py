@@ -98,6 +98,7 @@ EXCLUDED: dict[str, str] = {
     **{f"tests/e2e/test_policies.py::{name}": "health checks and dependencies: " + _SAME_EVERYWHERE for name in (
         "test_failing_health_check_restarts_the_unit", "test_hanging_health_check_is_killed_at_its_timeout",
         "test_dependency_chain_starts_in_order_and_stops_together", "test_dependency_cycle_is_a_unit_file_error",
+        "test_a_oneshot_is_done_when_it_exits_0_and_what_needs_it_runs_on",
         "test_max_frozen_fails_a_policy_frozen_unit_but_not_a_user_frozen_one")},
     "tests/e2e/test_container_devices.py::test_bad_devices_entries_fail_clearly_and_leave_nothing": (
         "device entries are checked before any scope exists: " + _SAME_EVERYWHERE
