@@ -39,10 +39,6 @@ Verdict = Literal["adopt", "ended", "fresh", "reboot"]
 PROCESS: dict[str, Process] = {"adopt": "adopt", "ended": "ended", "fresh": "none", "reboot": "none"}
 
 
-def definition_hash(unit: Unit) -> str:
-    return fingerprint(unit)
-
-
 def record_for(u: UnitRun, boot_id: str, launch: tuple[int, CgroupRef | None] | None = None) -> UnitRecord:
     """What to write down about `u` now. `launch` = (pid, scope) of a process
     placed in its scope and about to exec: the record is then state
@@ -64,7 +60,7 @@ def record_for(u: UnitRun, boot_id: str, launch: tuple[int, CgroupRef | None] | 
         cgroup=scope.to_json() if scope is not None else None,
         restarts=u.restarts,
         last_exit=last_exit,
-        definition=definition_hash(u.unit) if u.unit is not None else "",
+        definition=fingerprint(u.unit) if u.unit is not None else "",
         started_at=time.time() if pid else None,
         user_stopped=u.user_stopped,
         frozen_by_user=state == UnitState.FROZEN and u.freeze_reason == "user",
@@ -96,10 +92,10 @@ def definition_it_ran_on(unit: Unit, record: UnitRecord) -> Unit | None:
     """The definition an adopted process runs on, when its unit file changed
     while supd was away (None: it did not, or that cannot be told). The file now differs from
     the recorded one in [resources] only if putting back the recorded
-    resources gives the recorded hash; then that is the old definition, and
+    resources gives the recorded fingerprint; then that is the old definition, and
     the change applies live. Otherwise the old one is unknown: the new one
     stands in, and the change needs a restart (as an edit while running)."""
-    if not record.definition or record.definition == definition_hash(unit):
+    if not record.definition or record.definition == fingerprint(unit):
         return None
     if not is_comparable(record.definition):
         # A record of supd 0.1, whose hash was of its own model's repr: any
@@ -113,7 +109,7 @@ def definition_it_ran_on(unit: Unit, record: UnitRecord) -> Unit | None:
             old = replace(unit, resources=Resources(**record.resources))
         except TypeError:  # fields of another version
             return unit
-        if definition_hash(old) == record.definition:
+        if fingerprint(old) == record.definition:
             return old
     return unit
 

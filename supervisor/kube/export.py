@@ -69,10 +69,11 @@ def name_clash(units: list[str]) -> str | None:
     would replace the first), as a message; None when every name is its own."""
     owner: dict[str, str] = {}
     for unit in units:
-        first = owner.setdefault(m.kube_name(unit), unit)
+        name = m.kube_name(unit)
+        first = owner.setdefault(name, unit)
         if first != unit:
             return (
-                f"units {first} and {unit} would both be named {m.kube_name(unit)!r} in Kubernetes "
+                f"units {first} and {unit} would both be named {name!r} in Kubernetes "
                 "(its names have no '_' or '.'): export them one at a time, or rename one"
             )
     return None
