@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class NetworkConfig:
     def plugin(self, index: int) -> dict[str, Any]:
         return json.loads(self.plugins[index])
 
-    @property
+    @cached_property  # read for every plugin of every ADD, CHECK and DEL
     def plugin_types(self) -> tuple[str, ...]:
         return tuple(self.plugin(i)["type"] for i in range(len(self.plugins)))
 
@@ -113,10 +114,10 @@ IDLE_WITHOUT = {"portmap": "portMappings"}
 def plugin_has_work(network: NetworkConfig, index: int, runtime_config: dict[str, Any]) -> bool:
     """False only for a plugin known to do nothing without a runtime value
     it is not given (its own static runtimeConfig counts as given)."""
-    conf = network.plugin(index)
-    key = IDLE_WITHOUT.get(conf["type"])
+    key = IDLE_WITHOUT.get(network.plugin_types[index])
     if key is None:
         return True
+    conf = network.plugin(index)
     static = conf.get("runtimeConfig")
     if isinstance(static, dict) and static.get(key):
         return True
